@@ -1,0 +1,2 @@
+"""minisip: an open-source SIP PBX."""
+__version__ = "0.1.0"
