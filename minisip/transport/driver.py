@@ -1,0 +1,177 @@
+"""The trio driver: sockets in, sans-IO layers, sockets out, one timer.
+
+Bytes from any listener go through ``on_message`` synchronously: parse, stamp
+the Via (RFC 3581), feed the transaction layer, let the transaction user act.
+What the layers queue leaves in ``flush()`` at the end of each receive batch,
+after the location service has committed (so no 200 OK is sent for a binding
+a crash could lose). All timers of all layers are deadlines pulled by one task
+sleeping in one cancel scope whose deadline moves (ARCHITECTURE.md rule 2).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from ..sip.errors import BadMessage
+from ..sip.message import Request
+from ..sip.parser import parse_message_untrusted
+from ..sip.peer import Peer
+from ..transaction.layer import TransactionLayer
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    def send(self, data: bytes, peer: Peer) -> object: ...
+
+
+class TimerSource(Protocol):
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+
+
+_REJECT_HEADERS = {b"via": b"Via", b"v": b"Via", b"from": b"From", b"f": b"From",
+                   b"to": b"To", b"t": b"To", b"call-id": b"Call-ID", b"i": b"Call-ID",
+                   b"cseq": b"CSeq"}
+
+
+def reject_untrusted(data: bytes, status: int, reason: str) -> bytes | None:
+    """A stateless error response to bytes that did not parse, or None.
+
+    Copies the raw Via/From/To/Call-ID/CSeq lines so the sender can match it;
+    without a Via there is nowhere to answer and the bytes are dropped.
+    """
+    head = data.split(b"\r\n\r\n", 1)[0].lstrip(b"\r\n")
+    lines = head.split(b"\r\n")
+    if not lines or lines[0].startswith(b"SIP/") or b" " not in lines[0]:
+        return None
+    out = [b"SIP/2.0 %d %s" % (status, reason.encode("utf-8", "replace")[:100])]
+    have_via = False
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        canon = _REJECT_HEADERS.get(name.strip().lower()) if sep else None
+        if canon is not None:
+            have_via |= canon == b"Via"
+            out.append(canon + b": " + value.strip())
+    if not have_via:
+        return None
+    out.append(b"Content-Length: 0\r\n\r\n")
+    return b"\r\n".join(out)
+
+
+def stamp_via(req: Request, peer: Peer) -> None:
+    """RFC 3261 18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
+    via = req.top_via
+    params = via.params
+    changed = False
+    if via.host != peer.host:
+        params["received"] = peer.host
+        changed = True
+    if "rport" in params and not params["rport"]:
+        params["rport"] = str(peer.port)
+        params.setdefault("received", peer.host)
+        changed = True
+    if changed:
+        values = req.headers.values("Via")
+        values[0] = str(via)
+        req.headers.remove("Via")
+        for v in reversed(values):
+            req.headers.prepend("Via", v)
+
+
+class SipDriver:
+    def __init__(self, layer: TransactionLayer, on_events: Callable[[float], None],
+                 commit: Callable[[], None], trace: Callable[[str, bytes, Peer], None]
+                 | None = None) -> None:
+        self.layer = layer
+        self.on_events = on_events
+        self.commit = commit
+        self.trace = trace
+        self.senders: dict[str, list[Sender]] = {"udp": [], "tcp": [], "tls": []}
+        self.wall_timers: list[TimerSource] = []  # deadlines in time.time()
+        self.bad_messages = 0
+        self._timer_scope: trio.CancelScope | None = None
+
+    def add_sender(self, transport: str, sender: Sender) -> None:
+        self.senders[transport].append(sender)
+
+    # -- inbound ---------------------------------------------------------------
+    def on_message(self, data: bytes, peer: Peer) -> None:
+        if self.trace is not None:
+            self.trace("in", data, peer)
+        now = trio.current_time()
+        try:
+            msg = parse_message_untrusted(data)
+            if isinstance(msg, Request):
+                stamp_via(msg, peer)
+        except BadMessage as exc:
+            self.bad_messages += 1
+            log.debug("bad message from %s: %s", peer, exc.reason)
+            if exc.status is not None:
+                reply = reject_untrusted(data, exc.status, exc.reason)
+                if reply is not None:
+                    self.send(reply, peer)
+            return
+        self.layer.receive(msg, peer, now)
+        self.on_events(now)
+
+    # -- outbound --------------------------------------------------------------
+    def send(self, data: bytes, peer: Peer) -> None:
+        if self.trace is not None:
+            self.trace("out", data, peer)
+        senders = self.senders.get(peer.transport, ())
+        if peer.transport == "udp":
+            v6 = ":" in peer.host
+            for s in senders:  # the listener of the peer's address family
+                if (":" in s.host) == v6:  # type: ignore[attr-defined]
+                    s.send(data, peer)
+                    return
+            return
+        for s in senders:  # the connection the request came on
+            if s.send(data, peer):
+                return
+
+    def flush(self) -> None:
+        """End of a receive batch: commit state, then send what was queued."""
+        self.commit()
+        for data, peer in self.layer.data_to_send():
+            self.send(data, peer)
+        self._rearm()
+
+    # -- timers ----------------------------------------------------------------
+    def _next_deadline(self) -> float:
+        deadline = self.layer.get_timer()
+        best = math.inf if deadline is None else deadline
+        if self.wall_timers:
+            offset = trio.current_time() - time.time()
+            for src in self.wall_timers:
+                t = src.get_timer()
+                if t is not None and t + offset < best:
+                    best = t + offset
+        return best
+
+    def _rearm(self) -> None:
+        scope = self._timer_scope
+        if scope is not None:
+            deadline = self._next_deadline()
+            if deadline < scope.deadline:
+                scope.deadline = deadline
+
+    async def run_timers(self) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._next_deadline()) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            now = trio.current_time()
+            self.layer.handle_timer(now)
+            wall = time.time()
+            for src in self.wall_timers:
+                src.handle_timer(wall)
+            self.on_events(now)
+            self.flush()

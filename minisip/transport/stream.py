@@ -1,0 +1,154 @@
+"""TCP and TLS listeners: one task per connection, framed by Content-Length.
+
+Each connection reads into a ``StreamFramer`` and hands whole messages up
+synchronously; writes go through a bounded queue drained by the connection's
+own writer task, so a peer that stops reading cannot block anyone else (its
+queue fills, and the connection is dropped). A TLS handshake and the first
+bytes of a message are bounded in time; an idle connection is closed after
+``IDLE_TIMEOUT`` (phones keep theirs open with CRLF pings or re-REGISTERs).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+
+import trio
+
+from ..sip.errors import BadMessage
+from ..sip.parser import PING, StreamFramer
+from ..sip.peer import Peer
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+IDLE_TIMEOUT = 3600.0  # longer than any registration interval
+MESSAGE_TIMEOUT = 30.0  # a started message must complete within this
+SEND_QUEUE = 256
+MAX_CONNECTIONS = 10_000
+
+OnMessage = Callable[[bytes, Peer], None]
+
+
+class Connection:
+    def __init__(self, stream: trio.abc.Stream, peer: Peer) -> None:
+        self.stream = stream
+        self.peer = peer
+        self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](SEND_QUEUE)
+        self.cancel_scope = trio.CancelScope()
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.send_channel.send_nowait(data)
+            return True
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self.cancel_scope.cancel()  # a peer that does not read is dropped
+            return False
+
+
+class StreamListener:
+    """A TCP or TLS listener (``ssl_context`` set) on one address."""
+
+    def __init__(self, host: str, port: int, transport: str,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.host, self.port, self.transport = host, port, transport
+        self.ssl_context = ssl_context
+        self.connections: dict[Peer, Connection] = {}
+        self.accepted = 0
+        self.rejected = 0
+        self.sock: trio.socket.SocketType | None = None
+
+    @property
+    def name(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+    async def bind(self) -> None:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        await sock.bind((self.host, self.port))
+        sock.listen(512)
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+
+    def send(self, data: bytes, peer: Peer) -> bool:
+        conn = self.connections.get(peer)
+        return conn.send(data) if conn is not None else False
+
+    async def serve(self, on_message: OnMessage, on_batch_end: Callable[[], None]) -> None:
+        assert self.sock is not None
+        listener = trio.SocketListener(self.sock)
+        async with trio.open_nursery() as nursery:
+            async with listener:
+                while True:
+                    stream = await listener.accept()
+                    if len(self.connections) >= MAX_CONNECTIONS:
+                        self.rejected += 1
+                        await trio.aclose_forcefully(stream)
+                        continue
+                    self.accepted += 1
+                    nursery.start_soon(self._handle, stream, on_message, on_batch_end)
+
+    async def _handle(self, tcp: trio.SocketStream, on_message: OnMessage,
+                      on_batch_end: Callable[[], None]) -> None:
+        try:
+            host, port = tcp.socket.getpeername()[:2]
+        except OSError:
+            await trio.aclose_forcefully(tcp)
+            return
+        peer = Peer(self.transport, host, port)
+        stream: trio.abc.Stream = tcp
+        if self.ssl_context is not None:
+            stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
+        conn = Connection(stream, peer)
+        self.connections[peer] = conn
+        try:
+            with conn.cancel_scope:
+                if isinstance(stream, trio.SSLStream):
+                    with trio.move_on_after(HANDSHAKE_TIMEOUT) as hs:
+                        await stream.do_handshake()
+                    if hs.cancelled_caught:
+                        return
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, conn)
+                    await self._reader(conn, on_message, on_batch_end)
+                    nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
+            pass
+        finally:
+            del self.connections[peer]
+            conn.send_channel.close()
+            await trio.aclose_forcefully(stream)
+
+    async def _reader(self, conn: Connection, on_message: OnMessage,
+                      on_batch_end: Callable[[], None]) -> None:
+        framer = StreamFramer()
+        while True:
+            # Idle between messages is allowed for long; half a message is not.
+            timeout = MESSAGE_TIMEOUT if framer.pending else IDLE_TIMEOUT
+            with trio.move_on_after(timeout):
+                data = await conn.stream.receive_some(65536)
+                if not data:
+                    return
+                framer.feed(data)
+                try:
+                    while (msg := framer.next_message()) is not None:
+                        if msg is PING:
+                            conn.send(b"\r\n")  # RFC 5626 pong
+                        else:
+                            on_message(msg, conn.peer)
+                except BadMessage as exc:  # framing is lost: nothing more to read here
+                    log.info("%s: closing, %s", conn.peer, exc.reason)
+                    return
+                finally:
+                    on_batch_end()
+                continue
+            return  # timed out
+
+    async def _writer(self, conn: Connection) -> None:
+        async for data in conn.receive_channel:
+            await conn.stream.send_all(data)

@@ -1,0 +1,95 @@
+"""UDP listener: the drained receive loop from PERFORMANCE.md.
+
+One non-blocking socket per listen address. Each wake-up drains up to
+``BATCH`` datagrams, hands each to ``on_datagram`` synchronously (no task per
+packet), then calls ``on_batch_end`` so the layers above can group-commit and
+flush what they queued. Sends never block the loop: a full socket buffer drops
+the datagram (UDP senders retransmit) and counts it.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+
+import trio
+
+from ..sip.peer import Peer
+
+BATCH = 256
+MAX_DATAGRAM = 65535
+SOCKET_BUFFER = 4 * 1024 * 1024  # a few MB, or retransmission storms start above ~10k msg/s
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class UdpListener:
+    def __init__(self, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            except OSError:
+                pass
+        sock.bind((host, port))
+        sock.setblocking(False)
+        self.sock = sock
+        self.family = family
+        self.host, self.port = sock.getsockname()[:2]
+        self.received = 0
+        self.sent = 0
+        self.send_dropped = 0
+
+    @property
+    def name(self) -> str:
+        return f"udp:{_bracket(self.host)}:{self.port}"
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        try:
+            self.sock.sendto(data, (peer.host, peer.port))
+            self.sent += 1
+        except (BlockingIOError, InterruptedError):
+            self.send_dropped += 1
+        except OSError as exc:  # unreachable peer, bad address: not our listener's problem
+            if exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL,
+                                 errno.ECONNREFUSED, errno.EAFNOSUPPORT, errno.EMSGSIZE):
+                raise
+            self.send_dropped += 1
+
+    async def serve(self, on_datagram: Callable[[bytes, Peer], None],
+                    on_batch_end: Callable[[], None]) -> None:
+        sock = self.sock
+        buf = bytearray(MAX_DATAGRAM)
+        view = memoryview(buf)
+        peers: dict[tuple[str, int], Peer] = {}
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                for _ in range(BATCH):
+                    try:
+                        n, addr = sock.recvfrom_into(buf)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except ConnectionRefusedError:  # ICMP from an earlier send
+                        continue
+                    self.received += 1
+                    key = addr[:2]
+                    peer = peers.get(key)
+                    if peer is None:
+                        if len(peers) > 100_000:  # a cache, not a registry: keep it bounded
+                            peers.clear()
+                        peer = peers[key] = Peer("udp", key[0], key[1])
+                    on_datagram(bytes(view[:n]), peer)
+                    continue
+                else:  # a full batch: let other tasks run before draining more
+                    on_batch_end()
+                    await trio.lowlevel.checkpoint()
+                    continue
+                on_batch_end()
+        finally:
+            sock.close()
