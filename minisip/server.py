@@ -1,0 +1,269 @@
+"""``minisip serve``: the one nursery tree that runs the PBX.
+
+Start-up order: configuration (a bad config at start is fatal, later it is
+only reported), persistent state from the data dir, listeners (bound before
+anything is announced, so "serving" means reachable), then the tasks: one per
+listener, the timer loop, the config watcher, the control socket and the
+signal handler. SIGINT/SIGTERM cancel the tree; ``finally`` commits and closes
+the location store.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .config.loader import ConfigError
+from .config.schema import Snapshot
+from .config.watcher import ConfigHolder, watch_config
+from .control.events import EventBus
+from .control.server import serve_control
+from .pbx.core import Pbx
+from .pbx.guard import AuthGuard
+from .pbx.location import LocationService
+from .pbx.registrar import Registrar, RegistrarPolicy
+from .sip.digest import DigestAuthenticator
+from .sip.peer import Peer
+from .transaction.layer import TransactionLayer
+from .transaction.timers import Timers
+from .transport import tls
+from .transport.driver import SipDriver
+from .transport.stream import StreamListener
+from .transport.udp import UdpListener
+
+log = logging.getLogger("minisip")
+
+
+@dataclass
+class ServeOptions:
+    config_dir: Path = Path("configs")
+    data_dir: Path | None = None  #: default: system.yaml's data_dir, relative to the cwd
+    hosts: list[str] | None = None  #: listen addresses; default: system.yaml's listen
+    udp_port: int | None = None
+    tcp_port: int | None = None
+    tls_port: int | None = None
+
+
+@dataclass
+class ServerInfo:
+    """What a started server tells its caller (tests, the startup banner)."""
+    listeners: list[str]
+    users: int
+    tls_fingerprint: str | None
+    data_dir: Path
+    control_socket: Path
+    default_passwords: list[str] = field(default_factory=list)
+
+
+def _secret(data_dir: Path) -> bytes:
+    """The nonce key: kept so nonces stay valid across a restart."""
+    path = data_dir / "secret.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key
+
+
+def _policy(snap: Snapshot) -> RegistrarPolicy:
+    reg = snap.system.registration
+    return RegistrarPolicy(reg.min_expires, reg.max_expires, reg.default_expires,
+                           snap.system.max_contacts_per_user)
+
+
+class Server:
+    """The running PBX's parts, reachable from the control handlers."""
+
+    def __init__(self, opts: ServeOptions) -> None:
+        self.opts = opts
+        self.started = time.time()
+        self.holder = ConfigHolder(opts.config_dir)  # raises ConfigError: fatal at start
+        system = self.holder.current.system
+        self.data_dir = Path(opts.data_dir or system.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.bus = EventBus()
+        self.location = LocationService(self.data_dir / "registrations.db",
+                                        on_state=self._user_state)
+        self.auth = DigestAuthenticator(system.realm, secret=_secret(self.data_dir),
+                                        nonce_ttl=system.nonce_ttl)
+        sec = system.security
+        self.guard = AuthGuard(max_failures=sec.auth_failures_before_block,
+                               block_seconds=sec.block_seconds)
+        t = system.timers
+        self.layer = TransactionLayer(Timers(t1=t.t1, t2=t.t2, t4=t.t4))
+        self.registrar = Registrar(self.location, self.auth, self.guard, self._password_of,
+                                   lambda: _policy(self.holder.current))
+        self.pbx = Pbx(self.layer, self.registrar, self.bus.publish)
+        self.driver = SipDriver(self.layer, self.pbx.handle_events, self.location.commit,
+                                trace=self._trace)
+        self.driver.wall_timers.append(self.location)
+        self.udp: list[UdpListener] = []
+        self.streams: list[StreamListener] = []
+        self.fingerprint: str | None = None
+
+    # -- hooks ------------------------------------------------------------------
+    def _password_of(self, user: str) -> str | None:
+        u = self.holder.current.users.get(user)
+        return u.password if u is not None else None
+
+    def _user_state(self, user: str, online: bool) -> None:
+        self.bus.publish("users", "user_state",
+                         {"user": user, "state": "online" if online else "offline"})
+
+    def _trace(self, direction: str, data: bytes, peer: Peer) -> None:
+        if self.bus.wants("sip"):
+            self.bus.publish("sip", "sip_message", {
+                "direction": direction, "transport": peer.transport, "host": peer.host,
+                "port": peer.port, "text": data.decode("utf-8", "replace")})
+
+    def _on_reload(self, snap: Snapshot | None, error: ConfigError | None) -> None:
+        if error is not None:
+            log.error("configuration not reloaded, still serving the previous one:\n%s", error)
+            self.bus.publish("reloads", "reload_failed", {"error": str(error)})
+            return
+        assert snap is not None
+        for aor in [a for a in self.location.aors() if a not in snap.users]:
+            self.location.remove_all(aor)  # a deleted user's phones are unregistered
+        self.location.commit()
+        log.info("configuration reloaded: %d users", len(snap.users))
+        self.bus.publish("reloads", "reloaded", {"users": len(snap.users)})
+
+    # -- listeners -----------------------------------------------------------------
+    async def bind(self) -> None:
+        system = self.holder.current.system
+        o = self.opts
+        hosts = o.hosts or list(system.listen)
+        udp_port = system.udp_port if o.udp_port is None else o.udp_port
+        tcp_port = system.tcp_port if o.tcp_port is None else o.tcp_port
+        tls_port = system.tls_port if o.tls_port is None else o.tls_port
+        ctx = None
+        if tls_port:
+            names = [h for h in [system.sip_address, *hosts] if h and h not in ("0.0.0.0", "::")]
+            cert, key = tls.certificate_paths(self.data_dir, system.tls_certificate,
+                                              system.tls_private_key, names or ["localhost"])
+            ctx = tls.server_context(cert, key)
+            self.fingerprint = tls.fingerprint(cert)
+        for host in hosts:
+            if udp_port:
+                self.udp.append(UdpListener(host, udp_port))
+                self.driver.add_sender("udp", self.udp[-1])
+            for transport, port, c in (("tcp", tcp_port, None), ("tls", tls_port, ctx)):
+                if port:
+                    listener = StreamListener(host, port, transport, c)
+                    await listener.bind()
+                    self.streams.append(listener)
+                    self.driver.add_sender(transport, listener)
+
+    def info(self) -> ServerInfo:
+        snap = self.holder.current
+        defaults = [n for n, u in snap.users.items() if u.password == n]
+        return ServerInfo([l.name for l in [*self.udp, *self.streams]], len(snap.users),
+                          self.fingerprint, self.data_dir, self.control_path, defaults)
+
+    @property
+    def control_path(self) -> Path:
+        return self.data_dir / "control.sock"
+
+    # -- control requests ------------------------------------------------------------
+    def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        h = self.holder
+        return {
+            "uptime": round(time.time() - self.started, 1),
+            "listeners": [l.name for l in [*self.udp, *self.streams]],
+            "tls_fingerprint": self.fingerprint,
+            "config": {"dir": str(self.opts.config_dir), "generation": h.generation,
+                       "last_reload": h.last_reload,
+                       "error": str(h.last_error) if h.last_error else None},
+            "users": len(h.current.users),
+            "online": sum(1 for _ in self.location.aors()),
+            "bindings": self.location.count(),
+            "counters": {
+                "registered": self.registrar.registered,
+                "challenged": self.registrar.challenged,
+                "refused": self.registrar.refused,
+                "auth_blocked": self.guard.blocked,
+                "bad_messages": self.driver.bad_messages,
+                "scanners_dropped": self.pbx.scanners_dropped,
+            },
+        }
+
+    def registrations(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        now = time.time()
+        user = args.get("user")
+        out = []
+        for aor in sorted(self.location.aors()):
+            if user and aor != user:
+                continue
+            for b in self.location.bindings(aor):
+                out.append({"user": aor, "contact": b.contact, "expires": b.remaining(now),
+                            "source": f"{b.source.transport}:{b.source.host}:{b.source.port}",
+                            "user_agent": b.user_agent})
+        return out
+
+    def user_states(self, args: dict[str, Any]) -> dict[str, str]:
+        return {name: ("online" if self.location.is_online(name) else "offline")
+                for name in self.holder.current.users}
+
+    async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        error = await trio.to_thread.run_sync(self.holder.reload)
+        self._on_reload(None if error else self.holder.current, error)
+        return {"ok": error is None, "error": str(error) if error else None,
+                "generation": self.holder.generation}
+
+    def handlers(self) -> dict[str, Any]:
+        async def wrap(fn: Any, args: dict[str, Any]) -> Any:
+            return fn(args)
+        sync = {"status": self.status, "registrations": self.registrations,
+                "user_states": self.user_states}
+        out: dict[str, Any] = {k: (lambda a, f=f: wrap(f, a)) for k, f in sync.items()}
+        out["reload"] = self.reload
+        return out
+
+    # -- the tree -----------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self.bind()
+            async with trio.open_nursery() as nursery:
+                for u in self.udp:
+                    nursery.start_soon(u.serve, self.driver.on_message, self.driver.flush)
+                for s in self.streams:
+                    nursery.start_soon(s.serve, self.driver.on_message, self.driver.flush)
+                nursery.start_soon(self.driver.run_timers)
+                await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
+                await nursery.start(serve_control, self.control_path, self.handlers(), self.bus)
+                nursery.start_soon(self._signals, nursery.cancel_scope)
+                task_status.started(self.info())
+        finally:
+            self.location.close()
+
+    def _on_reload_async(self, snap: Snapshot | None, error: ConfigError | None) -> None:
+        # The watcher already built the snapshot; the holder swaps it in one assignment.
+        if snap is not None:
+            self.holder.swap(snap)
+        else:
+            self.holder.fail(error)
+        self._on_reload(snap, error)
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGINT, signal.SIGTERM) as sigs:
+            async for signum in sigs:
+                if signum == signal.SIGHUP:
+                    await self.reload({})
+                else:
+                    log.info("shutting down (%s)", signal.Signals(signum).name)
+                    scope.cancel()
+                    return
+
+
+async def serve(opts: ServeOptions, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    await Server(opts).run(task_status=task_status)

@@ -1,0 +1,168 @@
+"""Shared test helpers: a real minisip server process, free ports, sipp runs."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+SCENARIOS = REPO / "tests" / "interop" / "scenarios"
+SHARED = REPO.parent / "shared"
+
+
+def free_port(kinds: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOCK_STREAM)) -> int:
+    """A port number free for UDP and TCP on 127.0.0.1 (SIP uses the same number)."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        socks = []
+        try:
+            for kind in kinds:
+                s = socket.socket(socket.AF_INET, kind)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port")
+
+
+def options_ping(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bytes | None:
+    """Send one OPTIONS over UDP; the reply's bytes or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.bind((host, 0))
+        lport = s.getsockname()[1]
+        hb = f"[{host}]" if ":" in host else host
+        branch = f"z9hG4bK{random.getrandbits(48):x}"
+        msg = (f"OPTIONS sip:{hb}:{port} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP {hb}:{lport};branch={branch};rport\r\n"
+               f"From: <sip:ping@{hb}>;tag=p{branch[-6:]}\r\nTo: <sip:{hb}>\r\n"
+               f"Call-ID: {branch}@test\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+               f"Content-Length: 0\r\n\r\n").encode()
+        s.sendto(msg, (host, port))
+        try:
+            return s.recv(65535)
+        except OSError:
+            return None
+
+
+@dataclass
+class ServerProcess:
+    config_dir: Path
+    data_dir: Path
+    port: int
+    tls_port: int
+    hosts: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=Path)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "MINISIP_CONFIG_DIR": str(self.config_dir),
+                "MINISIP_DATA_DIR": str(self.data_dir)}
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "minisip.cli.main", "serve",
+             *[a for h in self.hosts for a in ("--host", h)], "--udp-port", str(self.port), "--tcp-port", str(self.port),
+             "--tls-port", str(self.tls_port)],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log()}")
+            if (self.data_dir / "control.sock").exists() and options_ping(self.port, timeout=0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start: {self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def cli(self, *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "minisip.cli.main", *args],
+                              env=self.env(), capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)
+
+
+def make_server(tmp_path: Path) -> ServerProcess:
+    config_dir = tmp_path / "configs"
+    shutil.copytree(CONFIGS, config_dir)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    return ServerProcess(config_dir, data_dir, free_port(), free_port((socket.SOCK_STREAM,)))
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (make test installs it)")
+    return path
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    output: str
+
+
+def run_sipp(scenario: str, port: int, *, users: list[tuple[str, str]] | None = None,
+             calls: int = 1, transport: str = "u1", rate: int = 10, timeout: float = 30.0,
+             remote: str = "127.0.0.1", extra: tuple[str, ...] = (),
+             workdir: Path | None = None) -> SippResult:
+    """Run one sipp client scenario against ``remote:port`` and parse its counters."""
+    sipp = need("sipp")
+    workdir = workdir or Path(os.environ.get("TMPDIR", "/tmp"))
+    args = [sipp, f"{remote}:{port}", "-sf", str(SCENARIOS / scenario), "-m", str(calls),
+            "-r", str(rate), "-t", transport, "-i", "127.0.0.1", "-p", "0",
+            "-timeout", f"{int(timeout)}s", "-timeout_error", "-max_recv_loops", "1000",
+            "-trace_stat", "-stf", str(workdir / f"sipp-{os.getpid()}-{port}.csv"),
+            "-nostdin", *extra]
+    if users:
+        inf = workdir / f"users-{os.getpid()}-{random.getrandbits(32)}.csv"
+        inf.write_text("SEQUENTIAL\n" + "".join(f"{u};{p}\n" for u, p in users))
+        args += ["-inf", str(inf)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout + 15,
+                          cwd=workdir)
+    stat = workdir / f"sipp-{os.getpid()}-{port}.csv"
+    successful = failed = 0
+    try:
+        lines = stat.read_text().splitlines()
+        header, last = lines[0].split(";"), lines[-1].split(";")
+        row = dict(zip(header, last))
+        successful = int(row.get("SuccessfulCall(C)", 0))
+        failed = int(row.get("FailedCall(C)", 0))
+        stat.unlink()
+    except (OSError, IndexError, ValueError):
+        pass
+    return SippResult(proc.returncode, successful, failed, proc.stdout + proc.stderr)
