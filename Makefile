@@ -16,9 +16,9 @@ venv: $(STAMP)
 
 # Real SIP peers for the interop tests (Debian packages; CI runs as root).
 peers:
-	@command -v sipp >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq sip-tester; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq sip-tester; fi; }
+	@command -v sipp >/dev/null && command -v socat >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq sip-tester socat; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq sip-tester socat; fi; }
 
 serve: $(STAMP)
 	$(BIN)/minisip serve --config-dir configs --data-dir data
