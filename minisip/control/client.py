@@ -154,10 +154,15 @@ async def connect(path: Path | str) -> AsyncIterator[ControlConnection]:
                 raise ControlError(f"websocket handshake with {path} failed: {exc}") from None
             try:
                 yield ControlConnection(ws)
-            finally:
-                with trio.move_on_after(1.0) as scope:
-                    scope.shield = True
+            except BaseException:
+                # Cancelled or failed: the reader task may be cancelled too, so
+                # no close handshake could complete. Just drop the connection.
+                await trio.aclose_forcefully(stream)
+                raise
+            else:
+                with trio.move_on_after(1.0):
                     await ws.aclose()
+            finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # The nursery only holds the websocket reader, which handles its own
