@@ -120,6 +120,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _loads_untrusted(text: str | bytes) -> Any:
     if isinstance(text, bytes):
         try:
@@ -129,7 +132,7 @@ def _loads_untrusted(text: str | bytes) -> Any:
     if len(text) > MAX_FRAME:
         raise BadMessage(f"frame longer than {MAX_FRAME} characters")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except RecursionError:
         # "[[[[..." nested deeper than the interpreter's stack.
         raise BadMessage("JSON nested too deeply") from None
@@ -216,7 +219,8 @@ def require_arg(args: dict[str, Any], name: str, kind: type, *, default: Any = .
         return default
     value = args[name]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BadMessage(f"argument {name!r} must be {_py_json_name(kind)}, not {_json_type(value)}")
+        wanted = _py_json_name(kind)
+        raise BadMessage(f"argument {name!r} must be {wanted}, not {_json_type(value)}")
     return value
 
 
@@ -261,8 +265,10 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_default, separators=(",", ":"), allow_nan=False)
+# One encoder and decoder, built once: json.dumps/loads with options build a new
+# one per call, a measurable share of a 0.2 ms round trip.
+_ENCODER: Final = json.JSONEncoder(default=_default, separators=(",", ":"), allow_nan=False)
+_dumps: Final = _ENCODER.encode
 
 
 def encode_request(rid: RequestId, op: str, args: dict[str, Any] | None = None) -> str:

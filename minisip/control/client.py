@@ -185,7 +185,8 @@ async def request(
             async with connect(path) as conn:
                 return await conn.request(op, args)
     except trio.TooSlowError:
-        raise ControlTimeout(f"no answer to {op!r} from {os.fspath(path)} in {timeout:g} s") from None
+        where = os.fspath(path)
+        raise ControlTimeout(f"no answer to {op!r} from {where} in {timeout:g} s") from None
 
 
 @contextlib.asynccontextmanager
@@ -201,7 +202,9 @@ async def subscribe(
         yield conn
 
 
-def call(path: Path | str, op: str, args: dict[str, Any] | None = None, timeout: float = 5.0) -> Any:
+def call(
+    path: Path | str, op: str, args: dict[str, Any] | None = None, timeout: float = 5.0
+) -> Any:
     """``request`` for synchronous callers (runs its own trio loop)."""
     import functools
 

@@ -117,7 +117,7 @@ async def test_subscriber_gets_events_in_order_through_its_filter() -> None:
         bus.publish("registrations", "registration", {"user": "100"})
         bus.publish("reloads", "reload", {"user": "100"})
         bus.publish("registrations", "unregistration", {"user": "101"})
-        got = [(ev, topic, data) for ev, topic, data, _ in [sub.receive_nowait(), sub.receive_nowait()]]
+        got = [sub.receive_nowait()[:3] for _ in range(2)]
         with pytest.raises(trio.WouldBlock):
             sub.receive_nowait()
     assert got == [
@@ -158,3 +158,20 @@ async def test_iterating_a_closed_subscriber_ends() -> None:
         await trio.testing.wait_all_tasks_blocked()
         sub.close()
     assert seen == ["answered"]
+
+
+def test_importing_the_client_leaves_trio_and_websockets_unloaded() -> None:
+    # The CLI imports the client on every start; trio + trio_websocket cost ~120 ms.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, minisip.control.client; "
+        "print(sorted(m for m in ('trio', 'trio_websocket', 'wsproto') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
+    )
+    assert out.stdout.strip() == "[]"

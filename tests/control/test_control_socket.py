@@ -117,7 +117,8 @@ async def test_malformed_frames_get_error_replies_and_the_connection_keeps_worki
                 assert reply["id"] == rid and reply["ok"] is False
                 assert words in reply["error"]
                 await ws.send_message('{"id": 99, "op": "ping"}')
-                assert json.loads(await ws.get_message()) == {"id": 99, "ok": True, "result": "pong"}
+                pong = json.loads(await ws.get_message())
+                assert pong == {"id": 99, "ok": True, "result": "pong"}
         assert await client.request(server.path, "ping") == "pong"
 
 
@@ -206,8 +207,10 @@ async def test_subscribers_get_events_published_after_subscribing_through_their_
     bus = server.bus
     with trio.fail_after(5):
         bus.publish("registrations", "registration", {"user": "100"})  # before: not seen
-        async with client.subscribe(server.path, ["registrations", "calls"], {"user": "100"}) as by_user, \
-                client.subscribe(server.path, ["calls"], {"call_id": "c2"}) as by_call:
+        async with (
+            client.subscribe(server.path, ["registrations", "calls"], {"user": "100"}) as by_user,
+            client.subscribe(server.path, ["calls"], {"call_id": "c2"}) as by_call,
+        ):
             bus.publish("registrations", "registration", {"user": "101"})
             bus.publish("registrations", "registration", {"user": "100", "expires": 3600})
             bus.publish("calls", "ringing", {"call_id": "c1", "users": ["100", "102"]})
