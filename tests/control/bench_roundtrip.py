@@ -73,7 +73,7 @@ def main() -> None:
     ms = [s * 1000 for s in samples]
     print(f"control round trip over one connection, {n} requests:")
     print(f"  median {statistics.median(ms):.3f} ms  p99 {ms[int(len(ms) * 0.99)]:.3f} ms")
-    print(f"  call() with a fresh connection (connect + handshake + request): {fresh * 1000:.2f} ms")
+    print(f"  call() on a fresh connection (connect, handshake, request): {fresh * 1000:.2f} ms")
 
 
 if __name__ == "__main__":
