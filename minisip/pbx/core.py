@@ -1,9 +1,10 @@
 """The transaction user: turns transaction events into PBX actions.
 
 Every request that reaches a server transaction gets exactly one final
-response from here (resiprocate's rule: an unanswered request leaks a
-transaction). Requests are dispatched by a method table; the checks every
-request passes first (RFC 3261 8.2) come before it.
+response from here or from the call it belongs to (resiprocate's rule: an
+unanswered request leaks a transaction). Requests are dispatched by a method
+table after the checks every request passes first (RFC 3261 8.2); requests
+inside a dialog go to the call that owns the dialog.
 """
 from __future__ import annotations
 
@@ -12,51 +13,62 @@ from collections.abc import Callable
 from typing import Any
 
 from ..sip.errors import BadMessage
-from ..sip.message import Request, Response, make_response, new_tag
+from ..sip.message import Request, Response, make_response, new_branch, new_tag
 from ..sip.peer import Peer
 from ..transaction import events as ev
 from ..transaction.layer import TransactionLayer
 from .guard import is_scanner
 from .registrar import Registrar
+from .timers import TimerHeap
 
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, NOTIFY"
-SUPPORTED_EXTENSIONS = frozenset({"path", "outbound", "gruu"})
-SUPPORTED = ", ".join(sorted(SUPPORTED_EXTENSIONS))
+SUPPORTED_EXTENSIONS = frozenset({"path", "outbound", "gruu", "100rel", "replaces", "timer"})
+SUPPORTED = "path, outbound, replaces, timer"
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 
 Publish = Callable[[str, str, dict[str, Any]], None]
+Handler = Callable[[Request, Peer, float], "Response | None"]
+OnResponse = Callable[[Any, Response, object], None]
 
 
 class Pbx:
     def __init__(self, layer: TransactionLayer, registrar: Registrar,
-                 publish: Publish, server_header: str = "minisip") -> None:
+                 publish: Publish, *, now: Callable[[], float],
+                 local_address: Callable[[Peer], tuple[str, int]],
+                 server_header: str = "minisip") -> None:
         self.layer = layer
         self.registrar = registrar
         self.publish = publish
+        self.now = now
+        self.local_address = local_address
         self.server_header = server_header
-        self._methods: dict[str, Callable[[Request, Peer, float], Response]] = {
+        self.timers = TimerHeap()
+        self.calls: Any = None  # the call controller, set by the server when calls are on
+        self._methods: dict[str, Handler] = {
             "REGISTER": self.registrar.handle,
             "OPTIONS": self._options,
         }
         self._events: dict[type, Callable[[Any, float], None]] = {
             ev.RequestReceived: self._on_request,
-            ev.AckReceived: self._ignore,
-            ev.ResponseReceived: self._ignore,
-            ev.StrayResponse: self._ignore,
-            ev.TransactionTimeout: self._ignore,
-            ev.TransactionTerminated: self._ignore,
-            ev.TransportFailure: self._ignore,
+            ev.AckReceived: self._on_ack,
+            ev.ResponseReceived: self._on_response,
+            ev.StrayResponse: self._on_stray,
+            ev.TransactionTimeout: self._on_timeout,
+            ev.TransactionTerminated: self._on_terminated,
+            ev.TransportFailure: self._on_timeout,
         }
+        self._client: dict[object, tuple[OnResponse | None, Any]] = {}
         self.scanners_dropped = 0
 
+    def route_method(self, method: str, handler: Handler) -> None:
+        self._methods[method] = handler
+
+    # -- transaction events ---------------------------------------------------------
     def handle_events(self, now: float) -> None:
         for event in self.layer.next_events():
-            self._events.get(type(event), self._ignore)(event, now)
-
-    def _ignore(self, event: Any, now: float) -> None:
-        pass
+            self._events.get(type(event), _ignore)(event, now)
 
     def _on_request(self, event: ev.RequestReceived, now: float) -> None:
         req = event.request
@@ -67,9 +79,12 @@ class Pbx:
             resp = self._precheck(req) or self._dispatch(req, event.peer, now)
         except BadMessage as exc:
             resp = make_response(req, exc.status or 400, exc.reason, to_tag=new_tag())
-        self.layer.send_response(resp, now)
+        if resp is not None:
+            self.layer.send_response(resp, now)
 
-    def _dispatch(self, req: Request, peer: Peer, now: float) -> Response:
+    def _dispatch(self, req: Request, peer: Peer, now: float) -> Response | None:
+        if req.to_tag is not None and self.calls is not None and req.method != "CANCEL":
+            return self.calls.in_dialog(req, peer, now)
         handler = self._methods.get(req.method)
         if handler is None:
             return self._not_supported(req)
@@ -80,19 +95,89 @@ class Pbx:
         if req.request_uri.scheme not in URI_SCHEMES:
             return make_response(req, 416, to_tag=new_tag())
         if req.method not in ("ACK", "CANCEL"):
-            unknown = [t for t in req.headers.values("Require")
-                       if t.strip().lower() not in SUPPORTED_EXTENSIONS]
+            unknown = [t for t in (v.strip() for v in req.headers.values("Require"))
+                       if t.lower() not in SUPPORTED_EXTENSIONS]
             if unknown:
                 return make_response(req, 420, to_tag=new_tag(),
                                      headers=[("Unsupported", ", ".join(unknown))])
         return None
 
+    def _on_ack(self, event: ev.AckReceived, now: float) -> None:
+        if self.calls is not None:
+            self.calls.on_ack(event.request, event.peer)
+
+    def _on_response(self, event: ev.ResponseReceived, now: float) -> None:
+        entry = self._client.get(event.key)
+        if entry is None:
+            return
+        if event.response.status >= 200 and event.response.cseq[1] != "INVITE":
+            del self._client[event.key]
+        on_response, leg = entry
+        if on_response is not None:
+            on_response(leg, event.response, event.key)
+
+    def _on_stray(self, event: ev.StrayResponse, now: float) -> None:
+        if self.calls is not None:
+            self.calls.on_stray(event.response, event.peer)
+
+    def _on_timeout(self, event: Any, now: float) -> None:
+        entry = self._client.pop(getattr(event, "key", None), None)
+        if entry is None:
+            return
+        on_response, leg = entry
+        if on_response is not None:  # a request nobody answered is a 408 to its sender
+            on_response(leg, _timeout_response(leg), event.key)
+
+    def _on_terminated(self, event: ev.TransactionTerminated, now: float) -> None:
+        self._client.pop(event.key, None)
+
+    # -- sending, for calls ---------------------------------------------------------------
+    def send_request(self, req: Request, peer: Peer, on_response: OnResponse | None,
+                     leg: Any) -> object:
+        key = self.layer.send_request(req, peer, self.now())
+        self._client[key] = (on_response, leg)
+        return key
+
+    def send_response(self, resp: Response) -> None:
+        self.layer.send_response(resp, self.now())
+
+    def send_stateless(self, msg: Request | Response, peer: Peer) -> None:
+        self.layer.send_stateless(msg, peer)
+
+    def via_for(self, peer: Peer) -> str:
+        host, port = self.local_address(peer)
+        h = f"[{host}]" if ":" in host else host
+        return f"SIP/2.0/{peer.transport.upper()} {h}:{port};branch={new_branch()};rport"
+
+    def contact_for(self, peer: Peer, user: str) -> str:
+        host, port = self.local_address(peer)
+        h = f"[{host}]" if ":" in host else host
+        transport = "" if peer.transport == "udp" else f";transport={peer.transport}"
+        return f"<sip:{user}@{h}:{port}{transport}>"
+
+    # -- simple methods ------------------------------------------------------------
     def _options(self, req: Request, peer: Peer, now: float) -> Response:
         return make_response(req, 200, to_tag=new_tag(), headers=[
             ("Allow", ALLOW), ("Supported", SUPPORTED), ("Accept", "application/sdp"),
             ("Server", self.server_header)])
 
     def _not_supported(self, req: Request) -> Response:
-        if req.method in ALLOW:  # known to us, handled by a later layer of the PBX
-            return make_response(req, 480, "Calls are not available yet", to_tag=new_tag())
+        if req.method in ALLOW:
+            return make_response(req, 481 if req.to_tag else 405, to_tag=new_tag(),
+                                 headers=[("Allow", ALLOW)])
         return make_response(req, 501, to_tag=new_tag(), headers=[("Allow", ALLOW)])
+
+
+def _ignore(event: Any, now: float) -> None:
+    pass
+
+
+def _timeout_response(leg: Any) -> Response:
+    invite = getattr(leg, "invite", None)
+    resp = Response(408, "Request Timeout")
+    if invite is not None:
+        for name in ("Via", "From", "To", "Call-ID"):
+            for v in invite.headers.get_all(name):
+                resp.headers.add(name, v)
+        resp.headers.add("CSeq", f"{invite.cseq[0]} {invite.cseq[1]}")
+    return resp

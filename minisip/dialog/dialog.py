@@ -1,0 +1,110 @@
+"""A SIP dialog (RFC 3261 section 12), sans-IO.
+
+A dialog is the state two UAs share after an INVITE is answered: the Call-ID
+and both tags identify it, the route set and the remote target say where
+in-dialog requests go, and CSeq numbers order them. The B2BUA holds one per
+leg: a UAS dialog towards the caller, a UAC dialog towards each callee device.
+Nothing here sends anything: ``new_request`` builds a Request, the caller
+hands it to the transaction layer with ``peer`` as destination.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..sip.errors import BadMessage
+from ..sip.message import Request, Response
+from ..sip.peer import Peer
+
+DialogId = tuple[str, str, str]  #: (Call-ID, local tag, remote tag)
+
+
+@dataclass(slots=True)
+class Dialog:
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_uri: str  #: our From (UAC) / To (UAS) value, without the tag
+    remote_uri: str
+    remote_target: str  #: the peer's Contact URI: Request-URI of in-dialog requests
+    route_set: list[str] = field(default_factory=list)
+    local_cseq: int = 0
+    remote_cseq: int | None = None
+    peer: Peer | None = None  #: where in-dialog requests go (the source the phone used)
+    contact: str = ""  #: our Contact for this dialog
+    via_host: str = ""  #: sent-by for our Via
+    transport: str = "UDP"
+
+    @property
+    def id(self) -> DialogId:
+        return (self.call_id, self.local_tag, self.remote_tag)
+
+    # -- creation (RFC 3261 12.1) -------------------------------------------------
+    @classmethod
+    def as_uas(cls, req: Request, resp: Response, peer: Peer, contact: str) -> Dialog:
+        """The dialog a 1xx/2xx we send to ``req`` creates."""
+        to_tag = resp.to_tag
+        if to_tag is None or req.from_tag is None:
+            raise BadMessage("Dialog needs both tags")
+        target = _target(req)
+        return cls(req.call_id, to_tag, req.from_tag, _untagged(req.headers.get("To")),
+                   _untagged(req.headers.get("From")), target,
+                   list(req.headers.values("Record-Route")), 0, req.cseq[0], peer, contact)
+
+    @classmethod
+    def as_uac(cls, req: Request, resp: Response, peer: Peer) -> Dialog:
+        """The dialog a 1xx/2xx with a To tag creates for a request we sent."""
+        if resp.to_tag is None or req.from_tag is None:
+            raise BadMessage("Dialog needs both tags")
+        return cls(req.call_id, req.from_tag, resp.to_tag, _untagged(req.headers.get("From")),
+                   _untagged(resp.headers.get("To")), _target(resp),
+                   list(reversed(resp.headers.values("Record-Route"))), req.cseq[0], None,
+                   peer, req.headers.get("Contact") or "")
+
+    # -- requests in the dialog (RFC 3261 12.2) -------------------------------------
+    def new_request(self, method: str, *, via: str, body: bytes = b"",
+                    headers: list[tuple[str, str]] | tuple[()] = (),
+                    cseq: int | None = None) -> Request:
+        """Build an in-dialog request. ACK and CANCEL reuse a CSeq: pass ``cseq``."""
+        if cseq is None:
+            self.local_cseq += 1
+            cseq = self.local_cseq
+        uri, routes = self.remote_target, self.route_set
+        if routes and ";lr" not in routes[0]:  # strict router: RFC 3261 12.2.1.1
+            uri, routes = routes[0].strip("<>"), [*routes[1:], f"<{self.remote_target}>"]
+        hdrs: list[tuple[str, str]] = [("Via", via), ("Max-Forwards", "70")]
+        hdrs += [("Route", r) for r in routes]
+        hdrs += [("From", f"{self.local_uri};tag={self.local_tag}"),
+                 ("To", f"{self.remote_uri};tag={self.remote_tag}"),
+                 ("Call-ID", self.call_id), ("CSeq", f"{cseq} {method}")]
+        if self.contact and method not in ("BYE", "CANCEL", "ACK"):
+            hdrs.append(("Contact", self.contact))
+        hdrs += list(headers)
+        return Request(method, uri, hdrs, body)
+
+    def accept_request(self, req: Request) -> bool:
+        """RFC 3261 12.2.2: False (answer 500) if its CSeq is lower than the last."""
+        num = req.cseq[0]
+        if req.method in ("ACK", "CANCEL"):
+            return True
+        if self.remote_cseq is not None and num <= self.remote_cseq:
+            return False
+        self.remote_cseq = num
+        contact = req.contacts
+        if req.method in ("INVITE", "UPDATE") and contact:  # target refresh
+            self.remote_target = str(contact[0].uri)
+        return True
+
+
+def _untagged(value: str | None) -> str:
+    if value is None:
+        raise BadMessage("Missing From/To")
+    # Drop a tag parameter but keep every other byte the peer sent.
+    parts = value.split(";")
+    return ";".join(p for p in parts if not p.strip().lower().startswith("tag="))
+
+
+def _target(msg: Request | Response) -> str:
+    contacts = msg.contacts
+    if not contacts:
+        raise BadMessage("Missing Contact")
+    return str(contacts[0].uri)

@@ -1,0 +1,419 @@
+"""One B2BUA call: an A-leg from the caller, B-legs to the callee's devices.
+
+Theory of operation. The caller's INVITE is answered by us (the A-leg, a UAS
+dialog with our own To tag); for every registered device of the callee we send
+a new INVITE with a new Call-ID (a B-leg, a UAC dialog). Call-control events
+from the B-legs are relayed to the A-leg: provisional responses (with early
+media SDP), the first 2xx (the other forks are CANCELled, or ACKed and BYEd if
+they answered too), or the best failure when every fork failed. After answer,
+in-dialog requests (BYE, re-INVITE, UPDATE, INFO, ...) received on one leg are
+re-issued on the other and their responses carried back. The caller never
+sees the forks: every response to it carries the one A-leg tag.
+
+States and their legal transitions are the table ``_TRANSITIONS``; the call
+moves only through ``_set_state``. Every request received gets a final
+response; every timer is a deadline in the PBX's heap, cancelled on exit.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..dialog.dialog import Dialog
+from ..sip.message import Request, Response, make_response, new_branch, new_call_id, new_tag
+from ..sip.peer import Peer
+from .cdr import CdrRecord
+from .timers import Timer
+
+if TYPE_CHECKING:
+    from .core import Pbx
+
+log = logging.getLogger(__name__)
+
+
+class CallState(enum.Enum):
+    ROUTING = "routing"  #: B-legs sent, nothing heard yet
+    RINGING = "ringing"  #: a device rings (18x relayed)
+    ANSWERED = "answered"  #: 2xx relayed to the caller, waiting for its ACK
+    TALKING = "talking"  #: confirmed on both legs
+    ENDED = "ended"  #: released; kept only until bookkeeping is done
+
+
+_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.ROUTING: frozenset({CallState.RINGING, CallState.ANSWERED, CallState.ENDED}),
+    CallState.RINGING: frozenset({CallState.ANSWERED, CallState.ENDED}),
+    CallState.ANSWERED: frozenset({CallState.TALKING, CallState.ENDED}),
+    CallState.TALKING: frozenset({CallState.ENDED}),
+    CallState.ENDED: frozenset(),
+}
+
+
+class LegState(enum.Enum):
+    CALLING = "calling"  #: INVITE sent, no response
+    EARLY = "early"  #: provisional received
+    CONFIRMED = "confirmed"  #: answered
+    GONE = "gone"  #: failed, cancelled or hung up
+
+
+# Failure precedence for the response relayed to the caller when every fork
+# failed (RFC 3261 16.7 in spirit): a 6xx ends the search; busy beats the rest.
+def _failure_rank(status: int) -> tuple[int, int]:
+    if status >= 600:
+        return (0, status)
+    if status == 486:
+        return (1, status)
+    if 400 <= status < 500:
+        return (2, status)
+    return (3, status)
+
+
+_CAUSES = {486: "busy", 600: "busy", 480: "unavailable", 487: "cancelled", 408: "no answer",
+           404: "not found", 603: "declined", 403: "forbidden", 503: "service unavailable"}
+
+# Headers carried from one leg's request or response to the other's.
+_RELAYED = ("Content-Type", "Content-Disposition", "Allow", "Supported", "Event",
+            "Subscription-State", "Session-Expires", "Min-SE", "Reason", "Warning",
+            "Accept", "Info-Package", "Recv-Info", "User-Agent", "Server",
+            "P-Asserted-Identity", "Privacy")
+
+
+def relayed_headers(msg: Request | Response) -> list[tuple[str, str]]:
+    out = []
+    for name in _RELAYED:
+        for value in msg.headers.get_all(name):
+            out.append((name, value))
+    return out
+
+
+@dataclass(eq=False)
+class Leg:
+    side: str  #: "A" (caller) or "B" (a callee device)
+    peer: Peer
+    invite: Request  #: the INVITE received (A) or sent (B)
+    key: object  #: its transaction key
+    user: str
+    state: LegState = LegState.CALLING
+    dialog: Dialog | None = None
+    last_status: int = 0
+    cancel_pending: bool = False  #: CANCEL once a provisional says the callee heard us
+
+
+@dataclass(eq=False)
+class Call:
+    pbx: "Pbx"
+    a: Leg
+    caller: str
+    dialed: str
+    callee: str
+    route: str
+    no_answer_time: float
+    max_duration: float
+    setup_time: float = field(default_factory=time.time)
+    state: CallState = CallState.ROUTING
+    b_legs: list[Leg] = field(default_factory=list)
+    winner: Leg | None = None
+    answer_time: float | None = None
+    a_tag: str = field(default_factory=new_tag)
+    timers: list[Timer] = field(default_factory=list)
+    final_status: int = 0
+    cause: str = ""
+    released_by: str = ""
+    # In-dialog relays in flight: our client transaction key -> (server txn request, leg it came on)
+    pending: dict[object, tuple[Request, Leg]] = field(default_factory=dict)
+    _2xx: Response | None = None
+    _2xx_interval: float = 0.0
+
+    # -- state ----------------------------------------------------------------------
+    def _set_state(self, new: CallState) -> None:
+        old = self.state
+        if new not in _TRANSITIONS[old]:
+            raise RuntimeError(f"call {self.a.invite.call_id}: {old.name} -> {new.name}")
+        log.debug("call %s: %s -> %s", self.a.invite.call_id, old.name, new.name)
+        self.state = new
+        self.pbx.call_state_changed(self, old, new)
+
+    def _after(self, seconds: float, fn: Callable[..., None], *args: Any) -> Timer:
+        t = self.pbx.timers.schedule(self.pbx.now() + seconds, fn, *args)
+        self.timers.append(t)
+        return t
+
+    # -- start: fork to every device ------------------------------------------------
+    def start(self, targets: list[tuple[str, Peer]]) -> None:
+        """Send an INVITE to each (contact URI, peer) of the callee."""
+        a_inv = self.a.invite
+        mf = a_inv.max_forwards
+        for contact, peer in targets:
+            via, our_contact = self.pbx.local_via_contact(peer, self.caller)
+            headers = [("Via", via),
+                       ("Max-Forwards", str(max(0, (mf if mf is not None else 70) - 1))),
+                       ("From", f"{self.pbx.display_for(self.caller)}<sip:{self.caller}@"
+                                f"{self.pbx.domain}>;tag={new_tag()}"),
+                       ("To", f"<sip:{self.callee}@{self.pbx.domain}>"),
+                       ("Call-ID", new_call_id()), ("CSeq", "1 INVITE"),
+                       ("Contact", our_contact), *self.pbx.common_headers(),
+                       *[(n, v) for n, v in relayed_headers(a_inv)
+                         if n not in ("Allow", "Supported", "User-Agent")]]
+            req = Request("INVITE", contact, headers, a_inv.body)
+            leg = Leg("B", peer, req, None, self.callee)
+            leg.key = self.pbx.send_request(req, peer, self._on_b_response, leg)
+            self.b_legs.append(leg)
+        if self.no_answer_time > 0:
+            self._after(self.no_answer_time, self._no_answer)
+
+    # -- B-leg responses --------------------------------------------------------------
+    def _on_b_response(self, leg: Leg, resp: Response, key: object = None) -> None:
+        status = resp.status
+        leg.last_status = status
+        if 100 < status < 200:
+            self._b_provisional(leg, resp)
+        elif 200 <= status < 300:
+            self._b_answer(leg, resp)
+        elif status >= 300:
+            self._b_failure(leg, resp)
+
+    def _b_provisional(self, leg: Leg, resp: Response) -> None:
+        if leg.state is LegState.CALLING:
+            leg.state = LegState.EARLY
+        if resp.to_tag and leg.dialog is None and resp.contacts:
+            leg.dialog = Dialog.as_uac(leg.invite, resp, leg.peer)
+        if "100rel" in (resp.headers.get("Require") or "") and resp.headers.get("RSeq"):
+            self._prack(leg, resp)
+        if leg.cancel_pending:
+            leg.cancel_pending = False
+            self._cancel_leg(leg)
+            return
+        if self.state in (CallState.ROUTING, CallState.RINGING):
+            if self.state is CallState.ROUTING:
+                self._set_state(CallState.RINGING)
+            self._respond_a(resp.status, resp.reason, resp)
+
+    def _prack(self, leg: Leg, resp: Response) -> None:
+        if leg.dialog is None:
+            return
+        rack = f"{resp.headers.get('RSeq')} {resp.cseq[0]} {resp.cseq[1]}"
+        via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
+        req = leg.dialog.new_request("PRACK", via=via, headers=[("RAck", rack)])
+        self.pbx.send_request(req, leg.peer, None, leg)
+
+    def _b_answer(self, leg: Leg, resp: Response) -> None:
+        dialog = leg.dialog
+        if dialog is None or dialog.remote_tag != resp.to_tag:
+            dialog = Dialog.as_uac(leg.invite, resp, leg.peer)
+        self._ack(leg, dialog, resp)
+        if self.winner is not None or self.state is CallState.ENDED:
+            # Another device answered first (or the caller left): this one goes.
+            leg.dialog, leg.state = dialog, LegState.CONFIRMED
+            if leg is not self.winner:
+                self._bye(leg)
+            return
+        leg.dialog, leg.state = dialog, LegState.CONFIRMED
+        self.winner = leg
+        self.pbx.register_dialog(dialog.id, self, leg)
+        for other in self.b_legs:
+            if other is not leg and other.state in (LegState.CALLING, LegState.EARLY):
+                self._cancel_leg(other, reason="SIP;cause=200;text=\"Call completed elsewhere\"")
+        self.answer_time = time.time()
+        self._set_state(CallState.ANSWERED)
+        self.final_status = 200
+        resp_a = self._respond_a(resp.status, resp.reason, resp)
+        self._2xx, self._2xx_interval = resp_a, self.pbx.t1
+        self._after(self.pbx.t1, self._retransmit_2xx)
+        self._after(64 * self.pbx.t1, self._ack_timeout)
+        if self.max_duration > 0:
+            self._after(self.max_duration, self._max_duration)
+
+    def _ack(self, leg: Leg, dialog: Dialog, resp: Response) -> None:
+        via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
+        ack = dialog.new_request("ACK", via=via, cseq=leg.invite.cseq[0])
+        self.pbx.send_stateless(ack, leg.peer)
+
+    def _b_failure(self, leg: Leg, resp: Response) -> None:
+        leg.state = LegState.GONE
+        if self.state in (CallState.ROUTING, CallState.RINGING) and all(
+                b.state is LegState.GONE for b in self.b_legs):
+            best = min((b for b in self.b_legs), key=lambda b: _failure_rank(b.last_status))
+            reason = resp.reason if best is leg else None
+            self._fail(best.last_status, reason, resp if best is leg else None,
+                       released_by="callee")
+        elif resp.status >= 600 and self.state in (CallState.ROUTING, CallState.RINGING):
+            self._cancel_forks()
+            self._fail(resp.status, resp.reason, resp, released_by="callee")
+
+    # -- A-leg ------------------------------------------------------------------------
+    def _respond_a(self, status: int, reason: str | None,
+                   source: Response | None = None) -> Response:
+        a = self.a
+        headers = relayed_headers(source) if source is not None else []
+        if status < 300:
+            headers.append(("Contact", self.pbx.local_via_contact(a.peer, self.callee)[1]))
+            headers += self.pbx.common_headers()
+        resp = make_response(a.invite, status, reason, to_tag=self.a_tag, headers=headers)
+        if source is not None and source.body:
+            resp.body = source.body
+        if a.dialog is None and status < 300:
+            a.dialog = Dialog.as_uas(a.invite, resp, a.peer,
+                                     self.pbx.local_via_contact(a.peer, self.callee)[1])
+            self.pbx.register_dialog(a.dialog.id, self, a)
+        self.pbx.send_response(resp)
+        return resp
+
+    def _retransmit_2xx(self) -> None:
+        # RFC 3261 13.3.1.4: the UAS core resends the 2xx until the ACK comes.
+        if self.state is not CallState.ANSWERED or self._2xx is None:
+            return
+        self.pbx.send_stateless(self._2xx, self.a.peer)
+        self._2xx_interval = min(2 * self._2xx_interval, self.pbx.t2)
+        self._after(self._2xx_interval, self._retransmit_2xx)
+
+    def _ack_timeout(self) -> None:
+        if self.state is CallState.ANSWERED:
+            self.hangup(released_by="pbx", cause="no ACK")
+
+    def on_ack(self, leg: Leg, req: Request) -> None:
+        if leg is self.a and self.state is CallState.ANSWERED:
+            self._2xx = None
+            self._set_state(CallState.TALKING)
+
+    def on_cancel(self) -> None:
+        """The caller gave up before an answer: 487 to its INVITE, CANCEL the forks."""
+        if self.state not in (CallState.ROUTING, CallState.RINGING):
+            return
+        self._cancel_forks()
+        self._fail(487, None, None, released_by="caller", cause="cancelled")
+
+    def on_request(self, leg: Leg, req: Request) -> Response | None:
+        """An in-dialog request on one leg: answer it or relay it to the other."""
+        other = self._other(leg)
+        if req.method == "BYE":
+            self.hangup(released_by="caller" if leg.side == "A" else "callee",
+                        cause="normal", skip=leg)
+            return make_response(req, 200)
+        if other is None or other.dialog is None or self.state is CallState.ENDED:
+            return make_response(req, 481)
+        if req.method == "PRACK":
+            return make_response(req, 200)
+        via, _ = self.pbx.local_via_contact(other.peer, self.caller)
+        fwd = other.dialog.new_request(req.method, via=via, body=req.body,
+                                       headers=relayed_headers(req))
+        key = self.pbx.send_request(fwd, other.peer, self._on_relay_response, other)
+        self.pending[key] = (req, leg)
+        return None
+
+    def _on_relay_response(self, leg: Leg, resp: Response, key: object = None) -> None:
+        entry = self.pending.get(key) if key is not None else None
+        if entry is None:
+            return
+        if resp.status >= 200:
+            del self.pending[key]
+        req, origin = entry
+        if resp.cseq[1] == "INVITE" and 200 <= resp.status < 300 and leg.dialog is not None:
+            via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
+            ack = leg.dialog.new_request("ACK", via=via, cseq=resp.cseq[0])
+            self.pbx.send_stateless(ack, leg.peer)
+        headers = relayed_headers(resp)
+        if req.method in ("INVITE", "UPDATE") and resp.status < 300:
+            headers.append(("Contact", self.pbx.local_via_contact(origin.peer, self.caller)[1]))
+        out = make_response(req, resp.status, resp.reason, headers=headers)
+        out.body = resp.body
+        self.pbx.send_response(out)
+
+    def _other(self, leg: Leg) -> Leg | None:
+        return self.winner if leg.side == "A" else self.a
+
+    # -- release ----------------------------------------------------------------------
+    def _no_answer(self) -> None:
+        if self.state in (CallState.ROUTING, CallState.RINGING):
+            self._cancel_forks()
+            self._fail(480, "No Answer", None, released_by="pbx", cause="no answer")
+
+    def _max_duration(self) -> None:
+        if self.state in (CallState.ANSWERED, CallState.TALKING):
+            self.hangup(released_by="pbx", cause="max duration")
+
+    def _cancel_forks(self) -> None:
+        for leg in self.b_legs:
+            if leg.state in (LegState.CALLING, LegState.EARLY):
+                self._cancel_leg(leg)
+
+    def _cancel_leg(self, leg: Leg, reason: str | None = None) -> None:
+        if leg.state is LegState.CALLING:
+            leg.cancel_pending = True  # RFC 3261 9.1: not before a provisional
+            return
+        if leg.state is not LegState.EARLY:
+            return
+        leg.state = LegState.GONE
+        inv = leg.invite
+        headers = [("Via", inv.headers.get_all("Via")[0]), ("Max-Forwards", "70"),
+                   ("From", inv.headers.get("From") or ""), ("To", inv.headers.get("To") or ""),
+                   ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq[0]} CANCEL")]
+        headers += [("Route", r) for r in inv.headers.get_all("Route")]
+        if reason:
+            headers.append(("Reason", reason))
+        self.pbx.send_request(Request("CANCEL", inv.uri, headers), leg.peer, None, leg)
+
+    def _bye(self, leg: Leg) -> None:
+        if leg.dialog is None or leg.state is LegState.GONE:
+            return
+        leg.state = LegState.GONE
+        via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
+        self.pbx.send_request(leg.dialog.new_request("BYE", via=via), leg.peer, None, leg)
+
+    def _fail(self, status: int, reason: str | None, source: Response | None, *,
+              released_by: str, cause: str | None = None) -> None:
+        self.final_status = status
+        self.cause = cause or _CAUSES.get(status, f"{status}")
+        self.released_by = released_by
+        self._respond_a(status, reason, source)
+        self._end()
+
+    def hangup(self, *, released_by: str, cause: str, skip: Leg | None = None) -> None:
+        """Release an answered call: BYE every confirmed leg but ``skip``."""
+        if self.state is CallState.ENDED:
+            return
+        self.cause, self.released_by = cause, released_by
+        for leg in (self.a, *self.b_legs):
+            if leg is not skip and leg.state is not LegState.GONE and leg.dialog is not None:
+                self._bye(leg)
+        if skip is not None:
+            skip.state = LegState.GONE
+        self._end()
+
+    def release(self, cause: str) -> None:
+        """End the call whatever its state (shutdown, deleted user)."""
+        if self.state in (CallState.ROUTING, CallState.RINGING):
+            self._cancel_forks()
+            self._fail(503, "Service Unavailable", None, released_by="pbx", cause=cause)
+        else:
+            self.hangup(released_by="pbx", cause=cause)
+
+    def _end(self) -> None:
+        for t in self.timers:
+            t.cancel()
+        self.timers.clear()
+        self._set_state(CallState.ENDED)
+        self.pbx.call_ended(self)
+
+    # -- records ----------------------------------------------------------------------------
+    def cdrs(self) -> list[CdrRecord]:
+        end = time.time()
+        duration = end - self.answer_time if self.answer_time else 0.0
+        common = dict(call_id=self.a.invite.call_id, caller=self.caller, dialed=self.dialed,
+                      final=self.callee, route=self.route, setup_time=self.setup_time,
+                      answer_time=self.answer_time, end_time=end,
+                      duration=round(duration, 3), status=self.final_status,
+                      cause=self.cause or "normal", released_by=self.released_by or "caller")
+        out = [CdrRecord(kind="O", **common)]  # type: ignore[arg-type]
+        if self.b_legs:
+            out.append(CdrRecord(kind="T", **common))  # type: ignore[arg-type]
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"call_id": self.a.invite.call_id, "caller": self.caller,
+                "callee": self.callee, "dialed": self.dialed, "state": self.state.value,
+                "route": self.route, "setup_time": self.setup_time,
+                "answer_time": self.answer_time,
+                "devices": len(self.b_legs)}
