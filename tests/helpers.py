@@ -135,34 +135,58 @@ class SippResult:
     failed: int
     output: str
 
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.failed == 0 and self.successful > 0
 
-def run_sipp(scenario: str, port: int, *, users: list[tuple[str, str]] | None = None,
-             calls: int = 1, transport: str = "u1", rate: int = 10, timeout: float = 30.0,
-             remote: str = "127.0.0.1", extra: tuple[str, ...] = (),
-             workdir: Path | None = None) -> SippResult:
-    """Run one sipp client scenario against ``remote:port`` and parse its counters."""
+
+@dataclass
+class Sipp:
+    """One sipp process: a client (``remote`` set) or a server waiting on ``port``."""
+    proc: subprocess.Popen[str]
+    stat: Path
+    timeout: float
+
+    def wait(self) -> SippResult:
+        try:
+            out, err = self.proc.communicate(timeout=self.timeout + 15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        successful = failed = 0
+        try:
+            lines = self.stat.read_text().splitlines()
+            row = dict(zip(lines[0].split(";"), lines[-1].split(";")))
+            successful = int(row.get("SuccessfulCall(C)", 0))
+            failed = int(row.get("FailedCall(C)", 0))
+        except (OSError, IndexError, ValueError):
+            pass
+        return SippResult(self.proc.returncode, successful, failed, (out or "") + (err or ""))
+
+
+def start_sipp(scenario: str, *, remote: str | None = None, port: int = 0,
+               users: list[tuple[str, ...]] | None = None, calls: int = 1,
+               transport: str = "u1", rate: int = 10, timeout: float = 30.0,
+               extra: tuple[str, ...] = (), workdir: Path | None = None) -> Sipp:
+    """Start sipp: a client towards ``remote`` or, without it, a server on ``port``."""
     sipp = need("sipp")
     workdir = workdir or Path(os.environ.get("TMPDIR", "/tmp"))
-    args = [sipp, f"{remote}:{port}", "-sf", str(SCENARIOS / scenario), "-m", str(calls),
-            "-r", str(rate), "-t", transport, "-i", "127.0.0.1", "-p", "0",
-            "-timeout", f"{int(timeout)}s", "-timeout_error", "-max_recv_loops", "1000",
-            "-trace_stat", "-stf", str(workdir / f"sipp-{os.getpid()}-{port}.csv"),
-            "-nostdin", *extra]
+    tag = f"{os.getpid()}-{random.getrandbits(32):x}"
+    stat = workdir / f"sipp-{tag}.csv"
+    args = [sipp, *([remote] if remote else []), "-sf", str(SCENARIOS / scenario),
+            "-m", str(calls), "-r", str(rate), "-t", transport, "-i", "127.0.0.1",
+            "-p", str(port), "-timeout", f"{int(timeout)}s", "-timeout_error",
+            "-max_recv_loops", "1000", "-trace_stat", "-stf", str(stat), "-nostdin", *extra]
     if users:
-        inf = workdir / f"users-{os.getpid()}-{random.getrandbits(32)}.csv"
-        inf.write_text("SEQUENTIAL\n" + "".join(f"{u};{p}\n" for u, p in users))
+        inf = workdir / f"users-{tag}.csv"
+        inf.write_text("SEQUENTIAL\n" + "".join(";".join(u) + "\n" for u in users))
         args += ["-inf", str(inf)]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout + 15,
-                          cwd=workdir)
-    stat = workdir / f"sipp-{os.getpid()}-{port}.csv"
-    successful = failed = 0
-    try:
-        lines = stat.read_text().splitlines()
-        header, last = lines[0].split(";"), lines[-1].split(";")
-        row = dict(zip(header, last))
-        successful = int(row.get("SuccessfulCall(C)", 0))
-        failed = int(row.get("FailedCall(C)", 0))
-        stat.unlink()
-    except (OSError, IndexError, ValueError):
-        pass
-    return SippResult(proc.returncode, successful, failed, proc.stdout + proc.stderr)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=workdir)
+    return Sipp(proc, stat, timeout)
+
+
+def run_sipp(scenario: str, port: int, *, remote: str = "127.0.0.1",
+             **kw: object) -> SippResult:
+    """Run one sipp client scenario against ``remote:port`` to its end."""
+    return start_sipp(scenario, remote=f"{remote}:{port}", **kw).wait()  # type: ignore[arg-type]
