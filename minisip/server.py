@@ -25,6 +25,8 @@ from .config.schema import Snapshot
 from .config.watcher import ConfigHolder, watch_config
 from .control.events import EventBus
 from .control.server import serve_control
+from .pbx.calls import CallController
+from .pbx.cdr import CdrStore
 from .pbx.core import Pbx
 from .pbx.guard import AuthGuard
 from .pbx.location import LocationService
@@ -103,15 +105,24 @@ class Server:
         self.layer = TransactionLayer(Timers(t1=t.t1, t2=t.t2, t4=t.t4))
         self.registrar = Registrar(self.location, self.auth, self.guard, self._password_of,
                                    lambda: _policy(self.holder.current))
-        self.pbx = Pbx(self.layer, self.registrar, self.bus.publish)
-        self.driver = SipDriver(self.layer, self.pbx.handle_events, self.location.commit,
+        self.driver = SipDriver(self.layer, self._handle_events, self.location.commit,
                                 trace=self._trace)
+        self.driver.advertised = system.sip_address
+        self.pbx = Pbx(self.layer, self.registrar, self.bus.publish, now=trio.current_time,
+                       local_address=self.driver.local_address)
+        self.cdr = CdrStore(self.data_dir)
+        self.calls = CallController(self.pbx, self.location, lambda: self.holder.current,
+                                    self.cdr, t1=t.t1, t2=t.t2)
         self.driver.wall_timers.append(self.location)
+        self.driver.mono_timers.append(self.pbx.timers)
         self.udp: list[UdpListener] = []
         self.streams: list[StreamListener] = []
         self.fingerprint: str | None = None
 
     # -- hooks ------------------------------------------------------------------
+    def _handle_events(self, now: float) -> None:
+        self.pbx.handle_events(now)
+
     def _password_of(self, user: str) -> str | None:
         u = self.holder.current.users.get(user)
         return u.password if u is not None else None
@@ -186,6 +197,8 @@ class Server:
                        "error": str(h.last_error) if h.last_error else None},
             "users": len(h.current.users),
             "online": sum(1 for _ in self.location.aors()),
+            "calls": len(self.calls.calls),
+            "calls_completed": self.calls.completed,
             "bindings": self.location.count(),
             "counters": {
                 "registered": self.registrar.registered,
@@ -211,8 +224,14 @@ class Server:
         return out
 
     def user_states(self, args: dict[str, Any]) -> dict[str, str]:
-        return {name: ("online" if self.location.is_online(name) else "offline")
-                for name in self.holder.current.users}
+        return {name: self.calls.user_state(name) for name in self.holder.current.users}
+
+    def live_calls(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.calls.live()
+
+    def cdr_query(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.cdr.query(user=args.get("user"), since=args.get("since"),
+                              limit=int(args.get("limit", 100)))
 
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
         error = await trio.to_thread.run_sync(self.holder.reload)
@@ -224,7 +243,8 @@ class Server:
         async def wrap(fn: Any, args: dict[str, Any]) -> Any:
             return fn(args)
         sync = {"status": self.status, "registrations": self.registrations,
-                "user_states": self.user_states}
+                "user_states": self.user_states, "calls": self.live_calls,
+                "cdr": self.cdr_query}
         out: dict[str, Any] = {k: (lambda a, f=f: wrap(f, a)) for k, f in sync.items()}
         out["reload"] = self.reload
         return out
@@ -244,7 +264,10 @@ class Server:
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 task_status.started(self.info())
         finally:
+            self.calls.release_all("shutdown")
+            self.driver.flush()
             self.location.close()
+            self.cdr.close()
 
     def _on_reload_async(self, snap: Snapshot | None, error: ConfigError | None) -> None:
         # The watcher already built the snapshot; the holder swaps it in one assignment.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -95,10 +96,48 @@ class SipDriver:
         self.senders: dict[str, list[Sender]] = {"udp": [], "tcp": [], "tls": []}
         self.wall_timers: list[TimerSource] = []  # deadlines in time.time()
         self.bad_messages = 0
+        self.advertised = ""  #: system.yaml's sip_address, when set
+        self._sources: dict[str, str] = {}
+        self.mono_timers: list[TimerSource] = []  # deadlines in trio.current_time()
         self._timer_scope: trio.CancelScope | None = None
 
     def add_sender(self, transport: str, sender: Sender) -> None:
         self.senders[transport].append(sender)
+
+    def local_address(self, peer: Peer) -> tuple[str, int]:
+        """Our address as ``peer`` reaches it: for Via sent-by and Contact."""
+        if peer.transport != "udp":
+            for s in self.senders[peer.transport]:
+                local = s.local_for(peer)  # type: ignore[attr-defined]
+                if local is not None:
+                    return local
+        v6 = ":" in peer.host
+        for s in self.senders["udp"] or self.senders[peer.transport]:
+            host, port = s.host, s.port  # type: ignore[attr-defined]
+            if (":" in host) != v6:
+                continue
+            if self.advertised:
+                return self.advertised, port
+            if host in ("0.0.0.0", "::"):
+                host = self._route_source(peer.host, v6)
+            return host, port
+        return self.advertised or "127.0.0.1", 5060
+
+    def _route_source(self, dest: str, v6: bool) -> str:
+        # The kernel's choice of source address towards dest (no packet is sent).
+        cached = self._sources.get(dest)
+        if cached is None:
+            with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET,
+                               socket.SOCK_DGRAM) as s:
+                try:
+                    s.connect((dest, 9))
+                    cached = s.getsockname()[0]
+                except OSError:
+                    cached = "::1" if v6 else "127.0.0.1"
+            if len(self._sources) > 10_000:
+                self._sources.clear()
+            self._sources[dest] = cached
+        return cached
 
     # -- inbound ---------------------------------------------------------------
     def on_message(self, data: bytes, peer: Peer) -> None:
@@ -147,6 +186,10 @@ class SipDriver:
     def _next_deadline(self) -> float:
         deadline = self.layer.get_timer()
         best = math.inf if deadline is None else deadline
+        for src in self.mono_timers:
+            t = src.get_timer()
+            if t is not None and t < best:
+                best = t
         if self.wall_timers:
             offset = trio.current_time() - time.time()
             for src in self.wall_timers:
@@ -170,6 +213,8 @@ class SipDriver:
             self._timer_scope = None
             now = trio.current_time()
             self.layer.handle_timer(now)
+            for src in self.mono_timers:
+                src.handle_timer(now)
             wall = time.time()
             for src in self.wall_timers:
                 src.handle_timer(wall)

@@ -32,9 +32,10 @@ OnMessage = Callable[[bytes, Peer], None]
 
 
 class Connection:
-    def __init__(self, stream: trio.abc.Stream, peer: Peer) -> None:
+    def __init__(self, stream: trio.abc.Stream, peer: Peer, local: tuple[str, int]) -> None:
         self.stream = stream
         self.peer = peer
+        self.local = local  #: our address on this connection, for Via and Contact
         self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](SEND_QUEUE)
         self.cancel_scope = trio.CancelScope()
 
@@ -79,6 +80,10 @@ class StreamListener:
         conn = self.connections.get(peer)
         return conn.send(data) if conn is not None else False
 
+    def local_for(self, peer: Peer) -> tuple[str, int] | None:
+        conn = self.connections.get(peer)
+        return conn.local if conn is not None else None
+
     async def serve(self, on_message: OnMessage, on_batch_end: Callable[[], None]) -> None:
         assert self.sock is not None
         listener = trio.SocketListener(self.sock)
@@ -97,6 +102,7 @@ class StreamListener:
                       on_batch_end: Callable[[], None]) -> None:
         try:
             host, port = tcp.socket.getpeername()[:2]
+            local = tcp.socket.getsockname()[:2]
         except OSError:
             await trio.aclose_forcefully(tcp)
             return
@@ -104,7 +110,7 @@ class StreamListener:
         stream: trio.abc.Stream = tcp
         if self.ssl_context is not None:
             stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
-        conn = Connection(stream, peer)
+        conn = Connection(stream, peer, local)
         self.connections[peer] = conn
         try:
             with conn.cancel_scope:

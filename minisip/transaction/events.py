@@ -1,0 +1,84 @@
+"""What the transaction layer tells its user (the TU: the PBX core and calls).
+
+Frozen dataclasses, drained with ``TransactionLayer.next_events()``. A key is
+the handle of one transaction: a ``ServerKey`` for requests we received, a
+``ClientKey`` for requests we sent (``keys.py``). Every transaction whose
+``RequestReceived`` or ``send_request()`` the TU saw ends with exactly one
+``TransactionTerminated``; transactions the layer opened for itself (a 482 to a
+merged request) produce no events at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..sip.message import Request, Response
+    from ..sip.peer import Peer
+    from .keys import ClientKey, ServerKey, TransactionKey
+
+
+class Event:
+    """Base class of everything ``next_events()`` returns."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived(Event):
+    """A new request opened a server transaction: answer it with ``send_response``."""
+
+    request: Request
+    peer: Peer
+    key: ServerKey
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived(Event):
+    """An ACK that belongs to no transaction (the ACK for a 2xx, RFC 3261 17.2.3),
+    or an ACK reaching an INVITE server transaction in RFC 6026's Accepted state."""
+
+    request: Request
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived(Event):
+    """A response to one of our requests: every 1xx, the final response, and
+    (INVITE, RFC 6026 Accepted) every further 2xx, retransmitted or forked."""
+
+    response: Response
+    key: ClientKey
+
+
+@dataclass(frozen=True, slots=True)
+class StrayResponse(Event):
+    """A response no client transaction matches, e.g. a 2xx retransmitted after
+    the INVITE client transaction ended: the TU may still need to ACK it."""
+
+    response: Response
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTimeout(Event):
+    """Timer B or F (no final response to our request) or Timer H (no ACK to our
+    final response to an INVITE). A ``TransactionTerminated`` follows."""
+
+    key: TransactionKey
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTerminated(Event):
+    """The transaction is gone; forget the key. Sent once per transaction."""
+
+    key: TransactionKey
+
+
+@dataclass(frozen=True, slots=True)
+class TransportFailure(Event):
+    """The driver reported that it could not send for this transaction
+    (``TransactionLayer.transport_error``). A ``TransactionTerminated`` follows
+    unless the transaction was in an Accepted state, which RFC 6026 keeps alive."""
+
+    key: TransactionKey
