@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import signal
 import time
@@ -41,6 +42,10 @@ from .transport.stream import StreamListener
 from .transport.udp import UdpListener
 
 log = logging.getLogger("minisip")
+
+# For trace filters only: rough on purpose, the trace shows the message as it is.
+_CALL_ID = re.compile(r"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.I | re.M)
+_USERS = re.compile(r"^(?:From|f|To|t)[ \t]*:[^\r\n]*?sips?:([^@;>\s]+)@", re.I | re.M)
 
 
 @dataclass
@@ -132,10 +137,13 @@ class Server:
                          {"user": user, "state": "online" if online else "offline"})
 
     def _trace(self, direction: str, data: bytes, peer: Peer) -> None:
-        if self.bus.wants("sip"):
+        if self.bus.wants("sip"):  # the hot path pays one dict lookup when nobody traces
+            text = data.decode("utf-8", "replace")
+            m = _CALL_ID.search(text)
             self.bus.publish("sip", "sip_message", {
                 "direction": direction, "transport": peer.transport, "host": peer.host,
-                "port": peer.port, "text": data.decode("utf-8", "replace")})
+                "port": peer.port, "text": text, "call_id": m.group(1) if m else None,
+                "users": sorted(set(_USERS.findall(text)))})
 
     def _on_reload(self, snap: Snapshot | None, error: ConfigError | None) -> None:
         if error is not None:
