@@ -1,0 +1,351 @@
+"""The transaction layer: the one sans-IO object between the transport driver and the TU.
+
+Theory of operation
+-------------------
+The driver feeds every parsed message with ``receive(msg, peer, now)``; the TU
+(PBX core, calls) sends with ``send_request`` / ``send_response`` /
+``send_stateless``. Nothing here does I/O or reads a clock: what must go out
+collects in ``data_to_send()``, what the TU must hear in ``next_events()``, and
+the earliest timer deadline is ``get_timer()``; the driver sleeps until it and
+calls ``handle_timer(now)``.
+
+Matching (``keys.py``): requests find server transactions by ``ServerKey``
+(branch, sent-by, method; ACK as INVITE), responses find client transactions by
+``ClientKey`` (branch, CSeq method). What matches nothing:
+
+* a new request opens a server transaction (IST for INVITE, NIST otherwise,
+  CANCEL included: it is a transaction of its own) and goes up as
+  ``RequestReceived`` -- unless it is *merged* (RFC 3261 8.2.2.2: no To tag, and
+  the Call-ID, From tag and CSeq of a live server transaction under another
+  key, i.e. the same request forked back to us along another path). The layer
+  answers that one itself with 482 Loop Detected through a transaction of its
+  own, which the TU never sees;
+* an ACK is the ACK for a 2xx (its own branch) and goes up as ``AckReceived``;
+* a response goes up as ``StrayResponse`` (e.g. a 2xx retransmitted after the
+  ICT ended: the TU's dialog still ACKs it).
+
+Responses the TU sends find their server transaction by the same key (they copy
+the request's Via, Call-ID, From and CSeq). If it has ended, the response goes
+out statelessly to where the request's top Via says it came from (RFC 3261
+18.2.2 with RFC 3581: ``received`` and ``rport``, which the driver stamps on
+arrival); without a usable Via it is dropped and counted.
+
+Timers: one heap of ``(deadline, seq, transaction, slot)`` with lazy deletion
+(see ``_base.py``). Stale entries are skipped when popped and purged in one
+pass once they outnumber the live ones, so the heap stays O(live timers) under
+any churn. 160,000 NISTs in Timer J cost one tuple each.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..sip.errors import BadMessage
+from ..sip.message import Request, Response, make_response
+from ..sip.peer import Peer
+from . import events as ev
+from ._base import END, RETX, Transaction
+from .client_invite import ClientInviteTransaction
+from .client_non_invite import ClientNonInviteTransaction
+from .keys import ClientKey, ServerKey, TransactionKey, server_key
+from .server_invite import ServerInviteTransaction
+from .server_non_invite import ServerNonInviteTransaction
+from .timers import Timers
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+ClientTransactionKey = ClientKey
+ServerTransactionKey = ServerKey
+ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
+ClientTransaction = ClientInviteTransaction | ClientNonInviteTransaction
+
+#: Purge stale heap entries once there are this many and they outnumber live ones.
+_PURGE_MIN = 4096
+
+_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
+
+
+@dataclass(slots=True)
+class Counters:
+    ict: int = 0  #: INVITE client transactions alive
+    nict: int = 0  #: non-INVITE client transactions alive
+    ist: int = 0  #: INVITE server transactions alive
+    nist: int = 0  #: non-INVITE server transactions alive
+    retransmissions_absorbed: int = 0  #: requests/responses/ACKs seen again and not passed up
+    retransmissions_sent: int = 0  #: Timer A/E/G retransmissions
+    timeouts: int = 0  #: Timer B/F/H
+    transport_failures: int = 0  #: transport_error() calls that hit a transaction
+    merged: int = 0  #: merged requests answered 482 (RFC 3261 8.2.2.2)
+    strays: int = 0  #: responses matching no client transaction
+    stateless_responses: int = 0  #: TU responses sent after their transaction ended
+    responses_dropped: int = 0  #: TU responses discarded (state or no destination)
+    bad_messages: int = 0  #: received messages whose headers failed to parse on first use
+
+
+class TransactionLayer:
+    def __init__(self, timers: Timers = Timers()) -> None:
+        self.timers = timers
+        self.counters = Counters()
+        self._clients: dict[ClientKey, ClientTransaction] = {}
+        self._servers: dict[ServerKey, ServerTransaction] = {}
+        #: RFC 3261 8.2.2.2: (Call-ID, From tag, CSeq number, method) of live server
+        #: transactions whose request had no To tag
+        self._merge: dict[tuple[str, str | None, int, str], ServerTransaction] = {}
+        #: live transactions per reliable peer, for transport_error(peer)
+        self._by_peer: dict[Peer, set[Transaction]] = {}
+        self._out: list[tuple[bytes, Peer]] = []
+        self._events: list[ev.Event] = []
+        self._heap: list[tuple[float, int, Transaction, int]] = []
+        self._seq = itertools.count()
+        self._stale = 0
+
+    # -- input from the driver ---------------------------------------------------------
+    def receive(self, msg: Request | Response, peer: Peer, now: float) -> None:
+        """A parsed message from ``peer``.
+
+        The message's header views are parsed lazily and may raise ``BadMessage``
+        here for the first time (a To header nobody had read yet): such a message
+        is dropped and counted, never raised into the driver's receive loop.
+        """
+        try:
+            if isinstance(msg, Response):
+                self._receive_response(msg, peer, now)
+            else:
+                self._receive_request(msg, peer, now)
+        except BadMessage as exc:
+            self.counters.bad_messages += 1
+            log.debug("dropped a message from %s: %s", peer, exc.reason)
+
+    def _receive_request(self, req: Request, peer: Peer, now: float) -> None:
+        method = req.method
+        is_ack = method == "ACK"
+        key = server_key(req, "INVITE" if is_ack else method)
+        txn = self._servers.get(key)
+        if txn is not None:
+            txn.on_request(req, peer, now)
+            return
+        if is_ack:  # the ACK for a 2xx is a transaction of its own making
+            self._events.append(ev.AckReceived(req, peer))
+            return
+        merge = None
+        if req.to_tag is None:
+            merge = (req.call_id, req.from_tag, req.cseq[0], method)
+            if merge in self._merge:
+                self._merged(req, key, peer, now)
+                return
+        if method == "INVITE":
+            txn = ServerInviteTransaction(self, key, peer)
+            self.counters.ist += 1
+        else:
+            txn = ServerNonInviteTransaction(self, key, peer)
+            self.counters.nist += 1
+        self._servers[key] = txn
+        if merge is not None:
+            txn.merge = merge
+            self._merge[merge] = txn
+        if peer.reliable:
+            self._by_peer.setdefault(peer, set()).add(txn)
+        self._events.append(ev.RequestReceived(req, peer, key))
+        if method == "INVITE":  # RFC 3261 17.2.1: we send 100 Trying at once, not after 200 ms
+            txn.on_send(make_response(req, 100), now)
+
+    def _merged(self, req: Request, key: ServerKey, peer: Peer, now: float) -> None:
+        self.counters.merged += 1
+        if req.method == "INVITE":
+            txn: ServerTransaction = ServerInviteTransaction(self, key, peer)
+            self.counters.ist += 1
+        else:
+            txn = ServerNonInviteTransaction(self, key, peer)
+            self.counters.nist += 1
+        txn.silent = True
+        self._servers[key] = txn
+        if peer.reliable:
+            self._by_peer.setdefault(peer, set()).add(txn)
+        txn.on_send(make_response(req, 482, "Loop Detected"), now)
+
+    def _receive_response(self, resp: Response, peer: Peer, now: float) -> None:
+        branch = resp.branch
+        txn = self._clients.get(ClientKey(branch, resp.cseq[1])) if branch else None
+        if txn is None:
+            self.counters.strays += 1
+            self._events.append(ev.StrayResponse(resp, peer))
+            return
+        txn.on_response(resp, now)
+
+    def transport_error(self, key_or_peer: TransactionKey | Peer, now: float) -> None:
+        """The driver failed to send for a transaction, or lost a connection to a peer."""
+        txns: Iterable[Transaction]
+        if isinstance(key_or_peer, Peer):
+            txns = list(self._by_peer.get(key_or_peer, ()))
+        elif isinstance(key_or_peer, ClientKey):
+            t = self._clients.get(key_or_peer)
+            txns = () if t is None else (t,)
+        else:
+            s = self._servers.get(key_or_peer)
+            txns = () if s is None else (s,)
+        for txn in txns:
+            txn.on_transport_error(now)
+
+    # -- input from the TU ---------------------------------------------------------------
+    def send_request(self, req: Request, peer: Peer, now: float) -> ClientKey:
+        """Open a client transaction (ICT for INVITE, NICT otherwise) and send ``req``.
+
+        The request's top Via must carry a fresh ``z9hG4bK`` branch, except a
+        CANCEL, which reuses the branch of the INVITE it cancels (its key differs
+        by method). An ACK is no transaction: use ``send_stateless``.
+        """
+        method = req.method
+        branch = req.branch
+        if method == "ACK":
+            raise ValueError("an ACK opens no transaction: use send_stateless()")
+        if not branch:
+            raise ValueError("a request sent through a transaction needs a Via branch")
+        key = ClientKey(branch, method)
+        if key in self._clients:
+            raise ValueError(f"a client transaction {key} is already alive")
+        txn: ClientTransaction
+        if method == "INVITE":
+            txn = ClientInviteTransaction(self, key, peer, req, now)
+            self.counters.ict += 1
+        else:
+            txn = ClientNonInviteTransaction(self, key, peer, req, now)
+            self.counters.nict += 1
+        self._clients[key] = txn
+        if peer.reliable:
+            self._by_peer.setdefault(peer, set()).add(txn)
+        return key
+
+    def send_response(self, resp: Response, now: float) -> None:
+        """Send a response to a request received earlier, through its transaction."""
+        method = resp.cseq[1]
+        txn = self._servers.get(server_key(resp, method))
+        if txn is not None:
+            if not txn.on_send(resp, now):
+                self.counters.responses_dropped += 1
+            return
+        peer = _via_destination(resp)
+        if peer is None:
+            self.counters.responses_dropped += 1
+            return
+        self.counters.stateless_responses += 1
+        self._out.append((resp.to_bytes(), peer))
+
+    def send_stateless(self, msg: Request | Response, peer: Peer) -> None:
+        """Queue a message outside any transaction (the ACK for a 2xx, a 2xx retransmission)."""
+        self._out.append((msg.to_bytes(), peer))
+
+    # -- output ----------------------------------------------------------------------------
+    def data_to_send(self) -> list[tuple[bytes, Peer]]:
+        out = self._out
+        self._out = []
+        return out
+
+    def next_events(self) -> list[ev.Event]:
+        events = self._events
+        self._events = []
+        return events
+
+    # -- timers ------------------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        """The earliest live deadline, or None when no timer runs."""
+        heap = self._heap
+        while heap:
+            deadline, _, txn, slot = heap[0]
+            if (txn.retx_at if slot == RETX else txn.end_at) == deadline:
+                return deadline
+            heapq.heappop(heap)
+            self._stale -= 1
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer due at ``now``."""
+        heap = self._heap
+        pop = heapq.heappop
+        while heap and heap[0][0] <= now:
+            deadline, _, txn, slot = pop(heap)
+            if slot == RETX:
+                if txn.retx_at != deadline:
+                    self._stale -= 1
+                    continue
+                txn.retx_at = None
+                txn.on_retx_timer(deadline)
+            else:
+                if txn.end_at != deadline:
+                    self._stale -= 1
+                    continue
+                txn.end_at = None
+                txn.on_end_timer(deadline)
+        if self._stale > _PURGE_MIN and 2 * self._stale > len(heap):
+            self._purge()
+
+    def _purge(self) -> None:
+        self._heap = [e for e in self._heap
+                      if (e[2].retx_at if e[3] == RETX else e[2].end_at) == e[0]]
+        heapq.heapify(self._heap)
+        self._stale = 0
+
+    # -- called by the machines --------------------------------------------------------------
+    def _event(self, txn: Transaction, event: ev.Event) -> None:
+        if not txn.silent:
+            self._events.append(event)
+
+    def _timeout(self, txn: Transaction) -> None:
+        self.counters.timeouts += 1
+        if not txn.silent:
+            self._events.append(ev.TransactionTimeout(txn.key))
+
+    def _transport_failure(self, txn: Transaction) -> None:
+        self.counters.transport_failures += 1
+        if not txn.silent:
+            self._events.append(ev.TransportFailure(txn.key))
+
+    def _remove(self, txn: Transaction) -> None:
+        key = txn.key
+        kind = txn.KIND
+        c = self.counters
+        if kind == "nist":
+            c.nist -= 1
+        elif kind == "nict":
+            c.nict -= 1
+        elif kind == "ist":
+            c.ist -= 1
+        else:
+            c.ict -= 1
+        if isinstance(key, ServerKey):
+            if self._servers.get(key) is txn:
+                del self._servers[key]
+            merge = txn.merge  # type: ignore[attr-defined]
+            if merge is not None and self._merge.get(merge) is txn:
+                del self._merge[merge]
+        elif self._clients.get(key) is txn:
+            del self._clients[key]
+        if txn.reliable:
+            peers = self._by_peer.get(txn.peer)
+            if peers is not None:
+                peers.discard(txn)
+                if not peers:
+                    del self._by_peer[txn.peer]
+        if not txn.silent:
+            self._events.append(ev.TransactionTerminated(key))
+
+
+def _via_destination(resp: Response) -> Peer | None:
+    """RFC 3261 18.2.2 / RFC 3581: where a response goes when no transaction remembers."""
+    try:
+        via = resp.top_via
+    except Exception:  # noqa: BLE001 - a response the TU built badly is dropped, not raised
+        return None
+    if via is None:
+        return None
+    params = via.params
+    transport = via.transport.lower()
+    host = params.get("received") or via.host
+    rport = params.get("rport")
+    port = int(rport) if rport else via.port or _DEFAULT_PORTS.get(transport, 5060)
+    return Peer(transport, host, port)
