@@ -1,0 +1,305 @@
+"""SIP requests and responses: header text kept as received, structure parsed on demand.
+
+A message holds its ``Headers`` (text) and ``body`` (bytes). The structured views
+(``vias``, ``cseq``, ``from_addr``...) are parsed the first time they are read and
+cached in ``headers.cache``; any change made through the ``Headers`` API clears that
+cache, so a view never disagrees with the text that will be sent. The views read
+wire data, so they raise ``BadMessage`` (never anything else) on bad content.
+"""
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from .errors import BadMessage
+from .headers import Headers
+from .status import reason_phrase
+from .uri import (URI, Address, Via, parse_address_untrusted, parse_addresses_untrusted,
+                  parse_uri_untrusted, parse_via_untrusted)
+
+SIP_VERSION = "SIP/2.0"
+BRANCH_MAGIC = "z9hG4bK"  # RFC 3261 8.1.1.7
+MAX_CSEQ = 2**32 - 1
+MAX_EXPIRES = 2**32 - 1  # RFC 3261 20.19: larger values mean this
+
+T = TypeVar("T")
+HeaderInput = Headers | Iterable[tuple[str, str]] | None
+
+
+def _headers(h: HeaderInput) -> Headers:
+    if isinstance(h, Headers):
+        return h
+    return Headers(h)
+
+
+def _digits_untrusted(v: str, what: str, limit: int | None = None) -> int:
+    v = v.strip()
+    if not v or not v.isascii() or not v.isdigit():
+        raise BadMessage(f"Bad {what} header")
+    if limit is not None and len(v) > 10:
+        return limit  # clamp without converting a huge string
+    return int(v)
+
+
+def parse_cseq_untrusted(value: str) -> tuple[int, str]:
+    parts = value.split()
+    if len(parts) != 2:
+        raise BadMessage("Bad CSeq header")
+    num, method = parts
+    if not num.isascii() or not num.isdigit() or len(num) > 10:
+        raise BadMessage("Bad CSeq header")
+    n = int(num)
+    if n > MAX_CSEQ:
+        raise BadMessage("Bad CSeq header: number too large")
+    return n, method
+
+
+class Message:
+    """What requests and responses share: headers, body and the lazy header views."""
+
+    __slots__ = ("headers", "body", "version")
+
+    headers: Headers
+    body: bytes
+    version: str
+
+    # -- cache plumbing ------------------------------------------------------------
+    def _cached(self, key: str, make: Callable[[], T]) -> T:
+        cache = self.headers.cache
+        try:
+            return cache[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = cache[key] = make()
+            return value
+
+    def _one(self, name: str, label: str) -> str:
+        values = self.headers.get_all(name)
+        if not values:
+            raise BadMessage(f"Missing {label}")
+        if len(values) > 1:
+            raise BadMessage(f"Multiple {label} headers")
+        return values[0]
+
+    # -- views -------------------------------------------------------------------------
+    @property
+    def call_id(self) -> str:
+        return self._cached("call-id", lambda: self._call_id())
+
+    def _call_id(self) -> str:
+        v = self._one("call-id", "Call-ID").strip()
+        if not v or " " in v:
+            raise BadMessage("Bad Call-ID header")
+        return v
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        return self._cached("cseq", lambda: parse_cseq_untrusted(self._one("cseq", "CSeq")))
+
+    @property
+    def vias(self) -> list[Via]:
+        return self._cached("vias", self._vias)
+
+    def _vias(self) -> list[Via]:
+        out: list[Via] = []
+        for v in self.headers.get_all("via"):
+            out += parse_via_untrusted(v)
+        return out
+
+    @property
+    def top_via(self) -> Via:
+        vias = self.vias
+        if not vias:
+            raise BadMessage("Missing Via")
+        return vias[0]
+
+    @property
+    def branch(self) -> str | None:
+        return self.top_via.branch
+
+    @property
+    def from_addr(self) -> Address:
+        return self._cached("from", lambda: self._address("from", "From"))
+
+    @property
+    def to_addr(self) -> Address:
+        return self._cached("to", lambda: self._address("to", "To"))
+
+    def _address(self, name: str, label: str) -> Address:
+        try:
+            return parse_address_untrusted(self._one(name, label))
+        except BadMessage as exc:
+            if exc.reason.startswith(("Missing", "Multiple")):
+                raise
+            raise BadMessage(f"Bad {label} header") from None
+
+    @property
+    def from_tag(self) -> str | None:
+        return self.from_addr.params.get("tag")
+
+    @property
+    def to_tag(self) -> str | None:
+        return self.to_addr.params.get("tag")
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self._cached("max-forwards", self._max_forwards)
+
+    def _max_forwards(self) -> int | None:
+        values = self.headers.get_all("max-forwards")
+        if not values:
+            return None
+        if len(values) > 1:
+            raise BadMessage("Multiple Max-Forwards headers")
+        n = _digits_untrusted(values[0], "Max-Forwards", 256)
+        if n > 255:
+            raise BadMessage("Bad Max-Forwards header")
+        return n
+
+    @property
+    def contacts(self) -> list[Address]:
+        """Contact addresses (a ``*`` is not one: see ``contact_star``)."""
+        return self._cached("contacts", self._contacts)
+
+    def _contacts(self) -> list[Address]:
+        out: list[Address] = []
+        try:
+            for v in self.headers.get_all("contact"):
+                if v.strip() != "*":
+                    out += parse_addresses_untrusted(v)
+        except BadMessage:
+            raise BadMessage("Bad Contact header") from None
+        return out
+
+    @property
+    def contact_star(self) -> bool:
+        return any(v == "*" for v in self.headers.values("contact"))
+
+    @property
+    def expires(self) -> int | None:
+        v = self.headers.get("expires")
+        return None if v is None else _digits_untrusted(v, "Expires", MAX_EXPIRES)
+
+    @property
+    def content_type(self) -> str | None:
+        v = self.headers.get("content-type")
+        return None if v is None else v.strip()
+
+    @property
+    def mime_type(self) -> str | None:
+        """``type/subtype`` of the body, lower case, without parameters."""
+        v = self.headers.get("content-type")
+        return None if v is None else v.partition(";")[0].strip().lower()
+
+    # -- serialization -------------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        body = self.body
+        lines = self.headers.lines(len(body))
+        lines.insert(0, self.start_line())
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+    __bytes__ = to_bytes
+
+
+class Request(Message):
+    __slots__ = ("method", "uri", "_ruri")
+
+    def __init__(self, method: str, uri: str, headers: HeaderInput = None,
+                 body: bytes = b"") -> None:
+        self.method = method
+        self.uri = uri  #: the Request-URI text as received (or as set)
+        self.headers = _headers(headers)
+        self.body = body
+        self.version = SIP_VERSION
+        self._ruri: tuple[str, URI] | None = None
+
+    @property
+    def request_uri(self) -> URI:
+        """The parsed Request-URI; BadMessage(416) for schemes other than sip/sips/tel."""
+        cached = self._ruri
+        if cached is not None and cached[0] is self.uri:
+            return cached[1]
+        uri = parse_uri_untrusted(self.uri)
+        if uri.opaque is not None:
+            raise BadMessage("Unsupported URI Scheme", 416)
+        self._ruri = (self.uri, uri)
+        return uri
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    __slots__ = ("status", "reason")
+
+    def __init__(self, status: int, reason: str | None = None, headers: HeaderInput = None,
+                 body: bytes = b"") -> None:
+        self.status = int(status)
+        self.reason = reason_phrase(status) if reason is None else reason
+        self.headers = _headers(headers)
+        self.body = body
+        self.version = SIP_VERSION
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+_RESPONSE_COPY = frozenset({"via", "from", "call-id", "cseq"})
+
+
+def make_response(request: Request, status: int, reason: str | None = None, *,
+                  to_tag: str | None = None,
+                  headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """RFC 3261 8.2.6.2: a response echoing Via, From, To, Call-ID and CSeq as text.
+
+    Copied lines keep their bytes; only a To without a tag is rewritten (``to_tag``).
+    """
+    items: list[Any] = []
+    for e in request.headers._items:
+        c = e[1]
+        if c in _RESPONSE_COPY:
+            items.append(e)
+        elif c == "to":
+            if to_tag is not None and "tag" not in request.to_addr.params:
+                items.append((e[0], c, f"{e[2]};tag={to_tag}", None))
+            else:
+                items.append(e)
+    resp = Response.__new__(Response)
+    resp.status = int(status)
+    resp.reason = reason_phrase(status) if reason is None else reason
+    h = Headers(headers)
+    h._items[:0] = items
+    resp.headers = h
+    resp.body = b""
+    resp.version = SIP_VERSION
+    return resp
+
+
+# -- identifiers -----------------------------------------------------------------------
+
+def _token(nbytes: int) -> str:
+    return base64.b32encode(os.urandom(nbytes)).decode("ascii").rstrip("=").lower()
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch: the magic cookie and 80 random bits."""
+    return BRANCH_MAGIC + _token(10)
+
+
+def new_tag() -> str:
+    return _token(5)
+
+
+def new_call_id() -> str:
+    return _token(15)

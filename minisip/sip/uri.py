@@ -1,0 +1,377 @@
+"""SIP/SIPS/tel URIs, name-addr / addr-spec addresses and Via values (RFC 3261 19.1, 20, 25).
+
+Parsing is split/partition on the separators the grammar guarantees (``@`` cannot
+appear unescaped in userinfo, params or headers, so the first one ends the
+userinfo); regexes only check a finished piece. Parameter values are kept as on
+the wire (quotes included) so ``str()`` of an untouched object gives back the
+same text; only the user part is unescaped, because that is what gets compared.
+URIs of other schemes (``isbn:``, ``http:``) parse generically into ``opaque``:
+headers may carry them; a Request-URI with one is answered 416 by the caller.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import BadMessage
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_HOST = re.compile(r"[A-Za-z0-9\-.]+|\[[0-9A-Fa-f:.]+\]")  # hostname, IPv4, [IPv6]
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# Unreserved + user-unreserved (RFC 3261 25.1): everything else is %-escaped in a user.
+_USER_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()&=+$,;?/]")
+_TEL = re.compile(r"\+?[0-9A-Fa-f*#.()\-pPwW]+")  # digits, visual separators, pause/wait
+
+
+def _unescape(s: str) -> str:
+    if "%" not in s:
+        return s
+    parts = s.split("%")
+    out = [parts[0]]
+    for p in parts[1:]:
+        h = p[:2]
+        if len(h) == 2 and all(c in "0123456789abcdefABCDEF" for c in h):
+            out.append(chr(int(h, 16)))
+            out.append(p[2:])
+        else:  # RFC 4475 esc02: a '%' that is not an escape is kept as is
+            out.append("%")
+            out.append(p)
+    return "".join(out)
+
+
+def _escape_user(s: str) -> str:
+    if not _USER_UNSAFE.search(s):
+        return s
+    return _USER_UNSAFE.sub(
+        lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogateescape")), s)
+
+
+def parse_params_untrusted(text: str, what: str) -> dict[str, str | None]:
+    """``a=b;c`` (the text after a leading ';') into a dict with lower-cased names."""
+    params: dict[str, str | None] = {}
+    pieces = _split_quoted(text, ";", what) if '"' in text else text.split(";")
+    for piece in pieces:
+        name, eq, value = piece.partition("=")
+        name = name.strip()
+        if not name or not _TOKEN.fullmatch(name):
+            raise BadMessage(f"Bad {what}")
+        if eq:
+            value = value.strip()
+            if not value:
+                raise BadMessage(f"Bad {what}")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def _split_quoted(text: str, sep: str, what: str) -> list[str]:
+    out: list[str] = []
+    start = 0
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == sep:
+            out.append(text[start:i])
+            start = i + 1
+    if quoted:
+        raise BadMessage(f"Bad {what}: unterminated quote")
+    out.append(text[start:])
+    return out
+
+
+def _params_text(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def parse_hostport_untrusted(text: str, what: str) -> tuple[str, int | None]:
+    """``host[:port]`` or ``[v6][:port]`` -> (lower-case host without brackets, port)."""
+    if text[:1] == "[":
+        end = text.find("]")
+        if end < 0:
+            raise BadMessage(f"Bad {what}")
+        host = text[1:end]
+        rest = text[end + 1:]
+        if not host or not _IPV6.fullmatch(host) or ":" not in host:
+            raise BadMessage(f"Bad {what}")
+        if not rest:
+            return host.lower(), None
+        if rest[0] != ":":
+            raise BadMessage(f"Bad {what}")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.partition(":")
+        if not host or not _HOST.fullmatch(host):
+            raise BadMessage(f"Bad {what}")
+        if not colon:
+            return host.lower(), None
+    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
+        raise BadMessage(f"Bad {what}: port")
+    port = int(port_text)
+    if port > 65535:
+        raise BadMessage(f"Bad {what}: port")
+    return host.lower(), port
+
+
+@dataclass(slots=True)
+class URI:
+    scheme: str  #: 'sip', 'sips', 'tel' (or another scheme, see ``opaque``)
+    user: str | None = None  #: unescaped; for tel: the number
+    password: str | None = None
+    host: str = ""  #: lower case, IPv6 without brackets; '' for tel
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)  #: lower-cased names
+    headers: dict[str, str] = field(default_factory=dict)  #: values as on the wire (escaped)
+    opaque: str | None = None  #: everything after 'scheme:' for schemes we do not know
+
+    def __str__(self) -> str:
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        if self.scheme == "tel":
+            return f"tel:{self.user or ''}{_params_text(self.params)}"
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(_escape_user(self.user))
+            if self.password is not None:
+                out += (":", self.password)
+            out.append("@")
+        out.append(f"[{self.host}]" if ":" in self.host else self.host)
+        if self.port is not None:
+            out.append(f":{self.port}")
+        if self.params:
+            out.append(_params_text(self.params))
+        if self.headers:
+            out.append("?" + "&".join(f"{k}={v}" for k, v in self.headers.items()))
+        return "".join(out)
+
+    @property
+    def hostport(self) -> str:
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return h if self.port is None else f"{h}:{self.port}"
+
+    @property
+    def transport(self) -> str | None:
+        t = self.params.get("transport")
+        return t.lower() if t else None
+
+
+def parse_uri_untrusted(text: str) -> URI:
+    """A URI from a header or the Request-URI. Unknown schemes parse into ``opaque``."""
+    scheme, colon, rest = text.partition(":")
+    s = scheme.lower()
+    if s == "sip" or s == "sips":
+        return _parse_sip(s, rest)
+    if not colon or not rest or not _SCHEME.fullmatch(scheme):
+        raise BadMessage("Bad URI")
+    if s == "tel":
+        number, _, ptext = rest.partition(";")
+        if not _TEL.fullmatch(number):
+            raise BadMessage("Bad tel URI")
+        return URI("tel", number, None, "", None,
+                   parse_params_untrusted(ptext, "URI parameter") if ptext else {}, {})
+    if any(c in rest for c in " \t<>\"") or not rest.isprintable():
+        raise BadMessage("Bad URI")
+    return URI(s, None, None, "", None, {}, {}, rest)
+
+
+def _parse_sip(scheme: str, rest: str) -> URI:
+    at = rest.find("@")
+    user: str | None = None
+    password: str | None = None
+    if at >= 0:
+        userinfo = rest[:at]
+        rest = rest[at + 1:]
+        u, colon, pw = userinfo.partition(":")
+        if not u or " " in userinfo or "\t" in userinfo:
+            raise BadMessage("Bad SIP URI: user")
+        user = _unescape(u) if "%" in u else u
+        if colon:
+            password = pw
+    rest, q, htext = rest.partition("?")
+    hostport, semi, ptext = rest.partition(";")
+    host, port = parse_hostport_untrusted(hostport, "SIP URI")
+    params = parse_params_untrusted(ptext, "URI parameter") if semi else {}
+    headers: dict[str, str] = {}
+    if q:
+        for h in htext.split("&"):
+            k, eq, v = h.partition("=")
+            if not k or not eq or " " in h:
+                raise BadMessage("Bad SIP URI: header")
+            headers[k] = v
+    return URI(scheme, user, password, host, port, params, headers)
+
+
+# -- name-addr / addr-spec ----------------------------------------------------------
+
+def _quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(slots=True)
+class Address:
+    display_name: str | None
+    uri: URI
+    params: dict[str, str | None] = field(default_factory=dict)  #: header params: tag, q, ...
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def __str__(self) -> str:
+        dn = f"{_quote(self.display_name)} " if self.display_name else ""
+        return f"{dn}<{self.uri}>{_params_text(self.params)}"
+
+
+def _read_quoted(text: str, start: int) -> tuple[str, int]:
+    """The unescaped content of the quoted string at text[start] == '"', and the end index."""
+    i = start + 1
+    out: list[str] = []
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            if i + 1 >= n:
+                break
+            out.append(text[i + 1])
+            i += 2
+        elif ch == '"':
+            return "".join(out), i + 1
+        else:
+            out.append(ch)
+            i += 1
+    raise BadMessage("Bad address: unterminated quoted string")
+
+
+def parse_address_untrusted(text: str) -> Address:
+    """``"Name" <sip:..>;tag=x``, ``Name <sip:..>`` or ``sip:a@b;tag=x`` (params are header params)."""
+    v = text.strip()
+    if not v:
+        raise BadMessage("Bad address: empty")
+    display: str | None = None
+    if v[0] == '"':
+        display, end = _read_quoted(v, 0)
+        lt = v.find("<", end)
+        if lt < 0 or v[end:lt].strip():
+            raise BadMessage("Bad address: no <URI> after display name")
+    else:
+        lt = v.find("<")
+        if lt > 0:
+            display = v[:lt].strip() or None
+            if display is not None and '"' in display:
+                raise BadMessage("Bad address: display name")
+    if lt >= 0:
+        gt = v.find(">", lt)
+        if gt < 0:
+            raise BadMessage("Bad address: missing >")
+        uri = parse_uri_untrusted(v[lt + 1:gt].strip())
+        ptext = v[gt + 1:].strip()
+        if ptext:
+            if ptext[0] != ";":
+                raise BadMessage("Bad address: text after >")
+            ptext = ptext[1:]
+    else:
+        # addr-spec: RFC 3261 20.10, params after a bare URI belong to the header
+        utext, _, ptext = v.partition(";")
+        utext = utext.rstrip()
+        if not utext or " " in utext or "," in utext:
+            raise BadMessage("Bad address")
+        uri = parse_uri_untrusted(utext)
+    params = parse_params_untrusted(ptext, "address parameter") if ptext else {}
+    return Address(display, uri, params)
+
+
+def parse_addresses_untrusted(text: str) -> list[Address]:
+    """A comma-separated list (Contact, Route...)."""
+    from .headers import split_commas
+    return [parse_address_untrusted(p) for p in split_commas(text)]
+
+
+# -- Via ----------------------------------------------------------------------------
+
+_SENT_PROTOCOL = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*(.*)",
+                            re.DOTALL | re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class Via:
+    transport: str  #: upper case: 'UDP', 'TCP', 'TLS', ...
+    host: str  #: lower case, IPv6 without brackets
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> str | None:
+        """None when absent, '' when present without a value, else the value."""
+        if "rport" not in self.params:
+            return None
+        return self.params["rport"] or ""
+
+    @property
+    def sent_by(self) -> str:
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return h if self.port is None else f"{h}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"SIP/2.0/{self.transport} {self.sent_by}{_params_text(self.params)}"
+
+
+def _parse_one_via(text: str) -> Via:
+    proto, _, rest = text.partition(" ")
+    if len(proto) > 8 and proto[:8].upper() == "SIP/2.0/" and _TOKEN.fullmatch(proto[8:]):
+        transport = proto[8:].upper()
+        rest = rest.strip()
+    else:  # LWS around the slashes (RFC 4475 wsinv)
+        m = _SENT_PROTOCOL.fullmatch(text)
+        if m is None:
+            raise BadMessage("Bad Via header")
+        transport = m.group(1).upper()
+        rest = m.group(2)
+    if '"' in rest:
+        pieces = _split_quoted(rest, ";", "Via header")
+    else:
+        pieces = rest.split(";")
+    hostport = pieces[0].strip()
+    if not hostport:
+        raise BadMessage("Bad Via header")
+    host, port = parse_hostport_untrusted(hostport, "Via header")
+    params: dict[str, str | None] = {}
+    for piece in pieces[1:]:
+        name, eq, value = piece.partition("=")
+        name = name.strip()
+        if not name or not _TOKEN.fullmatch(name):
+            raise BadMessage("Bad Via header")
+        if eq:
+            value = value.strip()
+            if not value:
+                raise BadMessage("Bad Via header")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return Via(transport, host, port, params)
+
+
+def parse_via_untrusted(text: str) -> list[Via]:
+    """Every Via value on one header line."""
+    if "," in text:
+        parts = _split_quoted(text, ",", "Via header") if '"' in text else text.split(",")
+        if any(not p.strip() for p in parts):
+            raise BadMessage("Bad Via header")
+        return [_parse_one_via(p.strip()) for p in parts]
+    return [_parse_one_via(text.strip())]

@@ -1,0 +1,51 @@
+"""Micro-benchmark: us per parse and per serialize of a typical authenticated REGISTER.
+
+Run: .venv/bin/python tests/sip/bench_parse.py   (not collected by pytest: no test_ prefix)
+"""
+from __future__ import annotations
+
+import sys
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from minisip.sip.message import make_response  # noqa: E402
+from minisip.sip.parser import parse_message_untrusted  # noqa: E402
+
+REGISTER = (
+    b"REGISTER sip:pbx.example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK776asdhds;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"To: <sip:100@pbx.example.com>\r\n"
+    b"From: <sip:100@pbx.example.com>;tag=1928301774\r\n"
+    b"Call-ID: a84b4c76e66710@192.0.2.10\r\n"
+    b"CSeq: 2 REGISTER\r\n"
+    b"Contact: <sip:100@192.0.2.10:5062;transport=udp>;expires=3600;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"\r\n"
+    b"Authorization: Digest username=\"100\", realm=\"minisip\", nonce=\"0000019a5f3c2d1e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f\", "
+    b"uri=\"sip:pbx.example.com\", response=\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\", "
+    b"algorithm=SHA-256, cnonce=\"0a4f113b\", qop=auth, nc=00000001\r\n"
+    b"User-Agent: Yealink SIP-T46S 66.86.0.15\r\n"
+    b"Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, OPTIONS, INFO, SUBSCRIBE, UPDATE\r\n"
+    b"Expires: 3600\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+
+def main() -> None:
+    n = 20000
+    parse = min(timeit.repeat(lambda: parse_message_untrusted(REGISTER), number=n, repeat=5)) / n
+    req = parse_message_untrusted(REGISTER)
+    ser = min(timeit.repeat(req.to_bytes, number=n, repeat=5)) / n
+    resp = make_response(req, 200, to_tag="abc", headers=[("Contact", "<sip:100@192.0.2.10:5062>;expires=3600")])
+    mk = min(timeit.repeat(lambda: make_response(req, 200, to_tag="abc", headers=[("Contact", "<sip:100@192.0.2.10:5062>;expires=3600")]), number=n, repeat=5)) / n
+    rser = min(timeit.repeat(resp.to_bytes, number=n, repeat=5)) / n
+    print(f"parse REGISTER (eager checks):  {parse * 1e6:6.1f} us")
+    print(f"serialize REGISTER:             {ser * 1e6:6.1f} us")
+    print(f"make_response 200:              {mk * 1e6:6.1f} us")
+    print(f"serialize 200 response:         {rser * 1e6:6.1f} us")
+
+
+if __name__ == "__main__":
+    main()
