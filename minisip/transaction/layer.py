@@ -223,8 +223,12 @@ class TransactionLayer:
 
     def send_response(self, resp: Response, now: float) -> None:
         """Send a response to a request received earlier, through its transaction."""
-        method = resp.cseq[1]
-        txn = self._servers.get(server_key(resp, method))
+        try:
+            txn = self._servers.get(server_key(resp, resp.cseq[1]))
+        except BadMessage as exc:  # the TU's response lacks a Via or CSeq: a bug, not fatal
+            log.warning("dropped a response without a usable Via/CSeq: %s", exc.reason)
+            self.counters.responses_dropped += 1
+            return
         if txn is not None:
             if not txn.on_send(resp, now):
                 self.counters.responses_dropped += 1
@@ -337,12 +341,7 @@ class TransactionLayer:
 
 def _via_destination(resp: Response) -> Peer | None:
     """RFC 3261 18.2.2 / RFC 3581: where a response goes when no transaction remembers."""
-    try:
-        via = resp.top_via
-    except Exception:  # noqa: BLE001 - a response the TU built badly is dropped, not raised
-        return None
-    if via is None:
-        return None
+    via = resp.top_via
     params = via.params
     transport = via.transport.lower()
     host = params.get("received") or via.host
