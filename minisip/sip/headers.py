@@ -58,7 +58,7 @@ def wire_name_untrusted(raw: str) -> tuple[str, str]:
     hit = _WIRE_NAMES.get(raw)
     if hit is not None:
         return hit
-    name = raw.strip(" \t")
+    name = raw.rstrip(" \t")  # leading blanks would make it a continuation line
     if not _TOKEN.fullmatch(name):
         raise BadMessage("Bad header name")
     low = name.lower()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import BadMessage
 from .headers import Headers
@@ -24,7 +24,6 @@ BRANCH_MAGIC = "z9hG4bK"  # RFC 3261 8.1.1.7
 MAX_CSEQ = 2**32 - 1
 MAX_EXPIRES = 2**32 - 1  # RFC 3261 20.19: larger values mean this
 
-T = TypeVar("T")
 HeaderInput = Headers | Iterable[tuple[str, str]] | None
 
 
@@ -56,6 +55,71 @@ def parse_cseq_untrusted(value: str) -> tuple[int, str]:
     return n, method
 
 
+# The views, as functions of a header's values (None: absent), shared with the parser.
+
+def call_id_view_untrusted(values: list[str] | None) -> str:
+    if not values:
+        raise BadMessage("Missing Call-ID")
+    if len(values) > 1:
+        raise BadMessage("Multiple Call-ID headers")
+    v = values[0].strip()
+    if not v or " " in v or "\t" in v:
+        raise BadMessage("Bad Call-ID header")
+    return v
+
+
+def cseq_view_untrusted(values: list[str] | None) -> tuple[int, str]:
+    if not values:
+        raise BadMessage("Missing CSeq")
+    if len(values) > 1:
+        raise BadMessage("Multiple CSeq headers")
+    return parse_cseq_untrusted(values[0])
+
+
+def vias_view_untrusted(values: list[str] | None) -> list[Via]:
+    if not values:
+        return []
+    if len(values) == 1:
+        return parse_via_untrusted(values[0])
+    out: list[Via] = []
+    for v in values:
+        out += parse_via_untrusted(v)
+    return out
+
+
+def address_view_untrusted(values: list[str] | None, label: str) -> Address:
+    if not values:
+        raise BadMessage(f"Missing {label}")
+    if len(values) > 1:
+        raise BadMessage(f"Multiple {label} headers")
+    try:
+        return parse_address_untrusted(values[0])
+    except BadMessage:
+        raise BadMessage(f"Bad {label} header") from None
+
+
+def max_forwards_view_untrusted(values: list[str] | None) -> int | None:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadMessage("Multiple Max-Forwards headers")
+    v = values[0]
+    if not v.isascii() or not v.isdigit() or len(v) > 10 or int(v) > 255:
+        raise BadMessage("Bad Max-Forwards header")
+    return int(v)
+
+
+def contacts_view_untrusted(values: list[str] | None) -> list[Address]:
+    out: list[Address] = []
+    try:
+        for v in values or ():
+            if v != "*":
+                out += parse_addresses_untrusted(v)
+    except BadMessage:
+        raise BadMessage("Bad Contact header") from None
+    return out
+
+
 class Message:
     """What requests and responses share: headers, body and the lazy header views."""
 
@@ -65,47 +129,30 @@ class Message:
     body: bytes
     version: str
 
-    # -- cache plumbing ------------------------------------------------------------
-    def _cached(self, key: str, make: Callable[[], T]) -> T:
-        cache = self.headers.cache
-        try:
-            return cache[key]  # type: ignore[no-any-return]
-        except KeyError:
-            value = cache[key] = make()
-            return value
-
-    def _one(self, name: str, label: str) -> str:
-        values = self.headers.get_all(name)
-        if not values:
-            raise BadMessage(f"Missing {label}")
-        if len(values) > 1:
-            raise BadMessage(f"Multiple {label} headers")
-        return values[0]
-
-    # -- views -------------------------------------------------------------------------
+    # -- views: parsed on first use, cached in headers.cache ---------------------------
     @property
     def call_id(self) -> str:
-        return self._cached("call-id", lambda: self._call_id())
-
-    def _call_id(self) -> str:
-        v = self._one("call-id", "Call-ID").strip()
-        if not v or " " in v:
-            raise BadMessage("Bad Call-ID header")
-        return v
+        c = self.headers.cache
+        v = c.get("call-id")
+        if v is None:
+            v = c["call-id"] = call_id_view_untrusted(self.headers._idx().get("call-id"))
+        return v  # type: ignore[no-any-return]
 
     @property
     def cseq(self) -> tuple[int, str]:
-        return self._cached("cseq", lambda: parse_cseq_untrusted(self._one("cseq", "CSeq")))
+        c = self.headers.cache
+        v = c.get("cseq")
+        if v is None:
+            v = c["cseq"] = cseq_view_untrusted(self.headers._idx().get("cseq"))
+        return v  # type: ignore[no-any-return]
 
     @property
     def vias(self) -> list[Via]:
-        return self._cached("vias", self._vias)
-
-    def _vias(self) -> list[Via]:
-        out: list[Via] = []
-        for v in self.headers.get_all("via"):
-            out += parse_via_untrusted(v)
-        return out
+        c = self.headers.cache
+        v = c.get("vias")
+        if v is None:
+            v = c["vias"] = vias_view_untrusted(self.headers._idx().get("via"))
+        return v  # type: ignore[no-any-return]
 
     @property
     def top_via(self) -> Via:
@@ -116,23 +163,23 @@ class Message:
 
     @property
     def branch(self) -> str | None:
-        return self.top_via.branch
+        return self.top_via.params.get("branch")
 
     @property
     def from_addr(self) -> Address:
-        return self._cached("from", lambda: self._address("from", "From"))
+        c = self.headers.cache
+        v = c.get("from")
+        if v is None:
+            v = c["from"] = address_view_untrusted(self.headers._idx().get("from"), "From")
+        return v  # type: ignore[no-any-return]
 
     @property
     def to_addr(self) -> Address:
-        return self._cached("to", lambda: self._address("to", "To"))
-
-    def _address(self, name: str, label: str) -> Address:
-        try:
-            return parse_address_untrusted(self._one(name, label))
-        except BadMessage as exc:
-            if exc.reason.startswith(("Missing", "Multiple")):
-                raise
-            raise BadMessage(f"Bad {label} header") from None
+        c = self.headers.cache
+        v = c.get("to")
+        if v is None:
+            v = c["to"] = address_view_untrusted(self.headers._idx().get("to"), "To")
+        return v  # type: ignore[no-any-return]
 
     @property
     def from_tag(self) -> str | None:
@@ -144,33 +191,16 @@ class Message:
 
     @property
     def max_forwards(self) -> int | None:
-        return self._cached("max-forwards", self._max_forwards)
-
-    def _max_forwards(self) -> int | None:
-        values = self.headers.get_all("max-forwards")
-        if not values:
-            return None
-        if len(values) > 1:
-            raise BadMessage("Multiple Max-Forwards headers")
-        n = _digits_untrusted(values[0], "Max-Forwards", 256)
-        if n > 255:
-            raise BadMessage("Bad Max-Forwards header")
-        return n
+        return max_forwards_view_untrusted(self.headers._idx().get("max-forwards"))
 
     @property
     def contacts(self) -> list[Address]:
         """Contact addresses (a ``*`` is not one: see ``contact_star``)."""
-        return self._cached("contacts", self._contacts)
-
-    def _contacts(self) -> list[Address]:
-        out: list[Address] = []
-        try:
-            for v in self.headers.get_all("contact"):
-                if v.strip() != "*":
-                    out += parse_addresses_untrusted(v)
-        except BadMessage:
-            raise BadMessage("Bad Contact header") from None
-        return out
+        c = self.headers.cache
+        v = c.get("contacts")
+        if v is None:
+            v = c["contacts"] = contacts_view_untrusted(self.headers._idx().get("contact"))
+        return v  # type: ignore[no-any-return]
 
     @property
     def contact_star(self) -> bool:

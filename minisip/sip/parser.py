@@ -18,8 +18,10 @@ import re
 from typing import Final
 
 from .errors import BadMessage
-from .headers import Entry, Headers, wire_name_untrusted
-from .message import SIP_VERSION, Message, Request, Response
+from .headers import _WIRE_NAMES, Entry, Headers, wire_name_untrusted
+from .message import (SIP_VERSION, Request, Response, address_view_untrusted,
+                      call_id_view_untrusted, cseq_view_untrusted, max_forwards_view_untrusted,
+                      vias_view_untrusted)
 from .uri import parse_uri_untrusted
 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -28,11 +30,8 @@ _VERSION = re.compile(r"SIP/\d+\.\d+", re.IGNORECASE)
 _KNOWN_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS",
                             "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER",
                             "MESSAGE", "UPDATE"})
-# Single-valued headers a request may carry once only (RFC 4475 multi01, mcl01).
 _MANDATORY: Final = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"),
                      ("cseq", "CSeq"))
-_SINGLE: Final = (("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"),
-                  ("max-forwards", "Max-Forwards"))
 _URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -40,14 +39,13 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 def _split_head_untrusted(data: bytes) -> tuple[list[str], bytes]:
-    """(lines of the head with folding undone, the bytes after the blank line)."""
+    """(lines of the head, the bytes after the blank line)."""
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")  # RFC 3261 7.5: CRLFs before the start line are ignored
     end = data.find(b"\r\n\r\n")
     if end >= 0:
-        text = data[:end].decode("utf-8", "surrogateescape")
+        lines = data[:end].decode("utf-8", "surrogateescape").split("\r\n")
         rest = data[end + 4:]
-        lines = text.split("\r\n")
     else:
         # Liberal: bare-LF senders, or a datagram with no blank line after the headers.
         end = data.find(b"\n\n")
@@ -60,8 +58,6 @@ def _split_head_untrusted(data: bytes) -> tuple[list[str], bytes]:
         lines = [ln.rstrip("\r") for ln in text.split("\n")]
     if not lines[0]:
         raise BadMessage("Empty message", None)
-    if "\n " in text or "\n\t" in text:
-        lines = _unfold_untrusted(lines)
     return lines, rest
 
 
@@ -69,7 +65,7 @@ def _unfold_untrusted(lines: list[str]) -> list[str]:
     """RFC 3261 7.3.1: a line starting with SP/HT continues the previous one."""
     out = [lines[0]]
     for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
+        if line[:1] in (" ", "\t") and line:
             if len(out) == 1:
                 raise BadMessage("Bad header folding")
             out[-1] = out[-1].rstrip(" \t") + " " + line.lstrip(" \t")
@@ -78,17 +74,34 @@ def _unfold_untrusted(lines: list[str]) -> list[str]:
     return out
 
 
+class _Folded(Exception):
+    pass
+
+
 def _parse_headers_untrusted(lines: list[str]) -> Headers:
+    try:
+        return _header_lines_untrusted(lines)
+    except _Folded:
+        return _header_lines_untrusted(_unfold_untrusted(lines))
+
+
+def _header_lines_untrusted(lines: list[str]) -> Headers:
     items: list[Entry] = []
     index: dict[str, list[str]] = {}
-    for i in range(1, len(lines)):
-        line = lines[i]
+    known = _WIRE_NAMES
+    for line in lines[1:]:
         raw_name, sep, value = line.partition(":")
-        if not sep:
-            raise BadMessage("Header line without colon")
-        name, canon = wire_name_untrusted(raw_name)
+        # Cached names were validated when first seen and never start with a blank.
+        hit = known.get(raw_name) if sep else None
+        if hit is None:
+            if line[:1] in (" ", "\t") and line:
+                raise _Folded  # rare: only then pay for unfolding
+            if not sep:
+                raise BadMessage("Header line without colon")
+            hit = wire_name_untrusted(raw_name)
+        canon = hit[1]
         value = value.strip(" \t")
-        items.append((name, canon, value, line))
+        items.append((hit[0], canon, value, line))
         lst = index.get(canon)
         if lst is None:
             index[canon] = [value]
@@ -156,27 +169,24 @@ def _parse_request_untrusted(first: str, lines: list[str], rest: bytes) -> Reque
             req.request_uri  # noqa: B018 - parse and cache now: 400 if it is bad
         except BadMessage:
             raise BadMessage("Bad Request-URI") from None
-    _check_mandatory_untrusted(req)
-    if req.cseq[1] != method:
+    # RFC 3261 8.2: what a server checks before it can answer at all.
+    idx = headers._index
+    assert idx is not None
+    cache = headers.cache
+    vias = idx.get("via")
+    if not vias:
+        raise BadMessage("Missing Via")
+    cache["vias"] = vias_view_untrusted(vias)
+    cache["from"] = address_view_untrusted(idx.get("from"), "From")
+    cache["to"] = address_view_untrusted(idx.get("to"), "To")
+    cache["call-id"] = call_id_view_untrusted(idx.get("call-id"))
+    cseq = cache["cseq"] = cseq_view_untrusted(idx.get("cseq"))
+    if cseq[1] != method:
         raise BadMessage("CSeq method does not match")
-    req.max_forwards  # noqa: B018
+    mf = idx.get("max-forwards")
+    if mf is not None:
+        max_forwards_view_untrusted(mf)
     return req
-
-
-def _check_mandatory_untrusted(msg: Message) -> None:
-    idx = msg.headers._idx()
-    for key, label in _MANDATORY:
-        if key not in idx:
-            raise BadMessage(f"Missing {label}")
-    for key, label in _SINGLE:
-        lst = idx.get(key)
-        if lst is not None and len(lst) > 1:
-            raise BadMessage(f"Multiple {label} headers")
-    msg.vias  # noqa: B018 - each view raises its own reason ("Bad Via header")
-    msg.from_addr  # noqa: B018
-    msg.to_addr  # noqa: B018
-    msg.call_id  # noqa: B018
-    msg.cseq  # noqa: B018
 
 
 def _parse_response_untrusted(first: str, lines: list[str], rest: bytes) -> Response:

@@ -21,6 +21,10 @@ _IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # Unreserved + user-unreserved (RFC 3261 25.1): everything else is %-escaped in a user.
 _USER_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()&=+$,;?/]")
+# Parameter names seen every day skip the token regex (they are tokens).
+_KNOWN_PARAMS = frozenset({"branch", "rport", "received", "tag", "expires", "q", "transport",
+                           "lr", "maddr", "ttl", "user", "method", "ob", "reg-id",
+                           "+sip.instance", "gr", "phone-context", "alias", "comp"})
 _TEL = re.compile(r"\+?[0-9A-Fa-f*#.()\-pPwW]+")  # digits, visual separators, pause/wait
 
 
@@ -54,7 +58,7 @@ def parse_params_untrusted(text: str, what: str) -> dict[str, str | None]:
     for piece in pieces:
         name, eq, value = piece.partition("=")
         name = name.strip()
-        if not name or not _TOKEN.fullmatch(name):
+        if name not in _KNOWN_PARAMS and not _TOKEN.fullmatch(name):
             raise BadMessage(f"Bad {what}")
         if eq:
             value = value.strip()
@@ -355,7 +359,7 @@ def _parse_one_via(text: str) -> Via:
     for piece in pieces[1:]:
         name, eq, value = piece.partition("=")
         name = name.strip()
-        if not name or not _TOKEN.fullmatch(name):
+        if name not in _KNOWN_PARAMS and not _TOKEN.fullmatch(name):
             raise BadMessage("Bad Via header")
         if eq:
             value = value.strip()

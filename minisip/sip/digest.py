@@ -1,0 +1,267 @@
+"""HTTP digest authentication for SIP: RFC 8760 (SHA-256 for SIP) over RFC 7616 / RFC 3261 22.
+
+Server side, nonces are stateless: ``hex(timestamp) + hex(random) + HMAC(secret, both)``,
+so any nonce we issued is recognised without a table, even after a restart with the
+same secret, and its age tells STALE from OK. The only state is the last nonce-count
+seen per (nonce, cnonce) (replay protection), kept in a bounded LRU. Keying on the
+cnonce too is as safe (a new cnonce needs a new response, which only the password
+holder can compute) and forgives clients that restart nc at 1 with a fresh cnonce
+on a reused nonce (seen in the field, and what a stateless client does). When an entry is evicted,
+every nonce as old as it stops being accepted (answered STALE), so eviction can never
+let a replay through, it only costs the client one more round trip.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import BadMessage
+
+# Algorithm (upper case) -> hash constructor; "-SESS" variants hash the HA1 once more.
+_HASHES: dict[str, Callable[[bytes], "hashlib._Hash"]] = {
+    "MD5": hashlib.md5, "MD5-SESS": hashlib.md5,
+    "SHA-256": hashlib.sha256, "SHA-256-SESS": hashlib.sha256,
+}
+_CANONICAL_ALGORITHM = {"MD5": "MD5", "MD5-SESS": "MD5-sess", "SHA-256": "SHA-256",
+                        "SHA-256-SESS": "SHA-256-sess"}
+_HEX_LEN = {"MD5": 32, "MD5-SESS": 32, "SHA-256": 64, "SHA-256-SESS": 64}
+
+_PARAM = re.compile(r'[ \t]*([A-Za-z0-9_\-]+)[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^ \t,"]*))'
+                    r'[ \t]*(?:,|$)', re.DOTALL)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+_HEX = re.compile(r"[0-9a-f]+")
+
+NONCE_LEN = 64  # 16 hex of ms timestamp + 16 hex random + 32 hex MAC
+
+
+class AuthResult(Enum):
+    OK = "ok"  #: right response, fresh nonce, new nonce-count
+    STALE = "stale"  #: right response on our nonce, but expired: challenge with stale=true
+    BAD = "bad"  #: wrong response, unknown nonce, realm or algorithm: challenge again
+    REPLAY = "replay"  #: nonce-count not above the last one seen for this nonce (and cnonce)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    username: str
+    realm: str
+    nonce: str
+    uri: str
+    response: str
+    algorithm: str = "MD5"
+    cnonce: str | None = None
+    nc: str | None = None
+    qop: str | None = None
+    opaque: str | None = None
+
+
+def _h(algorithm: str, text: str) -> str:
+    return _HASHES[algorithm](text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def ha1_for(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    """H(username:realm:password), what a user database may store instead of a password."""
+    alg = algorithm.upper()
+    if alg not in _HASHES:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    return _h(alg, f"{username}:{realm}:{password}")
+
+
+def _response(alg: str, ha1: str, nonce: str, nc: str | None, cnonce: str | None,
+              qop: str | None, method: str, uri: str) -> str:
+    if alg.endswith("-SESS"):
+        ha1 = _h(alg, f"{ha1}:{nonce}:{cnonce or ''}")
+    ha2 = _h(alg, f"{method}:{uri}")
+    if qop:
+        return _h(alg, f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+    return _h(alg, f"{ha1}:{nonce}:{ha2}")  # RFC 2069 compatibility (client side only)
+
+
+def parse_auth_params_untrusted(value: str) -> tuple[str, dict[str, str]]:
+    """``Scheme a=b, c="d"`` -> ("scheme" lower case, {name lower case: unquoted value})."""
+    text = value.strip()
+    scheme, _, rest = text.partition(" ")
+    if not scheme or not rest.strip():
+        raise BadMessage("Bad authorization header")
+    params: dict[str, str] = {}
+    pos = 0
+    rest = rest.strip()
+    n = len(rest)
+    while pos < n:
+        m = _PARAM.match(rest, pos)
+        if m is None or m.end() == pos:
+            raise BadMessage("Bad authorization header")
+        name = m.group(1).lower()
+        if name in params:
+            raise BadMessage("Bad authorization header: repeated parameter")
+        quoted = m.group(2)
+        if quoted is not None:
+            params[name] = _QUOTED_PAIR.sub(r"\1", quoted) if "\\" in quoted else quoted
+        else:
+            params[name] = m.group(3)
+        pos = m.end()
+    return scheme.lower(), params
+
+
+def parse_credentials_untrusted(value: str) -> Credentials:
+    """An Authorization / Proxy-Authorization value with the Digest scheme."""
+    scheme, p = parse_auth_params_untrusted(value)
+    if scheme != "digest":
+        raise BadMessage("Not digest credentials")
+    try:
+        return Credentials(p["username"], p["realm"], p["nonce"], p["uri"], p["response"],
+                           p.get("algorithm", "MD5"), p.get("cnonce"), p.get("nc"),
+                           p.get("qop"), p.get("opaque"))
+    except KeyError as exc:
+        raise BadMessage(f"Digest credentials without {exc.args[0]}") from None
+
+
+class DigestAuthenticator:
+    """Issues challenges and checks credentials for one realm."""
+
+    def __init__(self, realm: str, secret: bytes | None = None, nonce_ttl: float = 300.0,
+                 algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
+                 max_nonces: int = 100_000) -> None:
+        self.realm = realm
+        self.secret = secret if secret is not None else os.urandom(32)
+        self.nonce_ttl = nonce_ttl
+        algs = tuple(a.upper() for a in algorithms)
+        for a in algs:
+            if a not in _HASHES:
+                raise ValueError(f"unsupported digest algorithm {a!r}")
+        self.algorithms = algs
+        self.max_nonces = max_nonces
+        # "nonce:cnonce" -> (last nc, nonce timestamp in ms)
+        self._nc: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._floor = -1  # nonces stamped at or before this (ms) and not in _nc are stale
+
+    parse_credentials_untrusted = staticmethod(parse_credentials_untrusted)
+
+    # -- nonces ------------------------------------------------------------------------
+    def _mac(self, stamp: str) -> str:
+        return hmac.new(self.secret, f"{stamp}:{self.realm}".encode(), "sha256").hexdigest()[:32]
+
+    def new_nonce(self, now: float) -> str:
+        stamp = f"{max(0, int(now * 1000)):016x}{os.urandom(8).hex()}"
+        return stamp + self._mac(stamp)
+
+    def _nonce_time(self, nonce: str) -> int | None:
+        """The nonce's timestamp in ms if we issued it, else None."""
+        if len(nonce) != NONCE_LEN or not _HEX.fullmatch(nonce):
+            return None
+        if not hmac.compare_digest(self._mac(nonce[:32]), nonce[32:]):
+            return None
+        return int(nonce[:16], 16)
+
+    # -- challenges ----------------------------------------------------------------------
+    def challenge(self, now: float, *, stale: bool = False,
+                  proxy: bool = False) -> list[tuple[str, str]]:
+        """WWW-Authenticate (or Proxy-Authenticate) lines: one per algorithm, strongest first."""
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        nonce = self.new_nonce(now)
+        tail = ', stale=true' if stale else ""
+        return [(name, f'Digest realm="{_quote(self.realm)}", nonce="{nonce}", '
+                       f'algorithm={_CANONICAL_ALGORITHM[a]}, qop="auth"{tail}')
+                for a in self.algorithms]
+
+    # -- verification --------------------------------------------------------------------
+    def verify(self, creds: Credentials, method: str, password: str | None, now: float, *,
+               ha1: str | None = None, request_uri: str | None = None) -> AuthResult:
+        """Check credentials against a password (or a precomputed ``ha1`` for creds.algorithm).
+
+        ``request_uri``, when given, must equal the digest ``uri`` (RFC 3261 22.4 rule 9
+        asks to check it refers to the Request-URI).
+        """
+        alg = creds.algorithm.upper()
+        if alg not in self.algorithms or creds.realm != self.realm:
+            return AuthResult.BAD
+        if creds.qop != "auth" or not creds.nc or not creds.cnonce:
+            return AuthResult.BAD  # we always offer qop=auth; RFC 2069 answers carry no nc
+        if request_uri is not None and creds.uri != request_uri:
+            return AuthResult.BAD
+        stamp = self._nonce_time(creds.nonce)
+        if stamp is None:
+            return AuthResult.BAD
+        nc_text = creds.nc
+        if len(nc_text) != 8 or not _HEX.fullmatch(nc_text.lower()):
+            return AuthResult.BAD
+        if ha1 is None:
+            if password is None:
+                raise ValueError("verify needs a password or an ha1")
+            ha1 = _h(alg.removesuffix("-SESS"),
+                     f"{creds.username}:{creds.realm}:{password}")
+        expected = _response(alg, ha1, creds.nonce, nc_text, creds.cnonce, creds.qop,
+                             method, creds.uri)
+        if not hmac.compare_digest(expected, creds.response.lower()):
+            return AuthResult.BAD
+        now_ms = int(now * 1000)
+        age = now_ms - stamp
+        # A nonce from the future was issued under another clock (a restart): stale too.
+        if age > self.nonce_ttl * 1000 or age < -5000:
+            return AuthResult.STALE
+        return self._count(f"{creds.nonce}:{creds.cnonce}", int(nc_text, 16), stamp, now_ms)
+
+    def verify_ha1(self, creds: Credentials, method: str, ha1: str, now: float) -> AuthResult:
+        return self.verify(creds, method, None, now, ha1=ha1)
+
+    def _count(self, key: str, nc: int, stamp: int, now_ms: int) -> AuthResult:
+        table = self._nc
+        last = table.get(key)
+        if last is None:
+            if stamp <= self._floor:
+                return AuthResult.STALE  # its record may have been evicted: be safe
+        elif nc <= last[0]:
+            return AuthResult.REPLAY
+        table[key] = (nc, stamp)
+        table.move_to_end(key)
+        ttl_ms = self.nonce_ttl * 1000
+        while table:  # drop what expired, then what is over the cap
+            oldest, (_, ts) = next(iter(table.items()))
+            if now_ms - ts > ttl_ms:
+                del table[oldest]
+            elif len(table) > self.max_nonces:
+                del table[oldest]
+                self._floor = max(self._floor, ts)
+            else:
+                break
+        return AuthResult.OK
+
+
+def _quote(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', '\\"')
+
+
+# -- client side ---------------------------------------------------------------------------
+
+def authorization_for(challenge_value: str, method: str, uri: str, username: str,
+                      password: str, *, nc: int = 1, cnonce: str | None = None) -> str:
+    """The Authorization (or Proxy-Authorization) value answering one challenge."""
+    scheme, p = parse_auth_params_untrusted(challenge_value)
+    if scheme != "digest" or "nonce" not in p or "realm" not in p:
+        raise BadMessage("Not a digest challenge")
+    alg = p.get("algorithm", "MD5").upper()
+    if alg not in _HASHES:
+        raise BadMessage(f"Unsupported digest algorithm {alg}")
+    realm, nonce = p["realm"], p["nonce"]
+    qops = [q.strip() for q in p.get("qop", "").split(",") if q.strip()]
+    qop = "auth" if "auth" in qops else None
+    if qops and qop is None:
+        raise BadMessage("No supported qop in challenge")
+    cn = cnonce if cnonce is not None else os.urandom(8).hex()
+    nc_text = f"{nc:08x}"
+    ha1 = ha1_for(username, realm, password, alg.removesuffix("-SESS"))
+    resp = _response(alg, ha1, nonce, nc_text, cn, qop, method, uri)
+    parts = [f'Digest username="{_quote(username)}"', f'realm="{_quote(realm)}"',
+             f'nonce="{_quote(nonce)}"', f'uri="{_quote(uri)}"', f'response="{resp}"',
+             f"algorithm={_CANONICAL_ALGORITHM[alg]}"]
+    if qop:
+        parts += [f'cnonce="{_quote(cn)}"', f"qop={qop}", f"nc={nc_text}"]
+    if "opaque" in p:
+        parts.append(f'opaque="{_quote(p["opaque"])}"')
+    return ", ".join(parts)
