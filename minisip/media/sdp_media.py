@@ -1,8 +1,8 @@
 """The media side of SDP: the relay's rewrite, hold detection, and offer/answer
 for minisip's own endpoint (PCMU 0, PCMA 8, telephone-event 101). Sans-IO.
 
-No SDP module of the SIP layer existed when this was written, so this works on
-plain text lines and keeps every line it does not need to change verbatim.
+Parsing and line-preserving edits are ``minisip.sip.sdp``'s; this module adds
+the media decisions on top and keeps every line it does not change verbatim.
 Everything that reads a body from the wire may raise only ``BadMessage``
 (``NotAcceptable``, status 488, when offer and answer share no codec).
 """
@@ -11,14 +11,15 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ..sip import sdp as sip_sdp
 from ..sip.errors import BadMessage
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly",
                      "recvonly": "sendonly", "inactive": "inactive"}
 #: ICE would lead the peers around the relay: these attributes are dropped on rewrite
-_ICE_ATTRIBUTES = (b"a=candidate:", b"a=ice-ufrag:", b"a=ice-pwd:", b"a=ice-options:",
-                   b"a=remote-candidates:", b"a=end-of-candidates", b"a=ice-lite")
+_ICE_ATTRIBUTES = frozenset(("candidate", "ice-ufrag", "ice-pwd", "ice-options",
+                             "remote-candidates", "end-of-candidates", "ice-lite", "ice-mismatch"))
 MAX_SDP = 65536
 #: our own codecs: name -> static payload type
 STATIC_PT = {"PCMU": 0, "PCMA": 8}
@@ -107,85 +108,35 @@ class SessionDescription:
         return a is not None and a.on_hold
 
 
-def _lines(body: bytes) -> list[bytes]:
+def parse_sdp_untrusted(body: bytes) -> SessionDescription:
+    """The media view of an SDP body (built on ``minisip.sip.sdp``)."""
     if len(body) > MAX_SDP:
         raise BadMessage("SDP body too large")
-    return [ln for ln in body.replace(b"\r\n", b"\n").split(b"\n") if ln.strip()]
-
-
-def _parse_connection(value: str) -> str:
-    parts = value.split()
-    if len(parts) < 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise BadMessage(f"bad SDP c= line {value!r}")
-    return parts[2].split("/", 1)[0]
-
-
-def parse_sdp_untrusted(body: bytes) -> SessionDescription:
-    try:
-        text_lines = [ln.decode("utf-8") for ln in _lines(bytes(body))]
-    except UnicodeDecodeError:
-        raise BadMessage("SDP is not UTF-8") from None
-    origin = ""
-    session_conn: str | None = None
-    session_dir: str | None = None
+    sd = sip_sdp.parse_sdp_untrusted(bytes(body))
+    sc = sd.connection
     media: list[MediaDescription] = []
-    media_conn: list[str | None] = []
-    media_dir: list[str | None] = []
-    for line in text_lines:
-        if len(line) < 2 or line[1] != "=":
-            raise BadMessage(f"bad SDP line {line[:40]!r}")
-        kind, value = line[0], line[2:].strip()
-        cur = media[-1] if media else None
-        if kind == "m":
-            parts = value.split()
-            if len(parts) < 3:
-                raise BadMessage(f"bad SDP m= line {value!r}")
-            port_s = parts[1].split("/", 1)[0]
-            if not port_s.isdigit() or int(port_s) > 65535:
-                raise BadMessage(f"bad SDP m= port {parts[1]!r}")
-            media.append(MediaDescription(parts[0], int(port_s), parts[2], parts[3:]))
-            media_conn.append(None)
-            media_dir.append(None)
-        elif kind == "o":
-            origin = value
-        elif kind == "c":
-            if cur is None:
-                session_conn = _parse_connection(value)
-            else:
-                media_conn[-1] = _parse_connection(value)
-        elif kind == "a":
-            name, _, arg = value.partition(":")
-            if name in DIRECTIONS:
-                if cur is None:
-                    session_dir = name
-                else:
-                    media_dir[-1] = name
-            elif cur is None:
-                continue
-            elif name == "rtpmap":
-                pt_s, _, enc = arg.partition(" ")
-                enc_parts = enc.strip().split("/")
-                if pt_s.isdigit() and len(enc_parts) >= 2 and enc_parts[1].isdigit():
-                    cur.rtpmap[int(pt_s)] = (enc_parts[0], int(enc_parts[1]))
-            elif name == "fmtp":
-                pt_s, _, params = arg.partition(" ")
-                if pt_s.isdigit():
-                    cur.fmtp[int(pt_s)] = params.strip()
-            elif name == "rtcp":
-                parts = arg.split()
-                if parts and parts[0].isdigit() and int(parts[0]) <= 65535:
-                    cur.rtcp_port = int(parts[0])
-                    if len(parts) >= 4 and parts[1] == "IN":
-                        cur.rtcp_address = parts[3]
-            elif name == "rtcp-mux":
-                cur.rtcp_mux = True
-            elif name == "ptime":
-                if arg.strip().isdigit():
-                    cur.ptime = int(arg.strip())
-    for m, conn, direction in zip(media, media_conn, media_dir):
-        m.connection = conn or session_conn
-        m.direction = direction or session_dir or "sendrecv"
-    return SessionDescription(origin, session_conn, session_dir, media)
+    for m in sd.media:
+        conn = m.effective_connection
+        md = MediaDescription(m.kind, m.port, m.proto, m.formats,
+                              connection=conn.address if conn else None,
+                              direction=m.direction)
+        for pt, enc in m.rtpmap.items():
+            parts = enc.split("/")
+            if pt.isdigit() and len(parts) >= 2 and parts[1].isdigit():
+                md.rtpmap[int(pt)] = (parts[0], int(parts[1]))
+        for pt, params in m.fmtp.items():
+            if pt.isdigit():
+                md.fmtp[int(pt)] = params
+        rtcp = m.rtcp
+        if rtcp is not None and rtcp[0] <= 65535:
+            md.rtcp_port = rtcp[0]
+            md.rtcp_address = rtcp[1].address if rtcp[1] else None
+        md.rtcp_mux = m.attribute("rtcp-mux") is not None
+        ptime = m.attribute("ptime")
+        if ptime and ptime.strip().isdigit():
+            md.ptime = int(ptime.strip())
+        media.append(md)
+    return SessionDescription(sd.origin or "", sc.address if sc else None, sd.direction, media)
 
 
 def is_hold(body: bytes) -> bool:
@@ -201,56 +152,40 @@ def rewrite_sdp(body: bytes, address: str, ports: list[int]) -> bytes:
     Untrusted input (may raise only ``BadMessage``). What it keeps, on purpose:
     c=0.0.0.0 (old-style hold must still read as hold), m= port 0 (a rejected
     stream stays rejected), every other line byte for byte. m= lines beyond
-    ``len(ports)`` get port 0: nothing would relay them. a=rtcp becomes the
-    relay's RTP+1 (with the address when the original named one); ICE
-    candidates are dropped, since they would lead the peers around the relay.
-    The o= line is left alone: its version moves when the party's does.
+    ``len(ports)`` get port 0: nothing would relay them. An existing a=rtcp
+    becomes the relay's RTP+1 (with the address when the original named one);
+    ICE attributes are dropped, since they would lead the peers around the
+    relay. The o= line is left alone: its version moves when the party's does.
     """
     try:
         ipaddress.ip_address(address)
     except ValueError:
         raise ValueError(f"relay address must be an IP address: {address!r}") from None
-    new_conn = f"c=IN {_addr_type(address)} {address}".encode()
-    out: list[bytes] = []
-    index = -1
-    port = 0
-    for raw in _lines(bytes(body)):
-        line = raw.rstrip(b"\r")
-        if len(line) < 2 or line[1:2] != b"=":
-            raise BadMessage("bad SDP line")
-        if line.startswith(_ICE_ATTRIBUTES):
-            continue
-        if line.startswith(b"m="):
-            index += 1
-            parts = line.split(b" ")
-            if len(parts) < 3:
-                raise BadMessage("bad SDP m= line")
-            old = parts[1].split(b"/", 1)[0]
-            if not old.isdigit():
-                raise BadMessage("bad SDP m= port")
-            if int(old) == 0 or index >= len(ports):
-                port = 0
+    if len(body) > MAX_SDP:
+        raise BadMessage("SDP body too large")
+    sd = sip_sdp.parse_sdp_untrusted(bytes(body))
+    sc = sd.connection
+    if sc is not None and not _is_unspecified(sc.address):
+        sd.set_connection_address(address, media=False)
+    sd.lines = [ln for ln in sd.lines if not _is_ice(ln)]
+    for i, m in enumerate(sd.media):
+        port = ports[i] if i < len(ports) and m.port != 0 else 0
+        m.port = port
+        mc = m.connection
+        if mc is not None and not _is_unspecified(mc.address):
+            m.set_connection_address(address)
+        rtcp = m.rtcp
+        if rtcp is not None:
+            if port == 0:
+                m.remove_attribute("rtcp")
             else:
-                port = ports[index]
-            parts[1] = str(port).encode()
-            line = b" ".join(parts)
-        elif line.startswith(b"c="):
-            try:
-                addr = _parse_connection(line[2:].decode("ascii"))
-            except UnicodeDecodeError:
-                raise BadMessage("bad SDP c= line") from None
-            if not _is_unspecified(addr):
-                line = new_conn
-        elif line.startswith(b"a=rtcp:") and index >= 0:
-            parts = line[7:].split()
-            if port == 0 or not parts or not parts[0].isdigit():
-                continue  # rejected stream or nonsense: the default (RTP+1) is right
-            rtcp = f"a=rtcp:{port + 1}"
-            if len(parts) >= 4:
-                rtcp += f" IN {_addr_type(address)} {address}"
-            line = rtcp.encode()
-        out.append(line)
-    return b"\r\n".join(out) + b"\r\n"
+                m.set_rtcp(port + 1, address if rtcp[1] is not None else None)
+        m.lines = [ln for ln in m.lines if not _is_ice(ln)]
+    return sd.to_bytes()
+
+
+def _is_ice(line: sip_sdp.Line) -> bool:
+    return line.type == "a" and line.value.partition(":")[0] in _ICE_ATTRIBUTES
 
 
 # ---- our own endpoint ---------------------------------------------------------------------
