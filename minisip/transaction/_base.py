@@ -15,9 +15,10 @@ machine and the ``TransactionLayer`` that owns it:
 * Timers are deadlines, not callbacks. A transaction has two slots: the
   retransmit timer (A, E or G, whose interval changes) and the state timer
   (B, D, F, H, I, J, K, L or M, which ends the state it was armed in). Arming
-  pushes ``(deadline, seq, transaction, slot)`` on the layer's heap and stores the
-  deadline in the slot; cancelling just clears the slot. A heap entry whose
-  deadline no longer equals its slot is stale and is skipped when popped (lazy
+  stores the deadline in the slot and queues ``(deadline, ..., transaction)``
+  in the layer (a heap for retransmissions, a FIFO per duration for state
+  timers); cancelling just clears the slot. A queued entry whose deadline no
+  longer equals its slot is stale and is skipped when it surfaces (lazy
   deletion), so cancelling costs nothing and no closure is kept per timer.
   Zero-length timers (D, I, J, K over reliable transports) are not armed: the
   machine applies the timer's transition at once.
@@ -134,12 +135,9 @@ class Transaction:
         self.retx_interval = interval
         heappush(layer._heap, (deadline, next(layer._seq), self, RETX))
 
-    def _arm_end(self, deadline: float) -> None:
-        layer = self.layer
-        if self.end_at is not None:
-            layer._stale += 1
-        self.end_at = deadline
-        heappush(layer._heap, (deadline, next(layer._seq), self, END))
+    def _arm_end(self, now: float, duration: float) -> None:
+        self.end_at = deadline = now + duration
+        self.layer._queue_end(self, deadline, duration)
 
     def _cancel_retx(self) -> None:
         if self.retx_at is not None:
@@ -147,15 +145,15 @@ class Transaction:
             self.layer._stale += 1
 
     def _cancel_timers(self) -> None:
-        stale = (self.retx_at is not None) + (self.end_at is not None)
-        if stale:
-            self.retx_at = self.end_at = None
-            self.layer._stale += stale
+        if self.retx_at is not None:
+            self.retx_at = None
+            self.layer._stale += 1
+        self.end_at = None
 
     def _end_state(self, duration: float, now: float) -> None:
         """Arm the current state's END timer, or fire it now if it is zero."""
         if duration > 0:
-            self._arm_end(now + duration)
+            self._arm_end(now, duration)
         else:
             self.on_end_timer(now)
 

@@ -125,7 +125,7 @@ class ClientInviteTransaction(Transaction):
         self._send_wire()
         if not self.reliable:
             self._arm_retx(now + timers.A, timers.A)
-        self._arm_end(now + timers.B)
+        self._arm_end(now, timers.B)
 
     def on_retx_timer(self, now: float) -> None:
         # Timer A: RFC 3261 17.1.1.2 doubles it each time, with no T2 cap.
@@ -156,5 +156,5 @@ class ClientInviteTransaction(Transaction):
         if old is State.CALLING:
             self._cancel_timers()  # A and B only run in Calling
         if new is State.ACCEPTED and old is not State.ACCEPTED:
-            self._arm_end(now + layer.timers.M)
+            self._arm_end(now, layer.timers.M)
         layer._event(self, ResponseReceived(response, self.key))  # type: ignore[arg-type]

@@ -30,16 +30,22 @@ out statelessly to where the request's top Via says it came from (RFC 3261
 18.2.2 with RFC 3581: ``received`` and ``rport``, which the driver stamps on
 arrival); without a usable Via it is dropped and counted.
 
-Timers: one heap of ``(deadline, seq, transaction, slot)`` with lazy deletion
-(see ``_base.py``). Stale entries are skipped when popped and purged in one
-pass once they outnumber the live ones, so the heap stays O(live timers) under
-any churn. 160,000 NISTs in Timer J cost one tuple each.
+Timers are deadlines with lazy deletion (see ``_base.py``): an entry whose
+deadline no longer equals its transaction's slot is stale and skipped when it
+surfaces. Retransmission timers (A, E, G: intervals that double) live in one
+heap of ``(deadline, seq, transaction, slot)``; stale heap entries are purged
+in one pass once they outnumber the live ones. State timers (B, D, F, H, I, J,
+K, L, M) have a fixed duration each and are armed at ``now`` + duration, so a
+FIFO per duration is already in deadline order: appending and popping are
+O(1), and 160,000 NISTs waiting on Timer J cost one small tuple each in one
+deque. ``get_timer()`` is the minimum over the heap top and the FIFO heads.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -67,6 +73,8 @@ ClientTransaction = ClientInviteTransaction | ClientNonInviteTransaction
 
 #: Purge stale heap entries once there are this many and they outnumber live ones.
 _PURGE_MIN = 4096
+
+_INF = float("inf")
 
 _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 
@@ -101,7 +109,10 @@ class TransactionLayer:
         self._by_peer: dict[Peer, set[Transaction]] = {}
         self._out: list[tuple[bytes, Peer]] = []
         self._events: list[ev.Event] = []
+        #: retransmission timers (A, E, G), and state timers armed out of order
         self._heap: list[tuple[float, int, Transaction, int]] = []
+        #: state timers (B, D, F, H, I, J, K, L, M) by duration, each FIFO in deadline order
+        self._queues: dict[float, deque[tuple[float, Transaction]]] = {}
         self._seq = itertools.count()
         self._stale = 0
 
@@ -258,35 +269,71 @@ class TransactionLayer:
     # -- timers ------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
         """The earliest live deadline, or None when no timer runs."""
+        best = None
         heap = self._heap
         while heap:
             deadline, _, txn, slot = heap[0]
             if (txn.retx_at if slot == RETX else txn.end_at) == deadline:
-                return deadline
+                best = deadline
+                break
             heapq.heappop(heap)
-            self._stale -= 1
-        return None
+            if slot == RETX:
+                self._stale -= 1
+        for queue in self._queues.values():
+            while queue:
+                deadline, txn = queue[0]
+                if txn.end_at == deadline:
+                    if best is None or deadline < best:
+                        best = deadline
+                    break
+                queue.popleft()
+        return best
 
     def handle_timer(self, now: float) -> None:
-        """Fire every timer due at ``now``."""
+        """Fire every timer due at ``now``, earliest first (a state timer before a
+        retransmission due at the same instant). Handlers see the deadline, not
+        ``now``, as the time they fired at, so a late wake-up does not shift the
+        retransmission schedule."""
         heap = self._heap
+        queues = self._queues.values()
         pop = heapq.heappop
-        while heap and heap[0][0] <= now:
-            deadline, _, txn, slot = pop(heap)
-            if slot == RETX:
-                if txn.retx_at != deadline:
-                    self._stale -= 1
+        while True:
+            first = heap[0][0] if heap else _INF
+            source = None
+            for queue in queues:
+                if queue and queue[0][0] <= first:
+                    first = queue[0][0]
+                    source = queue
+            if first > now:
+                break
+            if source is None:
+                deadline, _, txn, slot = pop(heap)
+                if slot == RETX:
+                    if txn.retx_at != deadline:
+                        self._stale -= 1
+                        continue
+                    txn.retx_at = None
+                    txn.on_retx_timer(deadline)
                     continue
-                txn.retx_at = None
-                txn.on_retx_timer(deadline)
             else:
-                if txn.end_at != deadline:
-                    self._stale -= 1
-                    continue
+                deadline, txn = source.popleft()
+            if txn.end_at == deadline:
                 txn.end_at = None
                 txn.on_end_timer(deadline)
         if self._stale > _PURGE_MIN and 2 * self._stale > len(heap):
             self._purge()
+
+    def _queue_end(self, txn: Transaction, deadline: float, duration: float) -> None:
+        """Arm a state timer. Every state timer of one duration is armed at ``now`` +
+        that duration, so with ``now`` never going back its FIFO stays sorted:
+        O(1) where the heap would be O(log n). A deadline out of order goes to the heap."""
+        queue = self._queues.get(duration)
+        if queue is None:
+            queue = self._queues[duration] = deque()
+        if queue and queue[-1][0] > deadline:
+            heapq.heappush(self._heap, (deadline, next(self._seq), txn, END))
+        else:
+            queue.append((deadline, txn))
 
     def _purge(self) -> None:
         self._heap = [e for e in self._heap

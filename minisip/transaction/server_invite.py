@@ -136,9 +136,9 @@ class ServerInviteTransaction(Transaction):
             timers = self.layer.timers
             if not self.reliable:
                 self._arm_retx(now + timers.G, timers.G)
-            self._arm_end(now + timers.H)
+            self._arm_end(now, timers.H)
         elif new is State.ACCEPTED and self.end_at is None:
-            self._arm_end(now + self.layer.timers.L)
+            self._arm_end(now, self.layer.timers.L)
         return True
 
     def on_retx_timer(self, now: float) -> None:

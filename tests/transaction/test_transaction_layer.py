@@ -266,7 +266,7 @@ def test_get_timer_always_returns_the_earliest_deadline() -> None:
     assert left and all(t.state.value == "Proceeding" for t in left)
 
 
-def test_stale_heap_entries_are_purged_under_churn() -> None:
+def test_stale_timer_entries_are_purged_under_churn() -> None:
     layer = TransactionLayer()
     for i in range(20000):  # each OPTIONS arms E and F, the 200 cancels both and arms K
         req = request("OPTIONS", branch=f"z9hG4bK-{i}")
@@ -274,7 +274,20 @@ def test_stale_heap_entries_are_purged_under_churn() -> None:
         layer.receive(response(req, 200), UDP, 0.0)
     layer.data_to_send()
     layer.next_events()
-    assert len(layer._heap) == 60000
+    assert len(layer._heap) == 20000  # the cancelled Timer E entries
     layer.handle_timer(0.1)
-    assert len(layer._heap) == 20000  # only the Timer K entries are left
-    assert layer.get_timer() == 5.0
+    assert layer._heap == []  # purged in one pass: nothing live was in the heap
+    assert layer.get_timer() == 5.0  # Timer K; the stale Timer F entries are skipped
+    assert sum(len(q) for q in layer._queues.values()) == 20000
+
+
+def test_timers_armed_with_time_going_backwards_still_fire_in_order() -> None:
+    layer = TransactionLayer()
+    late = layer.send_request(request("OPTIONS", branch="z9hG4bK-late"), TCP, 10.0)
+    early = layer.send_request(request("OPTIONS", branch="z9hG4bK-early"), TCP, 5.0)
+    assert layer.get_timer() == 37.0
+    layer.handle_timer(37.0)
+    assert layer.next_events() == [ev.TransactionTimeout(early), ev.TransactionTerminated(early)]
+    assert layer.get_timer() == 42.0
+    layer.handle_timer(50.0)
+    assert layer.next_events() == [ev.TransactionTimeout(late), ev.TransactionTerminated(late)]
