@@ -1,0 +1,385 @@
+"""Round-trip edits of the config files, for the CLI: comments, order and quoting kept.
+
+Theory of operation
+-------------------
+An edit reads the file with ruamel's round-trip loader, changes the one entry,
+and dumps it with the settings that reproduce an unchanged file byte for byte.
+Before anything is written, the new text is validated together with the other
+files exactly as the server would load it (:func:`loader.load_text`); an edit that
+would make the configuration invalid raises the loader's :class:`ConfigError`
+and leaves the file alone. Writes are atomic (temp file in the same directory,
+fsync, ``os.replace``), so the server's watcher sees the old file or the new
+one, never half of one. Concurrent edits from several CLI processes are
+serialised with a lock file.
+
+users.yaml, lines.yaml and trunks.yaml are tables of named entries under one
+top-level key; one generic :class:`Table` edits any of them.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+from . import fastyaml
+from .loader import ConfigError, ConfigIssue, load_file, load_text
+from .schema import (
+    DEFAULT_USERS, Line, LinesFile, RoutingGroup, Trunk, TrunksFile, User, UsersFile,
+)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX
+    fcntl = None  # type: ignore[assignment]
+
+
+class StoreError(Exception):
+    """An edit that cannot be made; ``str()`` is one line for the user."""
+
+
+class EntryNotFound(StoreError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class EntryExists(StoreError, ValueError):
+    pass
+
+
+def round_trip_yaml() -> YAML:
+    """The ruamel settings that write an unchanged file back byte for byte."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096
+    return yaml
+
+
+def dump(doc: Any) -> str:
+    out = io.StringIO()
+    round_trip_yaml().dump(doc, out)
+    return out.getvalue()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, whole."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o600  # users.yaml holds passwords
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+@contextlib.contextmanager
+def _locked(config_dir: Path) -> Iterator[None]:
+    """One editor at a time (CLI processes racing a read-modify-write)."""
+    if fcntl is None:
+        yield
+        return
+    try:  # the directory itself is the lock: no lock file left among the configs
+        fd = os.open(Path(config_dir), os.O_RDONLY)
+    except OSError:
+        yield  # the edit will fail with a clear error of its own
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_document(path: Path) -> tuple[Any, str]:
+    """(round-trip document, original text); a missing file reads as empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, ""
+    try:
+        return round_trip_yaml().load(text), text
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([ConfigIssue(Path(path).name, line, "",
+                                       f"YAML syntax error: {problem}")]) from None
+
+
+_PLAIN_OK = re.compile(r"[A-Za-z][A-Za-z0-9._@/-]*")
+
+
+def to_node(value: Any) -> Any:
+    """A Python value as a YAML node in the style of the shipped files."""
+    if isinstance(value, str):
+        if _PLAIN_OK.fullmatch(value) and isinstance(_resolve(value), str):
+            return value
+        return DoubleQuotedScalarString(value)
+    if isinstance(value, Mapping):
+        m = CommentedMap()
+        for k, v in value.items():
+            m[to_node(k) if isinstance(k, str) else k] = to_node(v)
+        return m
+    if isinstance(value, (list, tuple)):
+        seq = CommentedSeq(to_node(v) for v in value)
+        if all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+            seq.fa.set_flow_style()
+        return seq
+    return value
+
+
+def _resolve(text: str) -> Any:
+    try:
+        return fastyaml.resolve_plain(text)
+    except fastyaml.Unsupported:
+        return None
+
+
+def _expand(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"forward_busy.number": "200"}`` -> ``{"forward_busy": {"number": "200"}}``."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise StoreError(f"{key}: {p} is given both as a value and as a mapping")
+            node = nxt
+        if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def _merge(target: CommentedMap, fields: Mapping[str, Any]) -> None:
+    """Set keys in place (existing keys keep their position and comments).
+    A mapping merges into an existing mapping; ``None`` removes the key (its default
+    applies again)."""
+    for key, value in fields.items():
+        if value is None:
+            if key in target:
+                del target[key]
+            continue
+        current = target.get(key)
+        if isinstance(value, Mapping) and isinstance(current, CommentedMap):
+            if current.fa.flow_style():
+                current.fa.set_flow_style()
+            _merge(current, value)
+            continue
+        node = to_node(value)
+        if isinstance(current, str) and isinstance(node, str) and type(current) is not str:
+            node = type(current)(node)  # keep the quoting style the file used
+        target[key] = node
+
+
+def _entry_key(name: str) -> Any:
+    return to_node(name)
+
+
+class Table:
+    """Named entries under one top-level key of one file (users, lines, trunks, ...)."""
+
+    def __init__(self, file: str, key: str, entry: str, file_cls: type,
+                 defaults: Mapping[str, Any] | None = None) -> None:
+        self.file, self.key, self.entry = file, key, entry
+        self.file_cls = file_cls
+        self.defaults = defaults  #: what a missing file means (users: the presets)
+
+    # -- reading ----------------------------------------------------------------------
+    def get_all(self, config_dir: Path) -> Mapping[str, Any]:
+        """Every entry, validated with its defaults filled in (this file alone)."""
+        built = load_file(Path(config_dir), self.file, self.file_cls)
+        if built is None:
+            return self.defaults if self.defaults is not None else {}
+        return getattr(built, self.key)  # type: ignore[no-any-return]
+
+    def get(self, config_dir: Path, name: str) -> Any:
+        entries = self.get_all(config_dir)
+        if name not in entries:
+            raise EntryNotFound(f"no {self.entry} {name!r} in {self.file}")
+        return entries[name]
+
+    def raw(self, config_dir: Path, name: str) -> dict[str, Any]:
+        """The keys written for one entry (no defaults), as plain Python values."""
+        doc, _ = read_document(Path(config_dir) / self.file)
+        table = self._table(doc, create=False)
+        if table is None or name not in table:
+            raise EntryNotFound(f"no {self.entry} {name!r} in {self.file}")
+        return _plain(table[name]) or {}
+
+    # -- editing ----------------------------------------------------------------------
+    def add(self, config_dir: Path, name: str, **fields: Any) -> Any:
+        """Add an entry; raises :class:`EntryExists` or the loader's ConfigError."""
+        def edit(table: CommentedMap) -> None:
+            if name in table:
+                raise EntryExists(f"{self.entry} {name!r} already exists in {self.file}")
+            entry = CommentedMap()
+            _merge(entry, _expand(fields))
+            table[_entry_key(name)] = entry
+        return self._edit(Path(config_dir), name, edit)
+
+    def set(self, config_dir: Path, name: str, **fields: Any) -> Any:
+        """Change keys of an entry (dotted keys or nested mappings reach nested ones;
+        ``None`` removes a key so its default applies)."""
+        def edit(table: CommentedMap) -> None:
+            if name not in table:
+                raise EntryNotFound(f"no {self.entry} {name!r} in {self.file}")
+            entry = table[name]
+            if entry is None or not isinstance(entry, CommentedMap):
+                entry = table[name] = CommentedMap()
+            _merge(entry, _expand(fields))
+        return self._edit(Path(config_dir), name, edit)
+
+    def remove(self, config_dir: Path, name: str) -> None:
+        def edit(table: CommentedMap) -> None:
+            if name not in table:
+                raise EntryNotFound(f"no {self.entry} {name!r} in {self.file}")
+            del table[name]
+        self._edit(Path(config_dir), None, edit)
+
+    def _table(self, doc: Any, *, create: bool) -> CommentedMap | None:
+        if doc is None:
+            return None
+        table = doc.get(self.key)
+        if isinstance(table, CommentedMap) or not create:
+            return table if isinstance(table, CommentedMap) else None
+        table = CommentedMap()
+        doc[self.key] = table
+        return table
+
+    def _edit(self, config_dir: Path, name: str | None, edit: Any) -> Any:
+        path = config_dir / self.file
+        with _locked(config_dir):
+            doc, text = read_document(path)
+            if doc is None:
+                doc = CommentedMap()
+                if self.defaults is not None:  # keep what the missing file meant
+                    doc[self.key] = to_node({k: {"password": v.password}
+                                             for k, v in self.defaults.items()})
+            elif not isinstance(doc, CommentedMap):
+                raise ConfigError([ConfigIssue(self.file, 1, "", "must be a mapping of keys "
+                                                                  "at the top level")])
+            table = self._table(doc, create=True)
+            assert table is not None
+            if not table and table.fa.flow_style():
+                table.fa.set_block_style()  # `users: {}` grows into block entries
+            edit(table)
+            new = dump(doc)
+            snap = load_text(config_dir, self.file, new)  # raises ConfigError: refused
+            if new != text:
+                atomic_write(path, new)
+        if name is None:
+            return None
+        return getattr(snap, self.key if self.key != "routing_groups" else "routing_groups")[
+            name]
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {str(k) if isinstance(k, str) else k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+USERS = Table("users.yaml", "users", "user", UsersFile, DEFAULT_USERS)
+LINES = Table("lines.yaml", "lines", "external line", LinesFile)
+TRUNKS = Table("trunks.yaml", "trunks", "SIP trunk", TrunksFile)
+ROUTING_GROUPS = Table("trunks.yaml", "routing_groups", "routing group", TrunksFile)
+
+
+def get_users(config_dir: Path) -> Mapping[str, User]:
+    return USERS.get_all(config_dir)  # type: ignore[return-value]
+
+
+def add_user(config_dir: Path, name: str, **fields: Any) -> User:
+    return USERS.add(config_dir, name, **fields)  # type: ignore[no-any-return]
+
+
+def set_user(config_dir: Path, name: str, **fields: Any) -> User:
+    return USERS.set(config_dir, name, **fields)  # type: ignore[no-any-return]
+
+
+def remove_user(config_dir: Path, name: str) -> None:
+    USERS.remove(config_dir, name)
+
+
+def get_lines(config_dir: Path) -> Mapping[str, Line]:
+    return LINES.get_all(config_dir)  # type: ignore[return-value]
+
+
+def add_line(config_dir: Path, name: str, **fields: Any) -> Line:
+    return LINES.add(config_dir, name, **fields)  # type: ignore[no-any-return]
+
+
+def set_line(config_dir: Path, name: str, **fields: Any) -> Line:
+    return LINES.set(config_dir, name, **fields)  # type: ignore[no-any-return]
+
+
+def remove_line(config_dir: Path, name: str) -> None:
+    LINES.remove(config_dir, name)
+
+
+def get_trunks(config_dir: Path) -> Mapping[str, Trunk]:
+    return TRUNKS.get_all(config_dir)  # type: ignore[return-value]
+
+
+def add_trunk(config_dir: Path, name: str, **fields: Any) -> Trunk:
+    return TRUNKS.add(config_dir, name, **fields)  # type: ignore[no-any-return]
+
+
+def set_trunk(config_dir: Path, name: str, **fields: Any) -> Trunk:
+    return TRUNKS.set(config_dir, name, **fields)  # type: ignore[no-any-return]
+
+
+def remove_trunk(config_dir: Path, name: str) -> None:
+    TRUNKS.remove(config_dir, name)
+
+
+def get_routing_groups(config_dir: Path) -> Mapping[str, RoutingGroup]:
+    return ROUTING_GROUPS.get_all(config_dir)  # type: ignore[return-value]
+
+
+def set_option(config_dir: Path, file: str, key: str, value: Any) -> None:
+    """Set one key of a file by dotted path (``set_option(d, "system.yaml",
+    "timers.t1", 0.25)``); ``None`` removes it. Validated like every edit."""
+    config_dir = Path(config_dir)
+    path = config_dir / file
+    with _locked(config_dir):
+        doc, text = read_document(path)
+        if doc is None:
+            doc = CommentedMap()
+        _merge(doc, _expand({key: value}))
+        new = dump(doc)
+        load_text(config_dir, file, new)
+        if new != text:
+            atomic_write(path, new)
