@@ -44,6 +44,10 @@ END = 1
 
 
 class Trigger(Enum):
+    # Members are singletons, so identity hashing is exact; Enum's __hash__ is
+    # Python code and the transition tables are looked up on every message.
+    __hash__ = object.__hash__
+
     REQUEST = "request"  #: the request again (a retransmission; or the first one)
     ACK = "ACK"  #: an ACK matching an INVITE server transaction
     RECV_1XX = "1xx received"  #: provisional response from the wire

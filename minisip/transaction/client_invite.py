@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 
 class State(Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
     CALLING = "Calling"  #: INVITE sent, nothing heard; Timer A (unreliable) and B run
     PROCEEDING = "Proceeding"  #: a 1xx arrived; waiting for the final response, no timer
     COMPLETED = "Completed"  #: 300-699 arrived and was ACKed; Timer D absorbs repeats

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 
 class State(Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
     TRYING = "Trying"  #: request sent, nothing heard; Timer E (unreliable) and F run
     PROCEEDING = "Proceeding"  #: a 1xx arrived; E slows to T2, F still runs
     COMPLETED = "Completed"  #: final response passed up; Timer K absorbs repeats

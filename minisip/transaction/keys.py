@@ -40,6 +40,8 @@ class ServerKey(NamedTuple):
 
 TransactionKey = ClientKey | ServerKey
 
+_tuple_new = tuple.__new__
+
 
 class _Via(Protocol):
     host: str
@@ -65,4 +67,4 @@ def server_key(msg: _Keyed, method: str) -> ServerKey:
     via = msg.top_via
     if branch is None or not branch.startswith(MAGIC_COOKIE):
         branch = f"2543/{msg.call_id}/{msg.from_tag}/{msg.cseq[0]}/{branch}"
-    return ServerKey(branch, via.host, via.port, method)
+    return _tuple_new(ServerKey, (branch, via.host, via.port, method))  # no Python __new__

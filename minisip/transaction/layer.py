@@ -97,6 +97,14 @@ class Counters:
 
 
 class TransactionLayer:
+    """All transactions of one SIP stack; see the module docstring.
+
+    Driver side: ``receive(msg, peer, now)``, ``transport_error(key_or_peer, now)``,
+    ``data_to_send()``, ``get_timer()``, ``handle_timer(now)``.
+    TU side: ``next_events()``, ``send_request(req, peer, now) -> ClientKey``,
+    ``send_response(resp, now)``, ``send_stateless(msg, peer)``; ``counters``.
+    """
+
     def __init__(self, timers: Timers = Timers()) -> None:
         self.timers = timers
         self.counters = Counters()
@@ -182,7 +190,9 @@ class TransactionLayer:
 
     def _receive_response(self, resp: Response, peer: Peer, now: float) -> None:
         branch = resp.branch
-        txn = self._clients.get(ClientKey(branch, resp.cseq[1])) if branch else None
+        # A plain tuple hashes and compares equal to the ClientKey it spells.
+        key = (branch, resp.cseq[1])
+        txn = self._clients.get(key) if branch else None  # type: ignore[call-overload]
         if txn is None:
             self.counters.strays += 1
             self._events.append(ev.StrayResponse(resp, peer))

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 
 class State(Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
     PROCEEDING = "Proceeding"  #: INVITE passed up; 1xx from the TU go out, retransmits re-answered
     COMPLETED = "Completed"  #: 300-699 sent; Timer G resends it, Timer H waits for the ACK
     CONFIRMED = "Confirmed"  #: ACK arrived; Timer I absorbs ACK retransmissions

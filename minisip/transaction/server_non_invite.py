@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 
 class State(Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
     TRYING = "Trying"  #: request passed up, no response yet; repeats absorbed silently
     PROCEEDING = "Proceeding"  #: a 1xx sent; repeats get it again
     COMPLETED = "Completed"  #: final response sent; repeats get it again until Timer J

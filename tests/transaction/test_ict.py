@@ -6,7 +6,9 @@ from minisip.transaction.client_invite import State
 from minisip.transaction.keys import ClientKey
 from minisip.transaction.layer import TransactionLayer
 from minisip.transaction.timers import Timers
-from tests.transaction.helpers import TCP, UDP, event_names, request, response, run_timers, start_lines
+from tests.transaction.helpers import (
+    TCP, UDP, event_names, request, response, run_timers, start_lines,
+)
 
 INVITE_LINE = "INVITE sip:100@pbx.example.com SIP/2.0"
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 from minisip.transaction import events as ev
 from minisip.transaction.layer import TransactionLayer
 from minisip.transaction.server_invite import State
-from tests.transaction.helpers import TCP, UDP, event_names, request, response, run_timers, start_lines
+from tests.transaction.helpers import (
+    TCP, UDP, event_names, request, response, run_timers, start_lines,
+)
 
 
 def receive_invite(layer: TransactionLayer, peer=UDP, **kw):

@@ -5,7 +5,9 @@ from minisip.transaction import events as ev
 from minisip.transaction.client_non_invite import State
 from minisip.transaction.keys import ClientKey
 from minisip.transaction.layer import TransactionLayer
-from tests.transaction.helpers import TCP, UDP, event_names, request, response, run_timers, start_lines
+from tests.transaction.helpers import (
+    TCP, UDP, event_names, request, response, run_timers, start_lines,
+)
 
 OPTIONS_LINE = "OPTIONS sip:100@pbx.example.com SIP/2.0"
 
