@@ -241,6 +241,9 @@ class MediaIO:
         view = memoryview(buf)
         with scope:
             while True:
+                # closed (and maybe its fd reused) before this task first ran: not ours any more
+                if scope.cancel_called or sock.fileno() < 0:
+                    return
                 try:
                     await trio.lowlevel.wait_readable(sock)
                 except (trio.ClosedResourceError, OSError):
