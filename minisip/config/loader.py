@@ -125,13 +125,10 @@ def _ruamel_issue(name: str, exc: Exception) -> ConfigIssue:
     line = mark.line + 1 if mark is not None else None
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     if type(exc).__name__ == "DuplicateKeyError":
+        # ruamel marks the repeat; its context mark is the mapping's start, not the
+        # first occurrence, so no "first at" here (the fast reader knows it).
         key = problem.split('"')[1] if '"' in problem else ""
-        first = getattr(exc, "context_mark", None)
-        msg = "duplicate key" + (f" (first at line {first.line + 1})"
-                                 if first is not None else "")
-        # ruamel marks the mapping's start as context; the problem mark is the repeat.
-        return ConfigIssue(name, line, key, "duplicate key" if first is None or
-                           first.line + 1 == line else msg)
+        return ConfigIssue(name, line, key, "duplicate key")
     return ConfigIssue(name, line, "", f"YAML syntax error: {problem}")
 
 
@@ -258,7 +255,8 @@ class _Builder:
             if s.ref is not None and c:
                 if type(c) is tuple:
                     for i, item in enumerate(c):
-                        self.refs.append(_Ref(s.ref, item, self.file, _line(v, i),
+                        self.refs.append(_Ref(s.ref, item, self.file,
+                                              _line(v, i) or _line(raw, k),
                                               _show_path(prefix + (k, i))))
                 else:
                     self.refs.append(_Ref(s.ref, c, self.file, _line(raw, k),
@@ -420,7 +418,7 @@ def _build(docs: dict[str, _Doc], config_dir: Path,
         names["user"] = set(DEFAULT_USERS)
     issues += _check_refs(refs, names, built, docs)
     issues += _check_across(built, docs)
-    if issues:
+    if issues or any(b is _BAD for b in built.values()):
         return None, issues
 
     users_file: UsersFile = built["users.yaml"]

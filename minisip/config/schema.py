@@ -702,8 +702,10 @@ class FeatureCodes:
             for other, ocode in seen.items():
                 if code == ocode:
                     yield name, f"{code!r} is also the code of {other}"
-                elif code.startswith(ocode) or ocode.startswith(code):
+                    break
+                if code.startswith(ocode) or ocode.startswith(code):
                     yield name, f"{code!r} and {other}'s {ocode!r} overlap (one is a prefix)"
+                    break
             seen[name] = code
 
 
