@@ -82,7 +82,11 @@ def _parse_headers_untrusted(lines: list[str]) -> Headers:
     try:
         return _header_lines_untrusted(lines)
     except _Folded:
+        pass
+    try:
         return _header_lines_untrusted(_unfold_untrusted(lines))
+    except _Folded:  # a continuation of an empty line: nothing sane to fold onto
+        raise BadMessage("Bad header folding") from None
 
 
 def _header_lines_untrusted(lines: list[str]) -> Headers:

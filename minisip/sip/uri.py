@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from .errors import BadMessage
 
@@ -21,6 +22,9 @@ _IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # Unreserved + user-unreserved (RFC 3261 25.1): everything else is %-escaped in a user.
 _USER_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()&=+$,;?/]")
+_PASSWORD_UNSAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()&=+$,]")
+# Never raw in a SIP URI: blanks, controls, and what ends a name-addr or a quoted string.
+_URI_BAD = re.compile(r'[\x00-\x20\x7f<>"]')
 # Parameter names seen every day skip the token regex (they are tokens).
 _KNOWN_PARAMS = frozenset({"branch", "rport", "received", "tag", "expires", "q", "transport",
                            "lr", "maddr", "ttl", "user", "method", "ob", "reg-id",
@@ -29,25 +33,14 @@ _TEL = re.compile(r"\+?[0-9A-Fa-f*#.()\-pPwW]+")  # digits, visual separators, p
 
 
 def _unescape(s: str) -> str:
-    if "%" not in s:
-        return s
-    parts = s.split("%")
-    out = [parts[0]]
-    for p in parts[1:]:
-        h = p[:2]
-        if len(h) == 2 and all(c in "0123456789abcdefABCDEF" for c in h):
-            out.append(chr(int(h, 16)))
-            out.append(p[2:])
-        else:  # RFC 4475 esc02: a '%' that is not an escape is kept as is
-            out.append("%")
-            out.append(p)
-    return "".join(out)
+    # Escapes are UTF-8 octets; a '%' that is not an escape is kept as is (RFC 4475 esc02).
+    return unquote(s, "utf-8", "surrogateescape") if "%" in s else s
 
 
-def _escape_user(s: str) -> str:
-    if not _USER_UNSAFE.search(s):
+def _escape(s: str, unsafe: re.Pattern[str]) -> str:
+    if not unsafe.search(s):
         return s
-    return _USER_UNSAFE.sub(
+    return unsafe.sub(
         lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogateescape")), s)
 
 
@@ -130,7 +123,7 @@ def parse_hostport_untrusted(text: str, what: str) -> tuple[str, int | None]:
 class URI:
     scheme: str  #: 'sip', 'sips', 'tel' (or another scheme, see ``opaque``)
     user: str | None = None  #: unescaped; for tel: the number
-    password: str | None = None
+    password: str | None = None  #: unescaped
     host: str = ""  #: lower case, IPv6 without brackets; '' for tel
     port: int | None = None
     params: dict[str, str | None] = field(default_factory=dict)  #: lower-cased names
@@ -144,9 +137,9 @@ class URI:
             return f"tel:{self.user or ''}{_params_text(self.params)}"
         out = [self.scheme, ":"]
         if self.user is not None:
-            out.append(_escape_user(self.user))
+            out.append(_escape(self.user, _USER_UNSAFE))
             if self.password is not None:
-                out += (":", self.password)
+                out += (":", _escape(self.password, _PASSWORD_UNSAFE))
             out.append("@")
         out.append(f"[{self.host}]" if ":" in self.host else self.host)
         if self.port is not None:
@@ -188,6 +181,8 @@ def parse_uri_untrusted(text: str) -> URI:
 
 
 def _parse_sip(scheme: str, rest: str) -> URI:
+    if _URI_BAD.search(rest):
+        raise BadMessage("Bad SIP URI")
     at = rest.find("@")
     user: str | None = None
     password: str | None = None
@@ -195,11 +190,11 @@ def _parse_sip(scheme: str, rest: str) -> URI:
         userinfo = rest[:at]
         rest = rest[at + 1:]
         u, colon, pw = userinfo.partition(":")
-        if not u or " " in userinfo or "\t" in userinfo:
+        if not u:
             raise BadMessage("Bad SIP URI: user")
-        user = _unescape(u) if "%" in u else u
+        user = _unescape(u)
         if colon:
-            password = pw
+            password = _unescape(pw)
     rest, q, htext = rest.partition("?")
     hostport, semi, ptext = rest.partition(";")
     host, port = parse_hostport_untrusted(hostport, "SIP URI")
@@ -208,7 +203,7 @@ def _parse_sip(scheme: str, rest: str) -> URI:
     if q:
         for h in htext.split("&"):
             k, eq, v = h.partition("=")
-            if not k or not eq or " " in h:
+            if not k or not eq:
                 raise BadMessage("Bad SIP URI: header")
             headers[k] = v
     return URI(scheme, user, password, host, port, params, headers)
