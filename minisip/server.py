@@ -102,7 +102,7 @@ class Server:
         self.location = LocationService(self.data_dir / "registrations.db",
                                         on_state=self._user_state)
         self.auth = DigestAuthenticator(system.realm, secret=_secret(self.data_dir),
-                                        nonce_ttl=system.nonce_ttl)
+                                        nonce_ttl=system.nonce_ttl, algorithms=("MD5", "SHA-256"))
         sec = system.security
         self.guard = AuthGuard(max_failures=sec.auth_failures_before_block,
                                block_seconds=sec.block_seconds)

@@ -168,7 +168,11 @@ def start_sipp(scenario: str, *, remote: str | None = None, port: int = 0,
                users: list[tuple[str, ...]] | None = None, calls: int = 1,
                transport: str = "u1", rate: int = 10, timeout: float = 30.0,
                extra: tuple[str, ...] = (), workdir: Path | None = None) -> Sipp:
-    """Start sipp: a client towards ``remote`` or, without it, a server on ``port``."""
+    """Start sipp: a client towards ``remote`` or, without it, a server on ``port``.
+
+    ``users`` rows are (user, password, more fields...): field0 is the user, field1
+    the [authentication] keyword, field2 on the rest.
+    """
     sipp = need("sipp")
     workdir = workdir or Path(os.environ.get("TMPDIR", "/tmp"))
     tag = f"{os.getpid()}-{random.getrandbits(32):x}"
@@ -179,7 +183,10 @@ def start_sipp(scenario: str, *, remote: str | None = None, port: int = 0,
             "-max_recv_loops", "1000", "-trace_stat", "-stf", str(stat), "-nostdin", *extra]
     if users:
         inf = workdir / f"users-{tag}.csv"
-        inf.write_text("SEQUENTIAL\n" + "".join(";".join(u) + "\n" for u in users))
+        # sipp takes no keywords inside [authentication ...]: the CSV carries it whole.
+        inf.write_text("SEQUENTIAL\n" + "".join(
+            f"{u[0]};[authentication username={u[0]} password={u[1]}];" + ";".join(u[2:]) + "\n"
+            for u in users))
         args += ["-inf", str(inf)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=workdir)

@@ -32,7 +32,7 @@ def run_server(config_dir: Path, data_dir: Path | None, hosts: list[str] | None,
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     opts = ServeOptions(config_dir, data_dir, hosts or None, udp_port, tcp_port, tls_port)
     try:
         server = Server(opts)
