@@ -13,8 +13,13 @@ import typer
 if TYPE_CHECKING:
     from .common import Target
 
+from .tables import line_app, trunk_app, user_app
+
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="minisip: an open-source SIP PBX.")
+app.add_typer(user_app, name="user")
+app.add_typer(line_app, name="line")
+app.add_typer(trunk_app, name="trunk")
 
 ConfigDir = Annotated[Path, typer.Option("--config-dir", envvar="MINISIP_CONFIG_DIR",
                                          help="Directory of the YAML configuration.")]
