@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
@@ -29,6 +30,7 @@ SEND_QUEUE = 256
 MAX_CONNECTIONS = 10_000
 
 OnMessage = Callable[[bytes, Peer], None]
+T = TypeVar("T")
 
 
 class Connection:
@@ -115,16 +117,17 @@ class StreamListener:
         try:
             with conn.cancel_scope:
                 if isinstance(stream, trio.SSLStream):
-                    with trio.move_on_after(HANDSHAKE_TIMEOUT) as hs:
-                        await stream.do_handshake()
-                    if hs.cancelled_caught:
+                    done = False
+                    with trio.move_on_after(HANDSHAKE_TIMEOUT):
+                        done = await _guard(stream.do_handshake(), False) is None
+                    if not done:
                         return
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, conn)
                     await self._reader(conn, on_message, on_batch_end)
                     nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError):
-            pass
+        except Exception:  # one connection's trouble never stops the listener
+            log.exception("%s: connection failed", peer)
         finally:
             del self.connections[peer]
             conn.send_channel.close()
@@ -137,7 +140,7 @@ class StreamListener:
             # Idle between messages is allowed for long; half a message is not.
             timeout = MESSAGE_TIMEOUT if framer.pending else IDLE_TIMEOUT
             with trio.move_on_after(timeout):
-                data = await conn.stream.receive_some(65536)
+                data = await _guard(conn.stream.receive_some(65536))
                 if not data:
                     return
                 framer.feed(data)
@@ -157,4 +160,17 @@ class StreamListener:
 
     async def _writer(self, conn: Connection) -> None:
         async for data in conn.receive_channel:
-            await conn.stream.send_all(data)
+            if await _guard(conn.stream.send_all(data), False) is False:
+                conn.cancel_scope.cancel()
+                return
+
+
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+
+
+async def _guard(op: Awaitable[T], failed: T = b"") -> T:  # type: ignore[assignment]
+    """Await a stream operation; a peer that broke the connection gives ``failed``."""
+    try:
+        return await op
+    except _BROKEN:
+        return failed
