@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ._text import split_commas
 from .errors import BadMessage
 
 # RFC 3261 7.3.3 and the IANA registry of compact forms.
@@ -66,41 +67,6 @@ def wire_name_untrusted(raw: str) -> tuple[str, str]:
     if len(_WIRE_NAMES) < _WIRE_NAMES_MAX:
         _WIRE_NAMES[raw] = hit
     return hit
-
-
-def split_commas(value: str) -> list[str]:
-    """Split a header value at commas outside quoted strings and <...>; drop empties."""
-    if "," not in value:
-        v = value.strip()
-        return [v] if v else []
-    if '"' not in value and "<" not in value:
-        return [p for p in (s.strip() for s in value.split(",")) if p]
-    out: list[str] = []
-    start = 0
-    quoted = angle = escaped = False
-    for i, ch in enumerate(value):
-        if escaped:
-            escaped = False
-        elif quoted:
-            if ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            angle = True
-        elif ch == ">":
-            angle = False
-        elif ch == "," and not angle:
-            part = value[start:i].strip()
-            if part:
-                out.append(part)
-            start = i + 1
-    part = value[start:].strip()
-    if part:
-        out.append(part)
-    return out
 
 
 Entry = tuple[str, str, str, "str | None"]

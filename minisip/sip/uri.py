@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from ._text import split_commas, split_outside_quotes
 from .errors import BadMessage
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
@@ -29,6 +30,7 @@ _URI_BAD = re.compile(r'[\x00-\x20\x7f<>"]')
 _KNOWN_PARAMS = frozenset({"branch", "rport", "received", "tag", "expires", "q", "transport",
                            "lr", "maddr", "ttl", "user", "method", "ob", "reg-id",
                            "+sip.instance", "gr", "phone-context", "alias", "comp"})
+_URI_CACHE_MAX = 4096  # bound of the parse caches below (inputs come from strangers)
 _TEL = re.compile(r"\+?[0-9A-Fa-f*#.()\-pPwW]+")  # digits, visual separators, pause/wait
 
 
@@ -64,34 +66,31 @@ def parse_params_untrusted(text: str, what: str) -> dict[str, str | None]:
 
 
 def _split_quoted(text: str, sep: str, what: str) -> list[str]:
-    out: list[str] = []
-    start = 0
-    quoted = escaped = False
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif quoted:
-            if ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == sep:
-            out.append(text[start:i])
-            start = i + 1
-    if quoted:
+    parts = split_outside_quotes(text, sep)
+    if parts is None:
         raise BadMessage(f"Bad {what}: unterminated quote")
-    out.append(text[start:])
-    return out
+    return parts
 
 
 def _params_text(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
+_HOSTPORT_CACHE: dict[str, tuple[str, int | None]] = {}
+
+
 def parse_hostport_untrusted(text: str, what: str) -> tuple[str, int | None]:
     """``host[:port]`` or ``[v6][:port]`` -> (lower-case host without brackets, port)."""
+    hit = _HOSTPORT_CACHE.get(text)
+    if hit is None:
+        hit = _parse_hostport_untrusted(text, what)
+        if len(_HOSTPORT_CACHE) >= _URI_CACHE_MAX:
+            _HOSTPORT_CACHE.clear()
+        _HOSTPORT_CACHE[text] = hit
+    return hit
+
+
+def _parse_hostport_untrusted(text: str, what: str) -> tuple[str, int | None]:
     if text[:1] == "[":
         end = text.find("]")
         if end < 0:
@@ -161,8 +160,26 @@ class URI:
         return t.lower() if t else None
 
 
+# Text -> a parsed URI to copy from. The same few URIs (our domain, the phones' AORs
+# and contacts) come back in every message; a copy with fresh dicts is half the cost
+# of a parse, and callers may still mutate what they get. Cleared when full.
+_URI_CACHE: dict[str, URI] = {}
+
+
 def parse_uri_untrusted(text: str) -> URI:
     """A URI from a header or the Request-URI. Unknown schemes parse into ``opaque``."""
+    u = _URI_CACHE.get(text)
+    if u is None:
+        u = _parse_uri_untrusted(text)
+        if len(_URI_CACHE) >= _URI_CACHE_MAX:
+            _URI_CACHE.clear()
+        _URI_CACHE[text] = u
+    return URI(u.scheme, u.user, u.password, u.host, u.port,
+               dict(u.params) if u.params else {}, dict(u.headers) if u.headers else {},
+               u.opaque)
+
+
+def _parse_uri_untrusted(text: str) -> URI:
     scheme, colon, rest = text.partition(":")
     s = scheme.lower()
     if s == "sip" or s == "sips":
@@ -290,7 +307,6 @@ def parse_address_untrusted(text: str) -> Address:
 
 def parse_addresses_untrusted(text: str) -> list[Address]:
     """A comma-separated list (Contact, Route...)."""
-    from .headers import split_commas
     return [parse_address_untrusted(p) for p in split_commas(text)]
 
 
