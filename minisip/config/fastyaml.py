@@ -41,11 +41,13 @@ class DuplicateKey(Exception):
 class LDict(dict):  # type: ignore[type-arg]
     """A mapping that knows the 1-based line of each key."""
     __slots__ = ("lines",)
+    lines: dict[Any, int]
 
 
 class LList(list):  # type: ignore[type-arg]
     """A sequence that knows the 1-based line of each item."""
     __slots__ = ("lines",)
+    lines: list[int]
 
 
 # Characters ruamel refuses or treats specially (tabs, other line breaks): not ours.
@@ -61,6 +63,8 @@ _NULL = frozenset(("", "~", "null", "Null", "NULL"))
 _SPECIAL = [r for versions, tag, r, first in implicit_resolvers
             if (1, 2) in versions and tag.rsplit(":", 1)[-1] in
             ("int", "float", "timestamp", "merge", "value")]
+_FLOW_PLAIN = re.compile(r"[^,\[\]{}#:'\"]+")
+_EMPTY_FLOW_MAP = re.compile(r"\{ *\}(?: +#.*)?")
 _NUMERIC_START = frozenset("-+0123456789.<=")
 _BAD_START = frozenset("&*!|>%@`,[]{}#'\"")
 _ESCAPES = {"\\": "\\", '"': '"', "/": "/", "n": "\n", "t": "\t", "r": "\r", "0": "\0"}
@@ -175,7 +179,7 @@ def _flow_seq(text: str) -> list[Any]:
         if rest[0] in "'\"":
             value, rest = _quoted(rest)
         else:
-            m = re.match(r"[^,\[\]{}#:'\"]+", rest)
+            m = _FLOW_PLAIN.match(rest)
             if m is None:
                 raise Unsupported(text)
             token = m.group().rstrip(" ")
@@ -206,7 +210,7 @@ def _inline(text: str) -> Any:
     if c == "[":
         return _flow_seq(text)
     if c == "{":
-        if re.fullmatch(r"\{ *\}(?: +#.*)?", text):
+        if _EMPTY_FLOW_MAP.fullmatch(text):
             return {}
         raise Unsupported(text)
     return _plain(text)

@@ -33,9 +33,8 @@ from typing import Any, Iterable
 
 from . import fastyaml
 from .schema import (
-    DEFAULT_USERS, EMPTY, FILES, Check, DialPlan, Invalid, LinesFile, ListC, NestedC,
-    SeqC, Services, Snapshot, SourceInfo, SystemConfig, TableC, TrunksFile, UsersFile,
-    show, specs,
+    DEFAULT_USERS, EMPTY, FILES, Check, Invalid, LinesFile, ListC, NestedC, SeqC, Snapshot,
+    SourceInfo, TableC, TrunksFile, UsersFile, show, specs,
 )
 
 log = logging.getLogger("minisip.config")
@@ -92,7 +91,8 @@ def read_files(config_dir: Path) -> dict[str, RawFile]:
             out[name] = RawFile(name, None, None)
             continue
         except OSError as exc:
-            raise ConfigError([ConfigIssue(name, None, "", f"cannot read: {exc.strerror}")])
+            raise ConfigError([ConfigIssue(name, None, "",
+                                           f"cannot read: {exc.strerror}")]) from None
         out[name] = RawFile(name, data, SourceInfo(mtime=st.st_mtime, size=len(data),
                                                    sha256=hashlib.sha256(data).hexdigest()))
     return out
@@ -139,7 +139,8 @@ def _parse(name: str, data: bytes, *, lines: bool = False) -> _Doc:
         return _Doc(name, fastyaml.parse(text), True)
     except fastyaml.DuplicateKey as exc:
         raise _SyntaxIssue(ConfigIssue(name, exc.line, str(exc.key),
-                                       f"duplicate key (first at line {exc.first_line})"))
+                                       f"duplicate key (first at line {exc.first_line})")
+                           ) from None
     except fastyaml.Unsupported:
         pass
     from ruamel.yaml import YAML
@@ -344,7 +345,7 @@ class _Builder:
                     first = seen[ident]
                     where = _line(raw, first)
                     self.issue(raw, i, here, "duplicate entry: " + ", ".join(
-                        f"{u} {v!r}" for u, v in zip(check.unique, ident)) + (
+                        f"{u} {v!r}" for u, v in zip(check.unique, ident, strict=True)) + (
                         f" already at line {where}" if where else f" already in entry {first}"))
                     bad = True
                     continue
@@ -591,5 +592,5 @@ def load_file(config_dir: Path, name: str, cls: type) -> Any:
     return result
 
 
-__all__ = ["ConfigError", "ConfigIssue", "load_snapshot", "load_text", "load_file",
-           "read_files", "build_snapshot", "SystemConfig", "DialPlan", "Services"]
+__all__ = ["ConfigError", "ConfigIssue", "RawFile", "build_snapshot", "load_file",
+           "load_snapshot", "load_text", "read_files"]

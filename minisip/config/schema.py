@@ -273,8 +273,6 @@ def entries(cls: type, doc: str, unique: tuple[str, ...] = ()) -> Any:
     return field(default=(), metadata={"doc": doc, "check": ListC(cls, unique), "ref": None})
 
 
-frozen = dataclass(frozen=True, slots=True, kw_only=True)
-
 PORT = IntC(0, 65535)
 PEER_PORT = IntC(1, 65535)
 COUNT = IntC(0)
@@ -285,7 +283,7 @@ TRANSPORTS = ChoiceC("udp", "tcp", "tls")
 
 # -- system.yaml -----------------------------------------------------------------------------
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Timers:
     t1: float = opt(0.5, "RFC 3261 T1: round-trip time estimate (s); retransmissions start here",
                     FloatC(gt=0, max=60))
@@ -300,7 +298,7 @@ class Timers:
             yield "t2", f"must be >= t1 ({v['t1']:g}), got {v['t2']:g}"
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Registration:
     min_expires: int = opt(60, "shortest registration accepted (s); shorter gets 423",
                            IntC(1, 86400))
@@ -320,7 +318,7 @@ class Registration:
                                       f"got {v['default_expires']}")
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Security:
     auth_failures_before_block: int = opt(
         10, "failed logins of one user name from one address before that pair is blocked",
@@ -332,7 +330,7 @@ class Security:
             "blocked (a scanner walking extensions)", IntC(1, 100000))
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SystemConfig:
     outgroup_prefix: str = opt("9", "dialled before an outside number; may be empty",
                                DialC())
@@ -382,21 +380,21 @@ class SystemConfig:
 
 # -- users.yaml ------------------------------------------------------------------------------
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Forwarding:
     enabled: bool = opt(False, "the user holds this forwarding right", BoolC())
     number: str = opt("", "where calls go; empty = not forwarding (phones set it with "
                           "feature codes)", DialC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FollowMeDestinations:
     a: str = opt("", "destination A", DialC())
     b: str = opt("", "destination B", DialC())
     c: str = opt("", "destination C", DialC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FollowMe:
     strategy: int = opt(0, "0 ring all at once, 1 next on failure, 2 next after interval",
                         ChoiceC(0, 1, 2))
@@ -413,7 +411,7 @@ class FollowMe:
 _NO_FORWARD = Forwarding()
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class User:
     password: str = req("password for SIP digest authentication", StrC(nonempty=True))
     display_name: str = opt("", "name shown to the called party; empty = the user name",
@@ -462,7 +460,7 @@ class User:
 
 # -- lines.yaml ------------------------------------------------------------------------------
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Incoming:
     transfer_to: str = opt("destination", "auto_attendant, or destination",
                            ChoiceC("auto_attendant", "destination"))
@@ -470,7 +468,7 @@ class Incoming:
                                   DialC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutboundProxy:
     enabled: bool = opt(False, "send requests via the outbound proxy", BoolC())
     address: str = opt("", "proxy host name or IP address", StrC())
@@ -482,7 +480,7 @@ class OutboundProxy:
             yield "address", "is required when enabled is true"
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Line:
     type: int = opt(0, "0 = we register to a provider, 1 = an FXO gateway registers to us",
                     ChoiceC(0, 1))
@@ -522,7 +520,7 @@ class Line:
 
 # -- trunks.yaml -----------------------------------------------------------------------------
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Trunk:
     address: str = req("peer's IP address or host name (calls are trusted from it)",
                        StrC(nonempty=True))
@@ -543,7 +541,7 @@ class Trunk:
     relay_media: bool = opt(False, "relay media of calls on this trunk", BoolC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoutingGroup:
     members: tuple[str, ...] = req("lines and trunks, tried in this order",
                                    SeqC(StrC(nonempty=True), nonempty=True),
@@ -558,14 +556,14 @@ ROUTE_TYPES = ("local_user", "external_line", "outgoing_group", "routing_group",
 SERVICES = ("voicemail", "auto_attendant", "hunt_group", "ring_group")
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallerRule:
     transition: int = opt(0, "transition applied to the caller number; 0 = none",
                           IntC(0), ref="transition")
     description: str = opt("", "free text", StrC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CalledRoute:
     route: str = req("local_user, external_line, outgoing_group, routing_group, "
                      "sip_trunk or service", ChoiceC(*ROUTE_TYPES))
@@ -603,7 +601,7 @@ class CalledRoute:
                 yield "target", service, name
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Transition:
     type: str = req("replace, insert or delete", ChoiceC("replace", "insert", "delete"))
     start: int = opt(0, "position in the number, 0 = first digit", IntC(0, 64))
@@ -627,7 +625,7 @@ class Transition:
         return head + self.string + tail[self.length:]
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RefineRule:
     outgoing_group_id: int = req("outgoing group of the line/trunk the call leaves on",
                                  GROUP_ID, ref="outgoing_group")
@@ -636,7 +634,7 @@ class RefineRule:
     description: str = opt("", "free text", StrC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DialPlan:
     analyze_caller: Mapping[str, CallerRule] = table(
         CallerRule, DialC(nonempty=True), "caller prefix", "caller prefix -> rule")
@@ -680,7 +678,7 @@ def _code(default: str, doc: str) -> Any:
     return opt(default, doc + "; empty = off", DialC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FeatureCodes:
     forward_busy: str = _code("*90", "*90*number# sets busy forwarding, *90# clears it")
     forward_unreachable: str = _code("*91", "unreachable forwarding, as *90")
@@ -709,7 +707,7 @@ class FeatureCodes:
             seen[name] = code
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RingGroup:
     number: str = opt("", "pilot number that rings the whole group; empty = none",
                       DialC())
@@ -717,7 +715,7 @@ class RingGroup:
     description: str = opt("", "free text", StrC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HuntGroup:
     number: str = req("pilot number callers dial", DialC(nonempty=True))
     strategy: str = opt("linear", "linear (always from the first) or circular (after the "
@@ -728,7 +726,7 @@ class HuntGroup:
     description: str = opt("", "free text", StrC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CallPark:
     first_slot: int = opt(1, "lowest park slot", IntC(1, 99))
     last_slot: int = opt(99, "highest park slot", IntC(1, 99))
@@ -746,7 +744,7 @@ _PREFIX_OR_ALL = StrC(r"\*|[0-9*#+]+", f"'*' (all) or a number prefix ({DIAL_CHA
                       nonempty=True)
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ListRule:
     caller_prefix: str = req("caller number prefix, '*' = every caller", _PREFIX_OR_ALL)
     called_prefix: str = req("called number prefix, '*' = every number", _PREFIX_OR_ALL)
@@ -755,7 +753,7 @@ class ListRule:
     description: str = opt("", "free text", StrC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Voicemail:
     max_message_seconds: int = opt(120, "longest message (s)", IntC(5, 3600))
     keep_days: int = opt(30, "messages older than this are deleted; 0 = keep", SECONDS)
@@ -769,7 +767,7 @@ class Voicemail:
                             StrC(r"[^@\s]+@[^@\s]+", "an email address (name@domain)"))
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AutoAttendant:
     digit_timeout: int = opt(5, "seconds to wait for the next digit", IntC(1, 60))
     max_attempts: int = opt(3, "wrong numbers before the call goes to operator or ends",
@@ -777,7 +775,7 @@ class AutoAttendant:
     operator: str = opt("", "number reached by dialling 0; empty = none", DialC())
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Services:
     feature_codes: FeatureCodes = opt(FeatureCodes(), "feature codes")
     ring_groups: Mapping[int, RingGroup] = table(
@@ -795,7 +793,7 @@ class Services:
 
 # -- the snapshot ----------------------------------------------------------------------------
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceInfo:
     """What a snapshot was built from: one config file."""
     mtime: float
@@ -803,7 +801,7 @@ class SourceInfo:
     sha256: str
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
     system: SystemConfig
     users: Mapping[str, User]
@@ -822,17 +820,17 @@ class Snapshot:
 # users.yaml, lines.yaml and trunks.yaml hold named tables under one top-level key each
 # (the store edits them as tables).
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UsersFile:
     users: Mapping[str, User] = table(User, NameC(), "user", "user name -> user")
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LinesFile:
     lines: Mapping[str, Line] = table(Line, NameC(), "line", "line name -> external line")
 
 
-@frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrunksFile:
     trunks: Mapping[str, Trunk] = table(Trunk, NameC(), "trunk", "trunk name -> SIP trunk")
     routing_groups: Mapping[str, RoutingGroup] = table(

@@ -33,7 +33,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from . import fastyaml
 from .loader import ConfigError, ConfigIssue, load_file, load_text
 from .schema import (
-    DEFAULT_USERS, Line, LinesFile, RoutingGroup, Trunk, TrunksFile, User, UsersFile,
+    DEFAULT_USERS, EMPTY, Line, LinesFile, RoutingGroup, Trunk, TrunksFile, User, UsersFile,
 )
 
 try:
@@ -199,25 +199,23 @@ def _merge(target: CommentedMap, fields: Mapping[str, Any]) -> None:
         target[key] = node
 
 
-def _entry_key(name: str) -> Any:
-    return to_node(name)
-
-
 class Table:
     """Named entries under one top-level key of one file (users, lines, trunks, ...)."""
 
     def __init__(self, file: str, key: str, entry: str, file_cls: type,
-                 defaults: Mapping[str, Any] | None = None) -> None:
+                 missing: Mapping[str, Any] = EMPTY,
+                 seed: Mapping[str, Any] | None = None) -> None:
         self.file, self.key, self.entry = file, key, entry
         self.file_cls = file_cls
-        self.defaults = defaults  #: what a missing file means (users: the presets)
+        self.missing = missing  #: the entries a missing file means (users: the presets)
+        self.seed = seed  #: what an edit writes into a new file so it still means that
 
     # -- reading ----------------------------------------------------------------------
     def get_all(self, config_dir: Path) -> Mapping[str, Any]:
         """Every entry, validated with its defaults filled in (this file alone)."""
         built = load_file(Path(config_dir), self.file, self.file_cls)
         if built is None:
-            return self.defaults if self.defaults is not None else {}
+            return self.missing
         return getattr(built, self.key)  # type: ignore[no-any-return]
 
     def get(self, config_dir: Path, name: str) -> Any:
@@ -242,7 +240,7 @@ class Table:
                 raise EntryExists(f"{self.entry} {name!r} already exists in {self.file}")
             entry = CommentedMap()
             _merge(entry, _expand(fields))
-            table[_entry_key(name)] = entry
+            table[to_node(name)] = entry
         return self._edit(Path(config_dir), name, edit)
 
     def set(self, config_dir: Path, name: str, **fields: Any) -> Any:
@@ -280,9 +278,8 @@ class Table:
             doc, text = read_document(path)
             if doc is None:
                 doc = CommentedMap()
-                if self.defaults is not None:  # keep what the missing file meant
-                    doc[self.key] = to_node({k: {"password": v.password}
-                                             for k, v in self.defaults.items()})
+                if self.seed is not None:  # keep what the missing file meant
+                    doc[self.key] = to_node(self.seed)
             elif not isinstance(doc, CommentedMap):
                 raise ConfigError([ConfigIssue(self.file, 1, "", "must be a mapping of keys "
                                                                   "at the top level")])
@@ -295,10 +292,7 @@ class Table:
             snap = load_text(config_dir, self.file, new)  # raises ConfigError: refused
             if new != text:
                 atomic_write(path, new)
-        if name is None:
-            return None
-        return getattr(snap, self.key if self.key != "routing_groups" else "routing_groups")[
-            name]
+        return None if name is None else getattr(snap, self.key)[name]
 
 
 def _plain(node: Any) -> Any:
@@ -311,14 +305,15 @@ def _plain(node: Any) -> Any:
     return node
 
 
-USERS = Table("users.yaml", "users", "user", UsersFile, DEFAULT_USERS)
+USERS = Table("users.yaml", "users", "user", UsersFile, DEFAULT_USERS,
+              {name: {"password": u.password} for name, u in DEFAULT_USERS.items()})
 LINES = Table("lines.yaml", "lines", "external line", LinesFile)
 TRUNKS = Table("trunks.yaml", "trunks", "SIP trunk", TrunksFile)
 ROUTING_GROUPS = Table("trunks.yaml", "routing_groups", "routing group", TrunksFile)
 
 
 def get_users(config_dir: Path) -> Mapping[str, User]:
-    return USERS.get_all(config_dir)  # type: ignore[return-value]
+    return USERS.get_all(config_dir)
 
 
 def add_user(config_dir: Path, name: str, **fields: Any) -> User:
@@ -334,7 +329,7 @@ def remove_user(config_dir: Path, name: str) -> None:
 
 
 def get_lines(config_dir: Path) -> Mapping[str, Line]:
-    return LINES.get_all(config_dir)  # type: ignore[return-value]
+    return LINES.get_all(config_dir)
 
 
 def add_line(config_dir: Path, name: str, **fields: Any) -> Line:
@@ -350,7 +345,7 @@ def remove_line(config_dir: Path, name: str) -> None:
 
 
 def get_trunks(config_dir: Path) -> Mapping[str, Trunk]:
-    return TRUNKS.get_all(config_dir)  # type: ignore[return-value]
+    return TRUNKS.get_all(config_dir)
 
 
 def add_trunk(config_dir: Path, name: str, **fields: Any) -> Trunk:
@@ -366,7 +361,7 @@ def remove_trunk(config_dir: Path, name: str) -> None:
 
 
 def get_routing_groups(config_dir: Path) -> Mapping[str, RoutingGroup]:
-    return ROUTING_GROUPS.get_all(config_dir)  # type: ignore[return-value]
+    return ROUTING_GROUPS.get_all(config_dir)
 
 
 def set_option(config_dir: Path, file: str, key: str, value: Any) -> None:

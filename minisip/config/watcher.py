@@ -40,6 +40,8 @@ OnReload = Callable[[Snapshot | None, ConfigError | None], None]
 
 def _yaml_only(change: Any, path: str) -> bool:
     name = os.path.basename(path)
+    if name == "..data":  # Kubernetes ConfigMap volumes swap this symlink
+        return True
     return name.endswith(".yaml") and not name.startswith(".")  # not editors' temp files
 
 

@@ -26,9 +26,9 @@ def same(a: Any, b: Any) -> bool:
         return False
     if isinstance(a, dict):
         return list(a) == list(b) and all(same(k, k2) and same(a[k], b[k2])
-                                          for k, k2 in zip(a, b))
+                                          for k, k2 in zip(a, b, strict=True))
     if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b) or (a != a and b != b)  # nan
 
 

@@ -57,7 +57,7 @@ def has_users(*names: str) -> Any:
 
 
 async def test_edit_in_place_is_reloaded(cfg: Path, watching: Recorder) -> None:
-    with open(cfg / "users.yaml", "a") as f:
+    with open(cfg / "users.yaml", "a") as f:  # noqa: ASYNC230 - an editor appending
         f.write('  "103":\n    password: "103"\n')
     await watching.until(has_users("100", "101", "102", "103"))
     assert watching.holder.generation == 1
@@ -77,7 +77,8 @@ async def test_temp_file_and_rename_is_reloaded(cfg: Path, watching: Recorder) -
 async def test_a_write_in_several_steps_ends_in_the_final_state(cfg: Path,
                                                                  watching: Recorder) -> None:
     text = users_text("100", "101", "102", "103", "104")
-    with open(cfg / "users.yaml", "w") as f:  # truncate, then dribble the text out
+    # An editor that truncates, then writes in pieces (blocking on purpose).
+    with open(cfg / "users.yaml", "w") as f:  # noqa: ASYNC230
         for i in range(0, len(text), 25):
             f.write(text[i:i + 25])
             f.flush()
