@@ -24,7 +24,7 @@ from enum import Enum
 from .errors import BadMessage
 
 # Algorithm (upper case) -> hash constructor; "-SESS" variants hash the HA1 once more.
-_HASHES: dict[str, Callable[[bytes], "hashlib._Hash"]] = {
+_HASHES: dict[str, Callable[[bytes], hashlib._Hash]] = {
     "MD5": hashlib.md5, "MD5-SESS": hashlib.md5,
     "SHA-256": hashlib.sha256, "SHA-256-SESS": hashlib.sha256,
 }
@@ -33,7 +33,7 @@ _CANONICAL_ALGORITHM = {"MD5": "MD5", "MD5-SESS": "MD5-sess", "SHA-256": "SHA-25
 
 # One auth-param and its comma; the quoted-string is the unrolled-loop form (fast in re).
 _AUTH_PARAM = re.compile(r'([ \t]*([A-Za-z0-9_\-]+)[ \t]*=[ \t]*'
-                         r'(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^ \t,"]*))[ \t]*(?:,|\Z))', re.S)
+                         r'(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^ \t,"]*))[ \t]*(?:,|\Z))', re.DOTALL)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -162,8 +162,8 @@ class DigestAuthenticator:
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         nonce = self.new_nonce(now)
         tail = ', stale=true' if stale else ""
-        return [(name, f'Digest realm="{_quote(self.realm)}", nonce="{nonce}", '
-                       f'algorithm={_CANONICAL_ALGORITHM[a]}, qop="auth"{tail}')
+        return [(name, (f'Digest realm="{_quote(self.realm)}", nonce="{nonce}", '
+                        f'algorithm={_CANONICAL_ALGORITHM[a]}, qop="auth"{tail}'))
                 for a in self.algorithms]
 
     # -- verification --------------------------------------------------------------------

@@ -75,7 +75,7 @@ Entry = tuple[str, str, str, "str | None"]
 class Headers:
     """Ordered header fields; repeated names kept; names case-insensitive, compact accepted."""
 
-    __slots__ = ("_items", "_index", "cache")
+    __slots__ = ("_index", "_items", "cache")
 
     def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
         self._items: list[Entry] = []

@@ -16,8 +16,15 @@ from typing import Any
 from .errors import BadMessage
 from .headers import Headers
 from .status import reason_phrase
-from .uri import (URI, Address, Via, parse_address_untrusted, parse_addresses_untrusted,
-                  parse_uri_untrusted, parse_via_untrusted)
+from .uri import (
+    URI,
+    Address,
+    Via,
+    parse_address_untrusted,
+    parse_addresses_untrusted,
+    parse_uri_untrusted,
+    parse_via_untrusted,
+)
 
 SIP_VERSION = "SIP/2.0"
 BRANCH_MAGIC = "z9hG4bK"  # RFC 3261 8.1.1.7
@@ -123,7 +130,7 @@ def contacts_view_untrusted(values: list[str] | None) -> list[Address]:
 class Message:
     """What requests and responses share: headers, body and the lazy header views."""
 
-    __slots__ = ("headers", "body", "version")
+    __slots__ = ("body", "headers", "version")
 
     headers: Headers
     body: bytes
@@ -136,7 +143,7 @@ class Message:
         v = c.get("call-id")
         if v is None:
             v = c["call-id"] = call_id_view_untrusted(self.headers._idx().get("call-id"))
-        return v  # type: ignore[no-any-return]
+        return v
 
     @property
     def cseq(self) -> tuple[int, str]:
@@ -144,7 +151,7 @@ class Message:
         v = c.get("cseq")
         if v is None:
             v = c["cseq"] = cseq_view_untrusted(self.headers._idx().get("cseq"))
-        return v  # type: ignore[no-any-return]
+        return v
 
     @property
     def vias(self) -> list[Via]:
@@ -152,7 +159,7 @@ class Message:
         v = c.get("vias")
         if v is None:
             v = c["vias"] = vias_view_untrusted(self.headers._idx().get("via"))
-        return v  # type: ignore[no-any-return]
+        return v
 
     @property
     def top_via(self) -> Via:
@@ -171,7 +178,7 @@ class Message:
         v = c.get("from")
         if v is None:
             v = c["from"] = address_view_untrusted(self.headers._idx().get("from"), "From")
-        return v  # type: ignore[no-any-return]
+        return v
 
     @property
     def to_addr(self) -> Address:
@@ -179,7 +186,7 @@ class Message:
         v = c.get("to")
         if v is None:
             v = c["to"] = address_view_untrusted(self.headers._idx().get("to"), "To")
-        return v  # type: ignore[no-any-return]
+        return v
 
     @property
     def from_tag(self) -> str | None:
@@ -200,7 +207,7 @@ class Message:
         v = c.get("contacts")
         if v is None:
             v = c["contacts"] = contacts_view_untrusted(self.headers._idx().get("contact"))
-        return v  # type: ignore[no-any-return]
+        return v
 
     @property
     def contact_star(self) -> bool:
@@ -237,7 +244,7 @@ class Message:
 
 
 class Request(Message):
-    __slots__ = ("method", "uri", "_ruri")
+    __slots__ = ("_ruri", "method", "uri")
 
     def __init__(self, method: str, uri: str, headers: HeaderInput = None,
                  body: bytes = b"") -> None:
@@ -268,7 +275,7 @@ class Request(Message):
 
 
 class Response(Message):
-    __slots__ = ("status", "reason")
+    __slots__ = ("reason", "status")
 
     def __init__(self, status: int, reason: str | None = None, headers: HeaderInput = None,
                  body: bytes = b"") -> None:

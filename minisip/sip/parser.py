@@ -19,10 +19,16 @@ from typing import Final
 
 from .errors import BadMessage
 from .headers import _WIRE_NAMES, Entry, Headers, wire_name_untrusted
-from .message import (SIP_VERSION, Request, Response, address_view_untrusted,
-                      call_id_view_untrusted, cseq_view_untrusted, max_forwards_view_untrusted,
-                      vias_view_untrusted)
-from .uri import parse_uri_untrusted
+from .message import (
+    SIP_VERSION,
+    Request,
+    Response,
+    address_view_untrusted,
+    call_id_view_untrusted,
+    cseq_view_untrusted,
+    max_forwards_view_untrusted,
+    vias_view_untrusted,
+)
 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
@@ -235,7 +241,7 @@ class StreamFramer:
     ``BadMessage`` is raised and the connection should be closed.
     """
 
-    __slots__ = ("_buf", "_scan", "_need", "pings", "max_header", "max_body")
+    __slots__ = ("_buf", "_need", "_scan", "max_body", "max_header", "pings")
 
     def __init__(self, max_header: int = MAX_HEADER_BYTES,
                  max_body: int = MAX_BODY_BYTES) -> None:
@@ -259,7 +265,7 @@ class StreamFramer:
         """One whole message, ``PING``, or None when more bytes are needed."""
         buf = self._buf
         if self._need < 0:
-            while buf[:1] in (b"\r", b"\n"):
+            while buf and buf[0] in (13, 10):  # CR, LF
                 if buf[:4] == b"\r\n\r\n":
                     del buf[:4]
                     self.pings += 1

@@ -18,7 +18,7 @@ MAX_SDP_LINES = 2000
 
 
 class Line:
-    __slots__ = ("type", "value", "eol")
+    __slots__ = ("eol", "type", "value")
 
     def __init__(self, type: str, value: str, eol: str = "\r\n") -> None:
         self.type = type  #: one letter ('' for a blank line kept as is)
@@ -76,7 +76,7 @@ def _direction(lines: list[Line]) -> str | None:
 class Media:
     """One ``m=`` block: its m= line first, then its i/c/b/k/a lines."""
 
-    __slots__ = ("lines", "_session")
+    __slots__ = ("_session", "lines")
 
     def __init__(self, lines: list[Line], session: SessionDescription | None = None) -> None:
         self.lines = lines

@@ -26,7 +26,7 @@ PLACEHOLDERS = {b"{HOST}": b"127.0.0.1", b"{PORT}": b"5060", b"{LHOST}": b"127.0
                 b"{LPORT}": b"5070"}
 
 OURS = [
-    b"REGISTER sip:pbx.example.com SIP/2.0\r\n"
+    (b"REGISTER sip:pbx.example.com SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK776asdhds;rport\r\n"
     b"Max-Forwards: 70\r\nTo: <sip:100@pbx.example.com>\r\n"
     b"From: \"Desk\" <sip:100@pbx.example.com>;tag=1928301774\r\n"
@@ -34,10 +34,10 @@ OURS = [
     b"Contact: <sip:100@[2001:db8::10]:5062;transport=udp>;expires=3600, sip:x@h;q=0.5\r\n"
     b"Authorization: Digest username=\"100\", realm=\"minisip\", nonce=\"abc\", uri=\"sip:pbx\", "
     b"response=\"00\", algorithm=SHA-256, cnonce=\"c\", qop=auth, nc=00000001\r\n"
-    b"Expires: 3600\r\nContent-Length: 0\r\n\r\n",
-    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
+    b"Expires: 3600\r\nContent-Length: 0\r\n\r\n"),
+    (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
     b"To: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"
-    b"Content-Length: 58\r\n\r\nv=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nm=audio 1 RTP/AVP 0\r\n",
+    b"Content-Length: 58\r\n\r\nv=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nm=audio 1 RTP/AVP 0\r\n"),
 ]
 
 
@@ -75,13 +75,13 @@ def exercise(data: bytes) -> None:
         return
     assert isinstance(m, (Request, Response))
     for view in VIEWS:
-        only_bad_message(lambda: getattr(m, view, None))
+        only_bad_message(lambda view=view: getattr(m, view, None))
     for c in only_bad_message(lambda: m.contacts) or ():
         str(c)
     for v in only_bad_message(lambda: m.vias) or ():
         str(v)
     for value in m.headers.get_all("authorization"):
-        creds = only_bad_message(lambda: parse_credentials_untrusted(value))
+        creds = only_bad_message(lambda value=value: parse_credentials_untrusted(value))
         if creds is not None:
             AUTH.verify(creds, "REGISTER", "pw", 0.0)
     if m.body:
@@ -171,7 +171,7 @@ def test_sdp_raises_only_bad_message(data: bytes) -> None:
     sd = only_bad_message(lambda: parse_sdp_untrusted(b"v=0\r\n" + data))
     if sd is not None:
         for m in sd.media:
-            (m.kind, m.port, m.proto, m.formats, m.rtpmap, m.direction, m.rtcp, m.connection)
+            _ = (m.kind, m.port, m.proto, m.formats, m.rtpmap, m.direction, m.rtcp, m.connection)
         assert sd.to_bytes() == b"v=0\r\n" + data
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from minisip.sip.digest import (DigestAuthenticator, authorization_for,  # noqa: E402
-                                parse_credentials_untrusted)
-from minisip.sip.message import make_response  # noqa: E402
-from minisip.sip.parser import parse_message_untrusted  # noqa: E402
+from minisip.sip.digest import DigestAuthenticator, authorization_for, parse_credentials_untrusted
+from minisip.sip.message import make_response
+from minisip.sip.parser import parse_message_untrusted
 
 REGISTER = (
     b"REGISTER sip:pbx.example.com SIP/2.0\r\n"

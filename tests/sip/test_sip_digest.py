@@ -5,8 +5,15 @@ import hashlib
 
 import pytest
 
-from minisip.sip.digest import (AuthResult, Credentials, DigestAuthenticator, authorization_for,
-                                ha1_for, parse_auth_params_untrusted, parse_credentials_untrusted)
+from minisip.sip.digest import (
+    AuthResult,
+    Credentials,
+    DigestAuthenticator,
+    authorization_for,
+    ha1_for,
+    parse_auth_params_untrusted,
+    parse_credentials_untrusted,
+)
 from minisip.sip.errors import BadMessage
 
 REALM = "minisip"

@@ -8,12 +8,18 @@ import pytest
 
 from minisip.sip.errors import BadMessage
 from minisip.sip.headers import Headers, canonical
-from minisip.sip.message import (Request, Response, make_response, new_branch, new_call_id,
-                                 new_tag)
+from minisip.sip.message import Request, Response, make_response, new_branch, new_call_id, new_tag
 from minisip.sip.parser import PING, StreamFramer, parse_message_untrusted
 from minisip.sip.status import SIPStatus, reason_phrase
-from minisip.sip.uri import (URI, Address, Via, parse_address_untrusted,
-                             parse_addresses_untrusted, parse_uri_untrusted, parse_via_untrusted)
+from minisip.sip.uri import (
+    URI,
+    Address,
+    Via,
+    parse_address_untrusted,
+    parse_addresses_untrusted,
+    parse_uri_untrusted,
+    parse_via_untrusted,
+)
 
 REGISTER = (b"REGISTER sip:pbx SIP/2.0\r\n"
             b"Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK1;rport\r\n"

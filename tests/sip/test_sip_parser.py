@@ -51,9 +51,9 @@ ACCEPT: list[tuple[str, bytes, list[tuple[Any, Any]]]] = [
         ("top_via.host", "192.0.2.10"), ("top_via.port", 5062), ("top_via.transport", "UDP"),
         ("from_tag", "1928301774"), ("to_tag", None), ("max_forwards", 70), ("body", b""),
         ("request_uri.host", "pbx.example.com"), ("expires", None), ("contacts", [])]),
-    ("compact forms", b"REGISTER sip:pbx SIP/2.0\r\nv: SIP/2.0/TCP h;branch=z9hG4bKx\r\n"
+    ("compact forms", (b"REGISTER sip:pbx SIP/2.0\r\nv: SIP/2.0/TCP h;branch=z9hG4bKx\r\n"
      b"f: <sip:a@pbx>;tag=1\r\nt: sip:a@pbx\r\ni: cid\r\nCSeq: 1 REGISTER\r\n"
-     b"m: <sip:a@192.0.2.1>\r\nl: 0\r\nk: path, gruu\r\nc: text/plain\r\n\r\n", [
+     b"m: <sip:a@192.0.2.1>\r\nl: 0\r\nk: path, gruu\r\nc: text/plain\r\n\r\n"), [
         ("call_id", "cid"), ("top_via.transport", "TCP"), ("from_tag", "1"),
         (lambda m: str(m.contacts[0].uri), "sip:a@192.0.2.1"),
         (lambda m: m.headers.values("Supported"), ["path", "gruu"]),
