@@ -14,15 +14,35 @@ from collections.abc import Callable
 from typing import Any
 
 from ..dialog.dialog import DialogId
+from ..sip.errors import BadMessage
 from ..sip.message import Request, Response, make_response, new_tag
 from ..sip.peer import Peer
+from ..sip.uri import parse_uri_untrusted
 from .call import Call, CallState, Leg
 from .cdr import CdrStore
 from .core import ALLOW, SUPPORTED, Pbx
 from .dialplan import Route, RouteKind, route_call
-from .location import LocationService
+from .location import Binding, LocationService
 
 log = logging.getLogger(__name__)
+
+
+def device_peer(b: Binding) -> Peer:
+    """Where requests to a registered device go.
+
+    Over TCP/TLS: the connection it registered on. Over UDP: its Contact, unless
+    the Contact's address differs from where the REGISTER came from, i.e. the
+    phone is behind NAT and only the source address reaches it.
+    """
+    if b.source.reliable:
+        return b.source
+    try:
+        uri = parse_uri_untrusted(b.contact)
+    except BadMessage:
+        return b.source
+    if uri.host == b.source.host:
+        return Peer("udp", uri.host, uri.port or 5060)
+    return b.source
 
 
 class CallController:
@@ -145,7 +165,7 @@ class CallController:
         self.outgoing[caller] = self.outgoing.get(caller, 0) + 1
         self._count(self.ringing, callee, +1)
         self.core.publish("calls", "call_started", call.summary() | {"users": [caller, callee]})
-        call.start([(b.contact, b.source) for b in bindings])
+        call.start([(b.contact, device_peer(b)) for b in bindings])
         return None
 
     # -- requests for existing calls --------------------------------------------------

@@ -38,6 +38,7 @@ class CdrRecord:
 
 
 _COLUMNS = [f.name for f in fields(CdrRecord)]
+_SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL"}
 
 
 class CdrStore:
@@ -48,8 +49,8 @@ class CdrStore:
                                   check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        cols = ", ".join(f"{c} {'REAL' if c.endswith(('_time', 'duration')) else 'TEXT'}"
-                         for c in _COLUMNS)
+        cols = ", ".join(f"{f.name} {_SQL_TYPES[str(f.type).split(' ')[0]]}"
+                         for f in fields(CdrRecord))
         self.db.execute(f"CREATE TABLE IF NOT EXISTS cdr (id INTEGER PRIMARY KEY, {cols})")
         self.db.execute("CREATE INDEX IF NOT EXISTS cdr_setup ON cdr (setup_time)")
 

@@ -176,3 +176,19 @@ def test_a_broken_file_is_reported_not_overwritten(cfg: Path) -> None:
     with pytest.raises(ConfigError, match="users.yaml line 3: YAML syntax error"):
         store.add_user(cfg, "103", password="x")
     assert (cfg / "users.yaml").read_text() == "users:\n  \"100\":\n    password: a: b\n"
+
+
+def test_command_line_items_are_typed_by_the_schema(cfg: Path) -> None:
+    items = store.USERS.parse_items({
+        "forward_busy.number": "0086", "max_duration": "600", "voicemail": "true",
+        "allowed_ips": "192.0.2.1, 10.0.0.0/8", "display_name": "", "password": "0123"})
+    assert items == {"forward_busy.number": "0086", "max_duration": 600, "voicemail": True,
+                     "allowed_ips": ["192.0.2.1", "10.0.0.0/8"], "display_name": None,
+                     "password": "0123"}
+    user = store.set_user(cfg, "100", **items)
+    assert (user.forward_busy.number, user.password, user.allowed_ips) == (
+        "0086", "0123", ("192.0.2.1", "10.0.0.0/8"))
+    assert store.LINES.parse_items({"type": "1", "incoming.transfer_to": "auto_attendant"}) == {
+        "type": 1, "incoming.transfer_to": "auto_attendant"}
+    assert [store.parse_scalar(t) for t in ("600", "true", "null", "0086", "1_000", "x")] == [
+        600, True, None, 86, "1_000", "x"]
