@@ -176,6 +176,8 @@ class IPNetC(Check):
         if type(value) is not str:
             raise self.fail(value)
         try:
+            if "/" not in value:  # one address stays one address (as written, normalised)
+                return str(ipaddress.ip_address(value))
             return str(ipaddress.ip_network(value, strict=False))
         except ValueError:
             raise self.fail(value) from None

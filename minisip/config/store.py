@@ -33,7 +33,8 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from . import fastyaml
 from .loader import ConfigError, ConfigIssue, load_file, load_text
 from .schema import (
-    DEFAULT_USERS, EMPTY, Line, LinesFile, RoutingGroup, Trunk, TrunksFile, User, UsersFile,
+    DEFAULT_USERS, EMPTY, ChoiceC, Line, LinesFile, NestedC, RoutingGroup, SeqC, StrC, TableC,
+    TargetC, Trunk, TrunksFile, User, UsersFile, specs,
 )
 
 try:
@@ -137,7 +138,7 @@ _PLAIN_OK = re.compile(r"[A-Za-z][A-Za-z0-9._@/-]*")
 def to_node(value: Any) -> Any:
     """A Python value as a YAML node in the style of the shipped files."""
     if isinstance(value, str):
-        if _PLAIN_OK.fullmatch(value) and isinstance(_resolve(value), str):
+        if _PLAIN_OK.fullmatch(value) and isinstance(parse_scalar(value), str):
             return value
         return DoubleQuotedScalarString(value)
     if isinstance(value, Mapping):
@@ -153,11 +154,38 @@ def to_node(value: Any) -> Any:
     return value
 
 
-def _resolve(text: str) -> Any:
+def parse_scalar(text: str) -> Any:
+    """A value as YAML reads it unquoted: ``600`` -> 600, ``true`` -> True, ``null`` ->
+    None, ``0086`` -> 86, other text -> itself (also forms like ``1_000`` or dates, which
+    validation then explains). For command-line items prefer :meth:`Table.parse_items`,
+    which knows each key's type and keeps ``0086`` as text where a string is expected."""
     try:
         return fastyaml.resolve_plain(text)
     except fastyaml.Unsupported:
+        return text
+
+
+_resolve = parse_scalar  # the CLI's name for it
+
+
+def _parse_item(cls: type, key: str, text: str) -> Any:
+    if text == "":
         return None
+    spec = None
+    for part in key.split("."):
+        table = specs(cls)
+        spec = table.get(part)
+        if spec is None:
+            return parse_scalar(text)
+        if isinstance(spec.check, NestedC):
+            cls = spec.check.cls
+    check = spec.check if spec is not None else None
+    if isinstance(check, SeqC):
+        return [p.strip() for p in text.split(",") if p.strip()]
+    if isinstance(check, (StrC, TargetC)) or (
+            isinstance(check, ChoiceC) and all(isinstance(c, str) for c in check.choices)):
+        return text
+    return parse_scalar(text)
 
 
 def _expand(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,6 +237,18 @@ class Table:
         self.file_cls = file_cls
         self.missing = missing  #: the entries a missing file means (users: the presets)
         self.seed = seed  #: what an edit writes into a new file so it still means that
+
+    def parse_items(self, items: Mapping[str, str]) -> dict[str, Any]:
+        """Command-line ``key=value`` texts -> typed values, by the schema of an entry:
+        string keys keep the text as typed (``forward_busy.number=0086``), integer and
+        boolean keys parse it, list keys split on commas; "" means "restore the default"
+        (None). Unknown keys are parsed as YAML would and left for validation to report."""
+        return {key: _parse_item(self._entry_cls(), key, text) for key, text in items.items()}
+
+    def _entry_cls(self) -> type:
+        check = specs(self.file_cls)[self.key].check
+        assert isinstance(check, TableC)
+        return check.cls
 
     # -- reading ----------------------------------------------------------------------
     def get_all(self, config_dir: Path) -> Mapping[str, Any]:
