@@ -34,7 +34,7 @@ from typing import Any, Iterable
 from . import fastyaml
 from .schema import (
     DEFAULT_USERS, EMPTY, FILES, Check, Invalid, LinesFile, ListC, NestedC, SeqC, Snapshot,
-    SourceInfo, TableC, TrunksFile, UsersFile, show, specs,
+    SourceInfo, StrC, TableC, TrunksFile, UsersFile, show, specs,
 )
 
 log = logging.getLogger("minisip.config")
@@ -307,11 +307,14 @@ class _Builder:
             try:
                 k = key_check.convert(name)
             except Invalid as exc:
-                if isinstance(name, (int, float)) and not isinstance(name, bool):
-                    msg = (f"{check.entry} names must be in quotes (YAML reads {name} as a "
-                           f"number): write \"{name}\" with the digits you mean")
+                label = check.key_name
+                if isinstance(name, (int, float)) and not isinstance(name, bool) and isinstance(
+                        key_check, StrC):
+                    plural = label + ("es" if label.endswith(("x", "s")) else "s")
+                    msg = (f"{plural} must be in quotes (YAML reads {name} as a number): "
+                           f"write \"{name}\" with the digits you mean")
                 else:
-                    msg = f"{check.entry} name {exc}"
+                    msg = f"{label} {exc}"
                 self.issue(raw, name, (str(name),), msg)
                 bad = True
                 continue

@@ -229,8 +229,9 @@ class NestedC(Check):
 class TableC(Check):
     """A mapping of names (or numbers) to entries of one dataclass."""
 
-    def __init__(self, cls: type, key: Check, entry: str) -> None:
+    def __init__(self, cls: type, key: Check, entry: str, key_name: str = "") -> None:
         self.cls, self.key, self.entry = cls, key, entry
+        self.key_name = key_name or f"{entry} name"  #: what the keys are ("user name")
         self.what = f"a mapping of {entry} entries"
 
 
@@ -266,9 +267,10 @@ def req(doc: str, check: Check, *, ref: str | None = None) -> Any:
     return field(metadata={"doc": doc, "check": check, "ref": ref})
 
 
-def table(cls: type, key: Check, entry: str, doc: str) -> Any:
+def table(cls: type, key: Check, entry: str, doc: str, key_name: str = "") -> Any:
     return field(default_factory=lambda: EMPTY,
-                 metadata={"doc": doc, "check": TableC(cls, key, entry), "ref": None})
+                 metadata={"doc": doc, "check": TableC(cls, key, entry, key_name),
+                           "ref": None})
 
 
 def entries(cls: type, doc: str, unique: tuple[str, ...] = ()) -> Any:
@@ -639,11 +641,13 @@ class RefineRule:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DialPlan:
     analyze_caller: Mapping[str, CallerRule] = table(
-        CallerRule, DialC(nonempty=True), "caller prefix", "caller prefix -> rule")
+        CallerRule, DialC(nonempty=True), "caller prefix", "caller prefix -> rule",
+        "caller prefix")
     analyze_called: Mapping[str, CalledRoute] = table(
-        CalledRoute, DialC(nonempty=True), "called prefix", "called prefix -> route")
+        CalledRoute, DialC(nonempty=True), "called prefix", "called prefix -> route",
+        "called prefix")
     transitions: Mapping[int, Transition] = table(
-        Transition, IntC(1), "transition", "transition id -> number change")
+        Transition, IntC(1), "transition", "transition id -> number change", "transition id")
     refine_called: tuple[RefineRule, ...] = entries(
         RefineRule, "last change of the called number before it leaves",
         ("outgoing_group_id", "prefix"))
@@ -782,7 +786,7 @@ class Services:
     feature_codes: FeatureCodes = opt(FeatureCodes(), "feature codes")
     ring_groups: Mapping[int, RingGroup] = table(
         RingGroup, IntC(1), "ring group", "ring group id -> options (members: users' "
-                                          "ringing_group_id)")
+                                          "ringing_group_id)", "ring group id")
     hunt_groups: Mapping[str, HuntGroup] = table(HuntGroup, NameC(), "hunt group",
                                                  "name -> hunt group")
     call_park: CallPark = opt(CallPark(), "call park")

@@ -163,6 +163,13 @@ BAD_EDITS = [
     ("unquoted user name", {"users.yaml": USERS_OK + "  102:\n    password: x\n"},
      ["users.yaml line 6: 102: user names must be in quotes (YAML reads 102 as a "
       "number): write \"102\" with the digits you mean"]),
+    ("unquoted dial-plan prefix", {"dialplan.yaml": "analyze_called:\n  9:\n"
+                                                    "    route: local_user\n"},
+     ["dialplan.yaml line 2: 9: called prefixes must be in quotes (YAML reads 9 as a "
+      "number): write \"9\" with the digits you mean"]),
+    ("quoted transition id", {"dialplan.yaml": 'transitions:\n  "1":\n    type: delete\n'
+                                               "    length: 1\n"},
+     ["dialplan.yaml line 2: 1: transition id must be an integer >= 1, got '1'"]),
     ("missing password", {"users.yaml": USERS_OK + '  "102":\n    display_name: Bob\n'},
      ["users.yaml line 6: 102: password is required"]),
     ("entry not a mapping", {"users.yaml": USERS_OK + '  "102": secret\n'},
