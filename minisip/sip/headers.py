@@ -69,6 +69,13 @@ def wire_name_untrusted(raw: str) -> tuple[str, str]:
     return hit
 
 
+def _clean(value: str) -> str:
+    # A line break in a value set by code would start a header (or the body) of its own.
+    if "\r" in value or "\n" in value:
+        return value.replace("\r", " ").replace("\n", " ")
+    return value
+
+
 Entry = tuple[str, str, str, "str | None"]
 
 
@@ -83,7 +90,7 @@ class Headers:
         #: parsed views of values, owned by the message layer; cleared on any mutation
         self.cache: dict[str, Any] = {}
         if items:
-            self._items = [(n, canonical(n), v, None) for n, v in items]
+            self._items = [(n, canonical(n), _clean(v), None) for n, v in items]
 
     @classmethod
     def _from_wire(cls, items: list[Entry], index: dict[str, list[str]]) -> Headers:
@@ -164,17 +171,18 @@ class Headers:
     # -- writing ----------------------------------------------------------------
     def add(self, name: str, value: str) -> None:
         """Append a line at the end."""
-        self._items.append((name, canonical(name), value, None))
+        self._items.append((name, canonical(name), _clean(value), None))
         self._changed()
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a line first (a new top Via)."""
-        self._items.insert(0, (name, canonical(name), value, None))
+        self._items.insert(0, (name, canonical(name), _clean(value), None))
         self._changed()
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of this name by one, at the first one's position."""
         c = canonical(name)
+        value = _clean(value)
         items = self._items
         for i, e in enumerate(items):
             if e[1] == c:
@@ -196,7 +204,7 @@ class Headers:
         return removed
 
     def extend(self, items: Iterable[tuple[str, str]]) -> None:
-        self._items += [(n, canonical(n), v, None) for n, v in items]
+        self._items += [(n, canonical(n), _clean(v), None) for n, v in items]
         self._changed()
 
     # -- serialization ----------------------------------------------------------

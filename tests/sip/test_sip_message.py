@@ -286,3 +286,12 @@ def test_sip_package_never_imports_trio() -> None:
             else:
                 continue
             assert not any(n.split(".")[0] == "trio" for n in names), path
+
+
+def test_line_breaks_in_values_set_by_code_cannot_inject_headers() -> None:
+    h = Headers([("Subject", "hi\r\nVia: evil")])
+    h.add("X-A", "a\nb")
+    h.set("X-B", "c\rd")
+    h.prepend("X-C", "e\r\n")
+    out = Request("MESSAGE", "sip:a@b", h).to_bytes()
+    assert out.count(b"\r\n") == 7 and b"\r\nVia" not in out  # 6 lines + the blank one
