@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,8 +88,7 @@ def main() -> int:
         t0 = time.monotonic()
         uac = start_sipp("uac_call.xml", remote=f"127.0.0.1:{srv.port}", users=users,
                          calls=args.count, rate=args.rate, timeout=600, workdir=tmp,
-                         extra=("-d", str(args.hold_ms), "-l", "100000",
-                                "-rate_period", "1000"))
+                         extra=("-d", str(args.hold_ms), "-l", "100000"))
         peak_calls, peak_rss = 0, rss0
         while uac.proc.poll() is None:
             time.sleep(0.5)
@@ -103,7 +103,7 @@ def main() -> int:
         cpu = cpu_seconds(srv.proc.pid) - cpu0
         u = uas.wait()
         if spy is not None:
-            spy.terminate()
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(10)
         srv.stop()
         print(f"calls={r.successful} failed={r.failed} callee_failed={u.failed} "

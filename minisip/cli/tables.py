@@ -25,16 +25,15 @@ Items = Annotated[Optional[list[str]], typer.Argument(
          "forward_busy.number=200 (key= alone restores the default).")]
 
 
-def _parse_items(items: list[str] | None) -> dict[str, Any]:
-    from ..config.store import _resolve
-
-    out: dict[str, Any] = {}
+def _parse_items(tbl: Any, items: list[str] | None) -> dict[str, Any]:
+    """key=value words typed by the schema (``number=0086`` stays text)."""
+    raw: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             fail(f"{item!r}: expected key=value")
-        out[key.strip()] = None if value == "" else _resolve(value)
-    return out
+        raw[key.strip()] = value
+    return _edit(tbl.parse_items, raw) if raw else {}
 
 
 def _edit(fn: Callable[..., Any], *args: Any, **fields: Any) -> Any:
@@ -71,7 +70,7 @@ def make_table_app(kind: str, store_table: str, summary: Callable[[str, Any], di
             password: Annotated[Optional[str], typer.Option(help="Password.")] = None,
             config_dir: ConfigDir = Path("configs")) -> None:
         """Add one entry."""
-        fields = _parse_items(items)
+        fields = _parse_items(tbl(), items)
         if password is not None:
             fields["password"] = password
         _edit(tbl().add, config_dir, name, **fields)
@@ -82,7 +81,7 @@ def make_table_app(kind: str, store_table: str, summary: Callable[[str, Any], di
              password: Annotated[Optional[str], typer.Option(help="New password.")] = None,
              config_dir: ConfigDir = Path("configs")) -> None:
         """Change items of one entry."""
-        fields = _parse_items(items)
+        fields = _parse_items(tbl(), items)
         if password is not None:
             fields["password"] = password
         if not fields:
