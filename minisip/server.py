@@ -9,6 +9,7 @@ the location store.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ from .pbx.calls import CallController
 from .pbx.cdr import CdrStore
 from .pbx.core import Pbx
 from .pbx.guard import AuthGuard
-from .pbx.location import LocationService
+from .pbx.location import Binding, LocationService
 from .pbx.registrar import Registrar, RegistrarPolicy
 from .sip.digest import DigestAuthenticator
 from .sip.peer import Peer
@@ -100,7 +101,8 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bus = EventBus()
         self.location = LocationService(self.data_dir / "registrations.db",
-                                        on_state=self._user_state)
+                                        on_state=self._user_state,
+                                        on_binding=self._binding_event)
         self.auth = DigestAuthenticator(system.realm, secret=_secret(self.data_dir),
                                         nonce_ttl=system.nonce_ttl, algorithms=("MD5", "SHA-256"))
         sec = system.security
@@ -135,6 +137,13 @@ class Server:
     def _user_state(self, user: str, online: bool) -> None:
         self.bus.publish("users", "user_state",
                          {"user": user, "state": "online" if online else "offline"})
+
+    def _binding_event(self, event: str, b: Binding) -> None:
+        if self.bus.wants("registrations"):
+            self.bus.publish("registrations", event, {
+                "user": b.aor, "contact": b.contact, "expires": b.remaining(time.time()),
+                "source": f"{b.source.transport}:{b.source.host}:{b.source.port}",
+                "user_agent": b.user_agent})
 
     def _trace(self, direction: str, data: bytes, peer: Peer) -> None:
         if self.bus.wants("sip"):  # the hot path pays one dict lookup when nobody traces
@@ -270,6 +279,11 @@ class Server:
                 await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
                 await nursery.start(serve_control, self.control_path, self.handlers(), self.bus)
                 nursery.start_soon(self._signals, nursery.cancel_scope)
+                # Start-up objects live forever: keep the collector off them, and run
+                # it less often (PERFORMANCE.md: GC pauses were Sippy's latency spikes).
+                gc.collect()
+                gc.freeze()
+                gc.set_threshold(50_000, 20, 20)
                 task_status.started(self.info())
         finally:
             self.calls.release_all("shutdown")

@@ -66,11 +66,14 @@ class Binding:
 
 class LocationService:
     def __init__(self, db_path: Path | None,
-                 on_state: Callable[[str, bool], None] | None = None) -> None:
+                 on_state: Callable[[str, bool], None] | None = None,
+                 on_binding: Callable[[str, Binding], None] | None = None) -> None:
         self._bindings: dict[str, dict[str, Binding]] = {}
         self._expiry: list[tuple[float, str, str]] = []  # lazy deletion heap
         self._dirty: dict[tuple[str, str], Binding | None] = {}
         self._on_state = on_state or (lambda aor, online: None)
+        #: ("registered" | "unregistered", binding) for the control socket's event stream
+        self._on_binding = on_binding
         self._db: sqlite3.Connection | None = None
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,14 +122,19 @@ class LocationService:
         per_user[b.contact] = b
         self._dirty[(b.aor, b.contact)] = b
         heapq.heappush(self._expiry, (b.expires_at, b.aor, b.contact))
+        if self._on_binding is not None:
+            self._on_binding("registered", b)
         if not was_online:
             self._on_state(b.aor, True)
 
     def remove(self, aor: str, contact: str) -> None:
         per_user = self._bindings.get(aor)
-        if per_user is None or per_user.pop(contact, None) is None:
+        b = per_user.pop(contact, None) if per_user is not None else None
+        if b is None:
             return
         self._dirty[(aor, contact)] = None
+        if self._on_binding is not None:
+            self._on_binding("unregistered", b)
         if not per_user:
             del self._bindings[aor]
             self._on_state(aor, False)
