@@ -77,7 +77,7 @@ def main() -> int:
         srv.stop()
         ok = r.failed == 0 and r.successful == args.count
         print(f"users={args.users} registrations={r.successful} failed={r.failed} "
-              f"offered_rate={args.rate}/s")
+              f"retransmissions={r.retransmissions} offered_rate={args.rate}/s")
         print(f"registrations/s: {r.successful / elapsed:,.0f} "
               f"(wall {elapsed:.2f} s including sipp start-up)")
         print(f"server CPU: {cpu:.2f} s = {1e6 * cpu / max(r.successful, 1):.0f} us per "

@@ -117,6 +117,7 @@ class Server:
         self.driver.advertised = system.sip_address
         self.pbx = Pbx(self.layer, self.registrar, self.bus.publish, now=trio.current_time,
                        local_address=self.driver.local_address)
+        self.driver.stateless = self.pbx.stateless
         self.cdr = CdrStore(self.data_dir)
         self.calls = CallController(self.pbx, self.location, lambda: self.holder.current,
                                     self.cdr, t1=t.t1, t2=t.t2)

@@ -134,6 +134,7 @@ class SippResult:
     successful: int
     failed: int
     output: str
+    retransmissions: int = 0
 
     @property
     def ok(self) -> bool:
@@ -153,15 +154,17 @@ class Sipp:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
-        successful = failed = 0
+        successful = failed = retrans = 0
         try:
             lines = self.stat.read_text().splitlines()
             row = dict(zip(lines[0].split(";"), lines[-1].split(";")))
             successful = int(row.get("SuccessfulCall(C)", 0))
             failed = int(row.get("FailedCall(C)", 0))
+            retrans = int(row.get("Retransmissions(C)", 0))
         except (OSError, IndexError, ValueError):
             pass
-        return SippResult(self.proc.returncode, successful, failed, (out or "") + (err or ""))
+        return SippResult(self.proc.returncode, successful, failed, (out or "") + (err or ""),
+                          retrans)
 
 
 def start_sipp(scenario: str, *, remote: str | None = None, port: int = 0,
@@ -180,7 +183,8 @@ def start_sipp(scenario: str, *, remote: str | None = None, port: int = 0,
     args = [sipp, *([remote] if remote else []), "-sf", str(SCENARIOS / scenario),
             "-m", str(calls), "-r", str(rate), "-t", transport, "-i", "127.0.0.1",
             "-p", str(port), "-timeout", f"{int(timeout)}s", "-timeout_error",
-            "-max_recv_loops", "1000", "-trace_stat", "-stf", str(stat), "-nostdin", *extra]
+            "-max_recv_loops", "1000", "-buff_size", "4194304", "-trace_stat", "-stf", str(stat),
+            "-nostdin", *extra]
     if users:
         inf = workdir / f"users-{tag}.csv"
         # sipp takes no keywords inside [authentication ...]: the CSV carries it whole.

@@ -17,6 +17,7 @@ from ..sip.message import Request, Response, make_response, new_branch, new_tag
 from ..sip.peer import Peer
 from ..transaction import events as ev
 from ..transaction.layer import TransactionLayer
+from ..transport.driver import DROP
 from .guard import is_scanner
 from .registrar import Registrar
 from .timers import TimerHeap
@@ -27,6 +28,7 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSA
 SUPPORTED_EXTENSIONS = frozenset({"path", "outbound", "gruu", "100rel", "replaces", "timer"})
 SUPPORTED = "path, outbound, replaces, timer"
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
+_OUT_OF_DIALOG = frozenset({"REGISTER", "CANCEL"})  # a To tag on these names no dialog
 
 Publish = Callable[[str, str, dict[str, Any]], None]
 Handler = Callable[[Request, Peer, float], "Response | None"]
@@ -70,11 +72,25 @@ class Pbx:
         for event in self.layer.next_events():
             self._events.get(type(event), _ignore)(event, now)
 
-    def _on_request(self, event: ev.RequestReceived, now: float) -> None:
-        req = event.request
+    def stateless(self, req: Request, peer: Peer, now: float) -> Response | object | None:
+        """Answers given without a transaction (RFC 3261 8.2.7), or DROP, or None.
+
+        Scanners get nothing at all. A REGISTER without credentials gets its 401
+        statelessly, the RFC's own example: half of all registration traffic then
+        never creates a transaction that would live for Timer J (32 s).
+        """
         if is_scanner(req.headers.get("User-Agent")):
             self.scanners_dropped += 1  # no answer at all: scanners learn nothing
-            return
+            return DROP
+        if req.method == "REGISTER" and "authorization" not in req.headers:
+            try:
+                return self._precheck(req) or self.registrar.handle(req, peer, now)
+            except BadMessage as exc:
+                return make_response(req, exc.status or 400, exc.reason, to_tag=new_tag())
+        return None
+
+    def _on_request(self, event: ev.RequestReceived, now: float) -> None:
+        req = event.request
         try:
             resp = self._precheck(req) or self._dispatch(req, event.peer, now)
         except BadMessage as exc:
@@ -83,7 +99,7 @@ class Pbx:
             self.layer.send_response(resp, now)
 
     def _dispatch(self, req: Request, peer: Peer, now: float) -> Response | None:
-        if req.to_tag is not None and self.calls is not None and req.method != "CANCEL":
+        if req.to_tag is not None and self.calls is not None and req.method not in _OUT_OF_DIALOG:
             return self.calls.in_dialog(req, peer, now)
         handler = self._methods.get(req.method)
         if handler is None:

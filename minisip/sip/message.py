@@ -293,6 +293,7 @@ class Response(Message):
 
 
 _RESPONSE_COPY = frozenset({"via", "from", "call-id", "cseq"})
+_SHARED_VIEWS = ("vias", "from", "call-id", "cseq")
 
 
 def make_response(request: Request, status: int, reason: str | None = None, *,
@@ -317,6 +318,13 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
     resp.reason = reason_phrase(status) if reason is None else reason
     h = Headers(headers)
     h._items[:0] = items
+    # The echoed lines are the request's text, so its parsed views hold for them too:
+    # the transaction layer keys the response without parsing its Via again.
+    src = request.headers.cache
+    for key in _SHARED_VIEWS:
+        view = src.get(key)
+        if view is not None:
+            h.cache[key] = view
     resp.headers = h
     resp.body = b""
     resp.version = SIP_VERSION

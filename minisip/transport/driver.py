@@ -19,12 +19,16 @@ from typing import Protocol
 import trio
 
 from ..sip.errors import BadMessage
-from ..sip.message import Request
+from ..sip.headers import split_commas
+from ..sip.message import Request, Response
 from ..sip.parser import parse_message_untrusted
 from ..sip.peer import Peer
 from ..transaction.layer import TransactionLayer
 
 log = logging.getLogger(__name__)
+
+
+DROP = object()  #: what ``stateless`` returns for a request to ignore entirely
 
 
 class Sender(Protocol):
@@ -77,12 +81,10 @@ def stamp_via(req: Request, peer: Peer) -> None:
         params["rport"] = str(peer.port)
         params.setdefault("received", peer.host)
         changed = True
-    if changed:
-        values = req.headers.values("Via")
-        values[0] = str(via)
-        req.headers.remove("Via")
-        for v in reversed(values):
-            req.headers.prepend("Via", v)
+    if changed:  # the cached view is updated in place; only the first line's text changes
+        first = req.headers.get("Via") or ""
+        rest = split_commas(first)[1:]
+        req.headers.set_first("Via", ", ".join([str(via), *rest]))
 
 
 class SipDriver:
@@ -96,6 +98,8 @@ class SipDriver:
         self.senders: dict[str, list[Sender]] = {"udp": [], "tcp": [], "tls": []}
         self.wall_timers: list[TimerSource] = []  # deadlines in time.time()
         self.bad_messages = 0
+        #: RFC 3261 8.2.7 stateless UAS: requests it answers skip the transaction layer
+        self.stateless: Callable[[Request, Peer, float], Response | object | None] | None = None
         self.advertised = ""  #: system.yaml's sip_address, when set
         self._sources: dict[str, str] = {}
         self.mono_timers: list[TimerSource] = []  # deadlines in trio.current_time()
@@ -156,6 +160,12 @@ class SipDriver:
                 if reply is not None:
                     self.send(reply, peer)
             return
+        if self.stateless is not None and isinstance(msg, Request):
+            answer = self.stateless(msg, peer, now)
+            if answer is not None:  # answered (or dropped) without a transaction
+                if answer is not DROP:
+                    self.send(answer.to_bytes(), peer)  # type: ignore[union-attr]
+                return
         self.layer.receive(msg, peer, now)
         self.on_events(now)
 
