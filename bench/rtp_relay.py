@@ -157,6 +157,10 @@ def generator(spec: dict) -> int:
                         lat_us.append((sec * 1_000_000_000 + nsec - sent_ns) // 1000)
     os.waitpid(pid, 0)
     sender = json.loads(os.read(rd, 65536))
+    ru_self = resource.getrusage(resource.RUSAGE_SELF)
+    ru_kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sender["generator_cpu_s"] = round(ru_self.ru_utime + ru_self.ru_stime + ru_kids.ru_utime
+                                      + ru_kids.ru_stime, 3)
     print("stop", flush=True)
     lat_us.sort()
 
@@ -189,9 +193,23 @@ def wait_for_idle(max_wait: float = 300.0, busy_pct: float = 10.0) -> float:
         time.sleep(2.0)
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(all, busy) jiffies of the whole machine."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), sum(v) - v[3] - v[4]
+
+
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def gen_cpu_estimate(lines: list[str]) -> float:
+    try:
+        return float(json.loads(lines[-1])["generator_cpu_s"])
+    except (IndexError, KeyError, ValueError):
+        return 0.0
 
 
 async def run_relay(calls: int, seconds: float, epoll: bool, baseline: bool,
@@ -221,7 +239,7 @@ async def run_relay(calls: int, seconds: float, epoll: bool, baseline: bool,
                        for k in ("foreign", "no_target", "send_drops"))
 
         buf = b""
-        marks: dict[str, tuple[float, float, int, int, int]] = {}
+        marks: dict[str, tuple] = {}
         lines = []
         async for chunk in proc.stdout:
             buf += chunk
@@ -230,12 +248,16 @@ async def run_relay(calls: int, seconds: float, epoll: bool, baseline: bool,
                 text = line.decode()
                 if text in ("start", "stop"):
                     marks[text] = (time.monotonic(), cpu_seconds(), io.packets, io.wakeups,
-                                   drops())
+                                   drops(), machine_ticks())
                 else:
                     lines.append(text)
         await proc.wait()
-        t0, c0, p0, w0, d0 = marks["start"]
-        t1, c1, p1, w1, d1 = marks["stop"]
+        t0, c0, p0, w0, d0, m0 = marks["start"]
+        t1, c1, p1, w1, d1, m1 = marks["stop"]
+        hz = os.sysconf("SC_CLK_TCK")
+        machine_busy_s = (m1[1] - m0[1]) / hz
+        # what the rest of the machine (other people's work) used while we measured
+        others_s = machine_busy_s - (c1 - c0) - gen_cpu_estimate(lines)
         gen = json.loads(lines[-1])
         # the window ends 1 s after the last send (stragglers): rates are per second of traffic
         wall = seconds
@@ -255,6 +277,8 @@ async def run_relay(calls: int, seconds: float, epoll: bool, baseline: bool,
             "relay_rx_total": relayed,
             "sender_late_max_ms": gen["sender_late_max_ms"],
             "send_errors": gen["send_errors"],
+            "generator_cpu_pct": round(100 * gen["generator_cpu_s"] / (t1 - t0), 1),
+            "others_cpu_pct": round(100 * max(0.0, others_s) / (t1 - t0), 1),
         }
         for s in sessions:
             s.close()
@@ -301,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"loss {r['loss_pct']:.4f} %, latency median {lat['median']:.3f} ms "
                   f"p99 {lat['p99']:.3f} ms max {lat['max']:.3f} ms, relay CPU {r['relay_cpu_pct']} %"
                   f" (drops {r['relay_drops']}, sender late max {r['sender_late_max_ms']} ms,"
-                  f" other load before {r['machine_busy_before_pct']} %)",
+                  f" generator CPU {r['generator_cpu_pct']} %,"
+                  f" other processes {r['others_cpu_pct']} % of one core during the run)",
                   flush=True)
     return 0
 
