@@ -27,6 +27,7 @@ from .config.schema import Snapshot
 from .config.watcher import ConfigHolder, watch_config
 from .control.events import EventBus
 from .control.server import serve_control
+from .media.relay import MediaIO, PortPool
 from .pbx.calls import CallController
 from .pbx.cdr import CdrStore
 from .pbx.core import Pbx
@@ -121,6 +122,9 @@ class Server:
         self.cdr = CdrStore(self.data_dir)
         self.calls = CallController(self.pbx, self.location, lambda: self.holder.current,
                                     self.cdr, t1=t.t1, t2=t.t2)
+        self.media_io = MediaIO()
+        self.calls.media_io = self.media_io
+        self.calls.port_pool = PortPool(system.rtp_port_min, system.rtp_port_max)
         self.driver.wall_timers.append(self.location)
         self.driver.mono_timers.append(self.pbx.timers)
         self.udp: list[UdpListener] = []
@@ -277,6 +281,7 @@ class Server:
                 for s in self.streams:
                     nursery.start_soon(s.serve, self.driver.on_message, self.driver.flush)
                 nursery.start_soon(self.driver.run_timers)
+                await nursery.start(self.media_io.run)
                 await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
                 await nursery.start(serve_control, self.control_path, self.handlers(), self.bus)
                 nursery.start_soon(self._signals, nursery.cancel_scope)

@@ -365,6 +365,8 @@ class SystemConfig:
     rtp_port_max: int = opt(20000, "highest UDP port for relayed media", IntC(1025, 65535))
     relay_media: str = opt("auto", "always, never, or auto (per user/line relay_media "
                                    "and NAT detection)", ChoiceC("always", "never", "auto"))
+    media_timeout: int = opt(0, "release an answered call whose relayed media stopped for "
+                                "this long (s); 0 = never", IntC(0, 86400))
     security: Security = opt(Security(), "brute-force protection")
     no_answer_time: int = opt(30, "default ringing time before a call counts as not "
                                   "answered (s)", IntC(1, 3600))

@@ -122,7 +122,7 @@ class DtmfReceiver:
         return DtmfDigit(digit, ev.duration * 1000 // self.clock_rate)
 
     def feed(self, packet: RtpPacket, now: float = 0.0) -> list[DtmfDigit]:
-        """Digits completed by this packet (usually none or one); other payload types are ignored."""
+        """Digits completed by this packet (usually none, or one); other PTs are ignored."""
         if packet.payload_type != self.payload_type:
             return []
         try:

@@ -52,7 +52,7 @@ def _load(path: str, mtime: float, codec: str) -> bytes:
 
 
 def load_audio(path: str | Path, codec: str) -> bytes:
-    """A WAV or raw G.711 file as ``codec`` ("PCMU"/"PCMA") payload bytes; cached per file version."""
+    """A WAV or raw G.711 file as ``codec`` ("PCMU"/"PCMA") payload; cached per version."""
     p = Path(path)
     return _load(str(p), p.stat().st_mtime, codec.upper())
 

@@ -34,7 +34,8 @@ def prompt_path(language: str, name: str, *, root: Path | None = None) -> Path:
     if rel.is_absolute() or ".." in rel.parts:
         raise ValueError(f"bad prompt name {name!r}")
     lang = language if language and "/" not in language and ".." not in language else ""
-    for candidate in (base / lang / rel if lang else None, base / DEFAULT_LANGUAGE / rel, base / rel):
+    candidates = (base / lang / rel if lang else None, base / DEFAULT_LANGUAGE / rel, base / rel)
+    for candidate in candidates:
         if candidate is not None and candidate.is_file():
             return candidate
     raise FileNotFoundError(f"no prompt {name!r} for {language!r} under {base}")

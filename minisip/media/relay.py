@@ -14,7 +14,8 @@ per session, socket or packet. After each wake-up the loop sleeps ``coalesce``
 trio wake-up costs 10-15 us, a relayed packet about 5 us, so at 50 packets/s
 per stream it is the wake-ups that would eat the core. This adds at most that
 1 ms to a packet's trip (a phone's jitter buffer is 20-60 ms), and quantises
-arrival times for the jitter estimate to about a millisecond. Where ``select.epoll`` is missing (not Linux)
+arrival times for the jitter estimate to about a millisecond.
+Where ``select.epoll`` is missing (not Linux)
 it falls back to one task per socket running the same drain loop.
 
 *A relay session* has two legs, A and B; each leg is an RTP and an RTCP
@@ -122,7 +123,8 @@ class PortPool:
             self._used.remove(port)
             self._free.append(port)
 
-    def open_pair(self, host: str, *, attempts: int = 32) -> tuple[int, socket.socket, socket.socket]:
+    def open_pair(self, host: str, *,
+                  attempts: int = 32) -> tuple[int, socket.socket, socket.socket]:
         """Allocate a port pair and bind both sockets; ports taken by others are skipped."""
         last: OSError | None = None
         for _ in range(min(attempts, max(1, len(self._free)))):
@@ -504,3 +506,17 @@ class RelaySession:
         self.closed = True
         for leg in (self.a, self.b):
             self._close_leg(leg)
+
+
+async def wait_media_timeout(session: RelaySession, timeout: float) -> float:
+    """Return (the idle time) once ``session`` has had no packet for ``timeout`` seconds.
+
+    Run it in the call's nursery and hang up when it returns; cancel it while
+    the call is on hold with ``inactive`` media if holds should not time out.
+    One sleep per call, re-armed from the last packet's time: no polling.
+    """
+    while True:
+        idle = session.idle_seconds()
+        if idle >= timeout:
+            return idle
+        await trio.sleep(timeout - idle)

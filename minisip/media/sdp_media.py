@@ -212,7 +212,7 @@ class Negotiated:
 
 def _sdp(address: str, port: int, session_id: int, version: int,
          media_pts: list[tuple[int, str]], dtmf_pt: int | None, direction: str,
-         ptime: int, extra_rejected: list[str]) -> bytes:
+         ptime: int, extra_rejected: list[str], dtmf_fmtp: str = "0-16") -> bytes:
     at = _addr_type(address)
     fmts = [str(pt) for pt, _ in media_pts] + ([str(dtmf_pt)] if dtmf_pt is not None else [])
     lines = ["v=0", f"o=minisip {session_id} {version} IN {at} {address}", "s=minisip",
@@ -221,7 +221,7 @@ def _sdp(address: str, port: int, session_id: int, version: int,
         lines.append(f"a=rtpmap:{pt} {name}/8000")
     if dtmf_pt is not None:
         lines.append(f"a=rtpmap:{dtmf_pt} telephone-event/8000")
-        lines.append(f"a=fmtp:{dtmf_pt} 0-16")
+        lines.append(f"a=fmtp:{dtmf_pt} {dtmf_fmtp}")
     lines.append(f"a=ptime:{ptime}")
     lines.append(f"a={direction}")
     lines.extend(extra_rejected)
@@ -282,8 +282,10 @@ def answer_offer_untrusted(offer: bytes, address: str, port: int, *, session_id:
     for i, other in enumerate(desc.media):
         if i != index:
             rejected.append(f"m={other.media} 0 {other.proto} {' '.join(other.formats) or '0'}")
+    # echo the offerer's event list (0-15, 0-16 ...): we understand 0-16 and ignore the rest
+    fmtp = m.fmtp.get(dtmf_pt, "0-15") if dtmf_pt is not None else ""
     body = _sdp(address, port, session_id, version, [(pt, name)], dtmf_pt, ours,
-                m.ptime or 20, [])
+                m.ptime or 20, [], fmtp or "0-15")
     if rejected:  # keep the offer's order of m= lines
         head, _, tail = body.partition(b"m=audio")
         media_block = b"m=audio" + tail

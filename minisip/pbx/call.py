@@ -27,6 +27,7 @@ from ..dialog.dialog import Dialog
 from ..sip.message import Request, Response, make_response, new_branch, new_call_id, new_tag
 from ..sip.peer import Peer
 from .cdr import CdrRecord
+from .media import CallMedia
 from .timers import Timer
 
 if TYPE_CHECKING:
@@ -81,6 +82,16 @@ _RELAYED = ("Content-Type", "Content-Disposition", "Allow", "Supported", "Event"
             "P-Asserted-Identity", "Privacy")
 
 
+def _media_columns(stats: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for side in ("a", "b"):
+        leg = stats.get(side) or {}
+        out[f"{side}_packets"] = leg.get("rtp_packets", 0)
+        out[f"{side}_lost"] = leg.get("lost", 0)
+        out[f"{side}_jitter_ms"] = leg.get("jitter_ms", 0.0)
+    return out
+
+
 def relayed_headers(msg: Request | Response) -> list[tuple[str, str]]:
     out = []
     for name in _RELAYED:
@@ -126,6 +137,8 @@ class Call:
     pending: dict[object, tuple[Request, Leg]] = field(default_factory=dict)
     _2xx: Response | None = None
     _2xx_interval: float = 0.0
+    media: CallMedia | None = None  #: the RTP relay, when this call's media is relayed
+    media_stats: dict[str, Any] = field(default_factory=dict)
 
     # -- state ----------------------------------------------------------------------
     def _set_state(self, new: CallState) -> None:
@@ -146,6 +159,7 @@ class Call:
         """Send an INVITE to each (contact URI, peer) of the callee."""
         a_inv = self.a.invite
         mf = a_inv.max_forwards
+        body = self._sdp("A", a_inv.body)
         for contact, peer in targets:
             via, our_contact = self.pbx.local_via_contact(peer, self.caller)
             headers = [("Via", via),
@@ -157,7 +171,7 @@ class Call:
                        ("Contact", our_contact), *self.pbx.common_headers(),
                        *[(n, v) for n, v in relayed_headers(a_inv)
                          if n not in ("Allow", "Supported", "User-Agent")]]
-            req = Request("INVITE", contact, headers, a_inv.body)
+            req = Request("INVITE", contact, headers, body)
             leg = Leg("B", peer, req, None, self.callee)
             leg.key = self.pbx.send_request(req, peer, self._on_b_response, leg)
             self.b_legs.append(leg)
@@ -253,7 +267,7 @@ class Call:
             headers += self.pbx.common_headers()
         resp = make_response(a.invite, status, reason, to_tag=self.a_tag, headers=headers)
         if source is not None and source.body:
-            resp.body = source.body
+            resp.body = self._sdp("B", source.body)
         if a.dialog is None and status < 300:
             a.dialog = Dialog.as_uas(a.invite, resp, a.peer,
                                      self.pbx.local_via_contact(a.peer, self.callee)[1])
@@ -297,7 +311,7 @@ class Call:
         if req.method == "PRACK":
             return make_response(req, 200)
         via, _ = self.pbx.local_via_contact(other.peer, self.caller)
-        fwd = other.dialog.new_request(req.method, via=via, body=req.body,
+        fwd = other.dialog.new_request(req.method, via=via, body=self._sdp(leg.side, req.body),
                                        headers=relayed_headers(req))
         key = self.pbx.send_request(fwd, other.peer, self._on_relay_response, other)
         self.pending[key] = (req, leg)
@@ -318,8 +332,24 @@ class Call:
         if req.method in ("INVITE", "UPDATE") and resp.status < 300:
             headers.append(("Contact", self.pbx.local_via_contact(origin.peer, self.caller)[1]))
         out = make_response(req, resp.status, resp.reason, headers=headers)
-        out.body = resp.body
+        out.body = self._sdp(leg.side, resp.body)
         self.pbx.send_response(out)
+
+    def _sdp(self, side: str, body: bytes) -> bytes:
+        """A body from ``side`` on its way to the other party (rewritten when relayed)."""
+        if self.media is None or not body:
+            return body
+        return self.media.sdp_from(side, body)
+
+    def check_media(self, timeout: float) -> None:
+        """Release an answered call whose relayed media stopped ``timeout`` seconds ago."""
+        if self.media is None or self.state is not CallState.TALKING:
+            return
+        idle = self.media.idle_seconds()
+        if idle >= timeout:
+            self.hangup(released_by="pbx", cause="media timeout")
+        else:
+            self._after(timeout - idle, self.check_media, timeout)
 
     def _other(self, leg: Leg) -> Leg | None:
         return self.winner if leg.side == "A" else self.a
@@ -394,6 +424,9 @@ class Call:
         for t in self.timers:
             t.cancel()
         self.timers.clear()
+        if self.media is not None:  # ports go back to the pool with the call
+            self.media_stats = self.media.stats()
+            self.media.close()
         self._set_state(CallState.ENDED)
         self.pbx.call_ended(self)
 
@@ -405,14 +438,17 @@ class Call:
                       final=self.callee, route=self.route, setup_time=self.setup_time,
                       answer_time=self.answer_time, end_time=end,
                       duration=round(duration, 3), status=self.final_status,
-                      cause=self.cause or "normal", released_by=self.released_by or "caller")
+                      cause=self.cause or "normal", released_by=self.released_by or "caller",
+                      **_media_columns(self.media_stats))
         out = [CdrRecord(kind="O", **common)]  # type: ignore[arg-type]
         if self.b_legs:
             out.append(CdrRecord(kind="T", **common))  # type: ignore[arg-type]
         return out
 
     def summary(self) -> dict[str, Any]:
-        return {"call_id": self.a.invite.call_id, "caller": self.caller,
+        media = self.media.stats() if self.media is not None else self.media_stats
+        return {"media": media or None,
+                "call_id": self.a.invite.call_id, "caller": self.caller,
                 "callee": self.callee, "dialed": self.dialed, "state": self.state.value,
                 "route": self.route, "setup_time": self.setup_time,
                 "answer_time": self.answer_time,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..dialog.dialog import DialogId
+from ..media.relay import MediaIO, PortPool
 from ..sip.errors import BadMessage
 from ..sip.message import Request, Response, make_response, new_tag
 from ..sip.peer import Peer
@@ -23,6 +24,7 @@ from .cdr import CdrStore
 from .core import ALLOW, SUPPORTED, Pbx
 from .dialplan import Route, RouteKind, route_call
 from .location import Binding, LocationService
+from .media import CallMedia, needs_relay
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class CallController:
         self.ringing: dict[str, int] = {}
         self.talking: dict[str, int] = {}
         self.completed = 0
+        self.media_io: MediaIO | None = None  #: set by the server: relays need its loop
+        self.port_pool: PortPool | None = None
         pbx.calls = self
         pbx.route_method("INVITE", self.on_invite)
         pbx.route_method("CANCEL", self.on_cancel)
@@ -116,12 +120,15 @@ class CallController:
             return make_response(req, 403, "Outgoing call limit reached", to_tag=new_tag())
         dialed = req.request_uri.user or ""
         route = route_call(snap, caller, dialed)
+        if route.kind is RouteKind.LOCAL_USER:
+            return self._call_local(req, peer, caller, dialed, route)
         if route.kind is RouteKind.REJECT:
             return make_response(req, route.status, route.reason, to_tag=new_tag())
-        if route.kind is not RouteKind.LOCAL_USER:
-            return make_response(req, 503, f"Route {route.kind.value} is not available yet",
-                                 to_tag=new_tag())
-        return self._call_local(req, peer, caller, dialed, route)
+        # Lines, trunks and services are routed (the dial plan is complete) but their
+        # call legs are later work: say so rather than pretend the number is wrong.
+        what = route.target if route.kind is RouteKind.SERVICE else route.kind.value
+        return make_response(req, 503, f"{what} is not available yet", to_tag=new_tag(),
+                             headers=[("Retry-After", "3600")])
 
     def _caller(self, req: Request, peer: Peer, now: float) -> str | Response:
         snap = self.snapshot()
@@ -157,6 +164,15 @@ class CallController:
         call = Call(self, a, caller, dialed, callee, f"{route.kind.value}:{callee}",
                     no_answer_time=float(u.no_answer_time or snap.system.no_answer_time),
                     max_duration=float(caller_cfg.max_duration or 0))
+        targets = [(b.contact, device_peer(b)) for b in bindings]
+        if self.media_io is not None and needs_relay(
+                snap.system.relay_media, caller_cfg.relay_media or u.relay_media, req.body,
+                peer, [(b.contact, b.source) for b in bindings]):
+            a_addr = self.core.local_address(peer)[0]
+            b_addr = self.core.local_address(targets[0][1])[0]
+            call.media = CallMedia.open(self.media_io, self.port_pool,
+                                        "::" if ":" in a_addr else "0.0.0.0",
+                                        a_addr, b_addr, req.call_id)
         self.calls[req.call_id] = call
         if req.branch:
             self._by_branch[req.branch] = call
@@ -165,7 +181,7 @@ class CallController:
         self.outgoing[caller] = self.outgoing.get(caller, 0) + 1
         self._count(self.ringing, callee, +1)
         self.core.publish("calls", "call_started", call.summary() | {"users": [caller, callee]})
-        call.start([(b.contact, device_peer(b)) for b in bindings])
+        call.start(targets)
         return None
 
     # -- requests for existing calls --------------------------------------------------
@@ -223,6 +239,10 @@ class CallController:
             table.pop(user, None)
 
     def call_state_changed(self, call: Call, old: CallState, new: CallState) -> None:
+        timeout = self.snapshot().system.media_timeout
+        if new is CallState.TALKING and call.media is not None and timeout:
+            call.timers.append(self.timers.schedule(self.now() + timeout, call.check_media,
+                                                    float(timeout)))
         if new is CallState.ANSWERED:
             self._count(self.ringing, call.callee, -1)
             for user in (call.caller, call.callee):

@@ -31,6 +31,13 @@ class CdrRecord:
     status: int  #: final SIP status of the call (200 answered, 486, 487, 480...)
     cause: str  #: release cause: "normal", "busy", "no answer", "cancelled", ...
     released_by: str  #: "caller", "callee" or "pbx"
+    # Relayed media, as the relay counted it (0 when media went direct):
+    a_packets: int = 0  #: RTP packets the caller sent
+    b_packets: int = 0  #: RTP packets the callee sent
+    a_lost: int = 0
+    b_lost: int = 0
+    a_jitter_ms: float = 0.0
+    b_jitter_ms: float = 0.0
 
     @property
     def answered(self) -> bool:
@@ -52,6 +59,11 @@ class CdrStore:
         cols = ", ".join(f"{f.name} {_SQL_TYPES[str(f.type).split(' ')[0]]}"
                          for f in fields(CdrRecord))
         self.db.execute(f"CREATE TABLE IF NOT EXISTS cdr (id INTEGER PRIMARY KEY, {cols})")
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(cdr)")}
+        for f in fields(CdrRecord):  # a data dir from an older minisip gains new columns
+            if f.name not in have:
+                self.db.execute(f"ALTER TABLE cdr ADD COLUMN {f.name} "
+                                f"{_SQL_TYPES[str(f.type).split(' ')[0]]}")
         self.db.execute("CREATE INDEX IF NOT EXISTS cdr_setup ON cdr (setup_time)")
 
     def write(self, records: list[CdrRecord]) -> None:
