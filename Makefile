@@ -14,11 +14,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Real SIP peers for the interop tests (Debian packages; CI runs as root).
+# Real SIP peers for the interop tests (Debian packages; CI runs as root):
+# sipp (sip-tester), socat (TLS in front of sipp), baresip (a real softphone).
+PEERS := sip-tester socat baresip-core
 peers:
-	@command -v sipp >/dev/null && command -v socat >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq sip-tester socat; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq sip-tester socat; fi; }
+	@command -v sipp >/dev/null && command -v socat >/dev/null && command -v baresip >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(PEERS); }
 
 serve: $(STAMP)
 	$(BIN)/minisip serve --config-dir configs --data-dir data
