@@ -54,7 +54,10 @@ def _socket() -> socket.socket:
 
 
 def generator(spec: dict) -> int:
-    """Both phones of every call. spec: {"targets": [[a_port, b_port]...], "seconds", "baseline"}."""
+    """Both phones of every call.
+
+    spec: {"targets": [[a_port, b_port], ...], "seconds", "baseline", "cpu"}.
+    """
     if spec.get("cpu") is not None:
         os.sched_setaffinity(0, {spec["cpu"]})
     targets = spec["targets"]
@@ -205,6 +208,10 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def sys_seconds() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def gen_cpu_estimate(lines: list[str]) -> float:
     try:
         return float(json.loads(lines[-1])["generator_cpu_s"])
@@ -248,12 +255,12 @@ async def run_relay(calls: int, seconds: float, epoll: bool, baseline: bool,
                 text = line.decode()
                 if text in ("start", "stop"):
                     marks[text] = (time.monotonic(), cpu_seconds(), io.packets, io.wakeups,
-                                   drops(), machine_ticks())
+                                   drops(), machine_ticks(), sys_seconds())
                 else:
                     lines.append(text)
         await proc.wait()
-        t0, c0, p0, w0, d0, m0 = marks["start"]
-        t1, c1, p1, w1, d1, m1 = marks["stop"]
+        t0, c0, p0, w0, d0, m0, s0 = marks["start"]
+        t1, c1, p1, w1, d1, m1, s1 = marks["stop"]
         hz = os.sysconf("SC_CLK_TCK")
         machine_busy_s = (m1[1] - m0[1]) / hz
         # what the rest of the machine (other people's work) used while we measured
@@ -273,6 +280,8 @@ async def run_relay(calls: int, seconds: float, epoll: bool, baseline: bool,
             "loss_pct": round(100 * (1 - gen["received"] / gen["expected"]), 4),
             "latency_ms": gen["latency_ms"],
             "relay_cpu_pct": round(100 * (c1 - c0) / wall, 1),
+            "relay_cpu_kernel_pct": round(100 * (s1 - s0) / wall, 1),
+            "relay_us_per_packet": round(1e6 * (c1 - c0) / max(1, p1 - p0), 2),
             "relay_drops": dropped,
             "relay_rx_total": relayed,
             "sender_late_max_ms": gen["sender_late_max_ms"],
@@ -323,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['calls']:4d} calls [{r['mode']}]: offered {r['offered_pps']:6d} pps, "
                   f"relayed {r['relayed_pps']:6d} pps ({r['packets_per_wakeup']} per wake-up), "
                   f"loss {r['loss_pct']:.4f} %, latency median {lat['median']:.3f} ms "
-                  f"p99 {lat['p99']:.3f} ms max {lat['max']:.3f} ms, relay CPU {r['relay_cpu_pct']} %"
+                  f"p99 {lat['p99']:.3f} ms max {lat['max']:.3f} ms,"
+                  f" relay CPU {r['relay_cpu_pct']} % (kernel {r['relay_cpu_kernel_pct']} %,"
+                  f" {r['relay_us_per_packet']} us/packet)"
                   f" (drops {r['relay_drops']}, sender late max {r['sender_late_max_ms']} ms,"
                   f" generator CPU {r['generator_cpu_pct']} %,"
                   f" other processes {r['others_cpu_pct']} % of one core during the run)",

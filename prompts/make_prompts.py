@@ -35,7 +35,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "no_answer": "There is no answer. Please try again later.",
         "leave_message": "Please leave a message after the tone.",
         "goodbye": "Thank you for calling. Goodbye.",
-        "invalid_number": "The number you dialed is invalid. Please check the number and dial again.",
+        "invalid_number": "The number you dialed is invalid. "
+                          "Please check the number and dial again.",
         "parked_at_slot": "Your call has been parked at slot",
     },
     "zh": {
@@ -62,7 +63,8 @@ def speak(text: str, language: str, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", speed, "-w", str(raw), text], check=True)
-        subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", "-e", "signed-integer",
+        subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16",
+                        "-e", "signed-integer",
                         str(out), "highpass", "200", "lowpass", "3400", "norm", "-3",
                         "silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%",
                         "reverse", "pad", "0.1", "0.1"], check=True)
@@ -117,7 +119,7 @@ def hold_music(seconds_per_chord: float = 2.0, rounds: int = 2) -> array:
                     if idx >= total:
                         break
                     t = i / RATE
-                    env = min(1.0, t / 0.01) * math.exp(-4.0 * t)
+                    env = min(1.0, t / 0.03) * math.exp(-4.0 * t)  # soft attack: no clicks
                     out[idx] += 0.12 * env * math.sin(two_pi * f * t)
     # fade in and out so that the loop point is silent on both sides
     fade = RATE // 5
@@ -138,7 +140,8 @@ def beep(freq: float = 1000.0, seconds: float = 0.5) -> array:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--music", action="store_true", help="only the synthesised sounds")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)

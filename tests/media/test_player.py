@@ -36,7 +36,8 @@ def write_wav(path: Path, samples: list[int]) -> Path:
 
 
 def tone(seconds: float, freq: float = 440.0) -> list[int]:
-    return [int(10000 * math.sin(2 * math.pi * freq * i / 8000)) for i in range(int(seconds * 8000))]
+    n = int(seconds * 8000)
+    return [int(10000 * math.sin(2 * math.pi * freq * i / 8000)) for i in range(n)]
 
 
 def samples_of(pcm: bytes) -> list[int]:
@@ -161,8 +162,8 @@ async def test_endpoint_records_reports_digits_and_plays_back_to_the_latched_sou
     pool = PortPool(base, base + 9)
     phone = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     await phone.bind((HOST, 0))
-    offer = (f"v=0\r\no=p 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
-             f"m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n").encode()
+    offer = ("v=0\r\no=p 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+             "m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n").encode()
     with trio.fail_after(5), MediaEndpoint(io, pool, HOST) as ep:
         _, neg = answer_offer_untrusted(offer, HOST, ep.rtp_port, session_id=1)
         ep.configure(neg)  # SDP says 192.0.2.1 (wrong, "NAT"): latching must win

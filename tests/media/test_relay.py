@@ -207,7 +207,8 @@ async def test_pool_exhaustion_raises_and_skips_ports_taken_by_others(io: MediaI
         squatter.close()
 
 
-async def test_idle_seconds_measures_time_since_the_last_packet(io: MediaIO, pool: PortPool) -> None:
+async def test_idle_seconds_measures_time_since_the_last_packet(io: MediaIO,
+                                                                pool: PortPool) -> None:
     with trio.fail_after(5):
         a = await Party().bind()
         with RelaySession(io, pool, HOST) as s:
@@ -246,3 +247,21 @@ def test_port_pool_hands_out_even_ports_fifo() -> None:
         p.allocate()
     with pytest.raises(ValueError):
         PortPool(5000, 5000)
+
+
+async def test_media_timeout_fires_only_after_the_media_stops(io: MediaIO, pool: PortPool) -> None:
+    from minisip.media.relay import wait_media_timeout
+    with trio.fail_after(5):
+        a = await Party().bind()
+        with RelaySession(io, pool, HOST) as s:
+            start = trio.current_time()
+            async with trio.open_nursery() as n:
+                async def talk() -> None:
+                    for _ in range(10):
+                        await a.send(s.a.rtp_port, 1)
+                        await trio.sleep(0.03)
+                n.start_soon(talk)
+                idle = await wait_media_timeout(s, 0.15)
+            elapsed = trio.current_time() - start
+            assert idle >= 0.15
+            assert elapsed >= 0.3 + 0.15 - 0.05  # talked for ~0.3 s, then 0.15 s of silence

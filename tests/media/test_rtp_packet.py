@@ -76,7 +76,8 @@ def test_parse_never_raises_anything_but_bad_message_on_any_prefix() -> None:
     (b"\x80\xe0", False), (b"\x00\xc8", False), (b"\x80", False),
 ])
 def test_rtcp_is_told_apart_by_rfc_5761_rule(first_two: bytes, expected: bool) -> None:
-    assert is_rtcp(first_two + bytes(10)) is expected if len(first_two) == 2 else not is_rtcp(first_two)
+    data = first_two + bytes(10) if len(first_two) == 2 else first_two
+    assert is_rtcp(data) is expected
 
 
 def feed(stats: StreamStats, seqs: list[int], ssrc: int = 1) -> None:

@@ -97,6 +97,7 @@ def test_answering_an_offer_picks_the_offerers_first_common_codec_and_dtmf() -> 
     ans = parse_sdp_untrusted(body).audio()
     assert ans is not None and ans.port == 20000 and ans.payload_types() == [8, 101]
     assert ans.connection == "198.51.100.1"
+    assert b"a=fmtp:101 0-15\r\n" in body  # the offerer's event list, echoed
 
 
 @pytest.mark.parametrize("offered,ours", [("sendonly", "recvonly"), ("inactive", "inactive"),
