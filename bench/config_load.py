@@ -14,6 +14,8 @@ import argparse
 import gc
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -109,6 +111,15 @@ def main() -> None:
         tracemalloc.stop()
         print(f"memory of the snapshot: {used / 1e6:.2f} MB, "
               f"{used / args.users:.0f} bytes per user")
+
+        # The CLI as an administrator runs it (a new process each time, no server).
+        for argv in (["user", "list", "--json"], ["user", "list"]):
+            runs = timed(lambda: subprocess.run(
+                [sys.executable, "-m", "minisip.cli.main", *argv, "--config-dir", str(cfg),
+                 "--data-dir", str(tmp / "data")], check=True, stdout=subprocess.DEVNULL,
+                cwd=REPO), 3)
+            print(f"minisip {' '.join(argv):20s}  {statistics.median(runs) * 1000:7.0f} ms "
+                  f"median of 3 (whole process, {args.users} users)")
     finally:
         shutil.rmtree(tmp)
 

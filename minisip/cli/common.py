@@ -67,12 +67,19 @@ def emit_json(data: Any) -> None:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """Aligned columns. Plain text on purpose: rich's Table took 5 s for 10,000 users."""
+    cells = [["" if v is None else _cell(v) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    bold = sys.stdout.isatty()
+    head = "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()
+    out = [f"\x1b[1m{head}\x1b[0m" if bold else head]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    if not rows:
+        out.append(f"(no {title})")
+    sys.stdout.write("\n".join(out) + "\n")
 
-    t = Table(title=title, show_lines=False, header_style="bold")
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
-    Console().print(t)
+
+def _cell(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v)

@@ -138,7 +138,7 @@ def _user_live(target: Target, rows: dict[str, Any]) -> None:
     states = request(target, "user_states", required=False)
     if states is None:
         for r in rows.get("rows", [rows]):
-            r["state"] = "unknown (server not running)"
+            r["state"] = "(no server)"
         return
     regs = request(target, "registrations", {})
     contacts: dict[str, list[str]] = {}
