@@ -113,7 +113,7 @@ class Server:
         self.layer = TransactionLayer(Timers(t1=t.t1, t2=t.t2, t4=t.t4))
         self.registrar = Registrar(self.location, self.auth, self.guard, self._password_of,
                                    lambda: _policy(self.holder.current))
-        self.driver = SipDriver(self.layer, self._handle_events, self.location.commit,
+        self.driver = SipDriver(self.layer, self._handle_events, self._commit,
                                 trace=self._trace)
         self.driver.advertised = system.sip_address
         self.pbx = Pbx(self.layer, self.registrar, self.bus.publish, now=trio.current_time,
@@ -132,6 +132,11 @@ class Server:
         self.fingerprint: str | None = None
 
     # -- hooks ------------------------------------------------------------------
+    def _commit(self) -> None:
+        # End of a receive batch, before its responses leave: what they confirm is on disk.
+        self.location.commit()
+        self.cdr.commit()
+
     def _handle_events(self, now: float) -> None:
         self.pbx.handle_events(now)
 

@@ -267,7 +267,7 @@ class CallController:
                 self._count(self.talking, user, -1)
         self.completed += 1
         if self.cdr is not None:
-            self.cdr.write(call.cdrs())
+            self.cdr.add(call.cdrs())
 
     def user_state(self, user: str) -> str:
         if user in self.talking:

@@ -50,6 +50,7 @@ _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL"}
 
 class CdrStore:
     def __init__(self, data_dir: Path) -> None:
+        self._pending: list[CdrRecord] = []
         self.dir = data_dir / "cdr"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(data_dir / "cdr.db", isolation_level=None,
@@ -66,6 +67,15 @@ class CdrStore:
                                 f"{_SQL_TYPES[str(f.type).split(' ')[0]]}")
         self.db.execute("CREATE INDEX IF NOT EXISTS cdr_setup ON cdr (setup_time)")
 
+    def add(self, records: list[CdrRecord]) -> None:
+        """Queue a call's records; ``commit()`` writes them (before its BYE's 200 leaves)."""
+        self._pending += records
+
+    def commit(self) -> None:
+        if self._pending:
+            records, self._pending = self._pending, []
+            self.write(records)
+
     def write(self, records: list[CdrRecord]) -> None:
         if not records:
             return
@@ -74,14 +84,18 @@ class CdrStore:
         self.db.execute("BEGIN")
         self.db.executemany(f"INSERT INTO cdr ({','.join(_COLUMNS)}) VALUES ({marks})", rows)
         self.db.execute("COMMIT")
-        day = time.strftime("%Y-%m-%d", time.localtime(records[0].end_time))
-        path = self.dir / f"{day}.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(_COLUMNS)
-            w.writerows(rows)
+        by_day: dict[str, list[tuple[Any, ...]]] = {}
+        for r, row in zip(records, rows):
+            day = time.strftime("%Y-%m-%d", time.localtime(r.end_time))
+            by_day.setdefault(day, []).append(row)
+        for day, day_rows in by_day.items():
+            path = self.dir / f"{day}.csv"
+            new = not path.exists()
+            with open(path, "a", newline="") as f:
+                w = csv.writer(f)
+                if new:
+                    w.writerow(_COLUMNS)
+                w.writerows(day_rows)
 
     def query(self, *, user: str | None = None, since: float | None = None,
               limit: int = 100) -> list[dict[str, Any]]:
@@ -99,6 +113,7 @@ class CdrStore:
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
 
 
