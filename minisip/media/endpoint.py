@@ -17,7 +17,7 @@ import trio
 from ..sip.errors import BadMessage
 from .dtmf import DtmfDigit, DtmfReceiver
 from .player import Player
-from .relay import DEFAULT_RELATCH_AFTER, Address, MediaIO, PortPool
+from .relay import DEFAULT_RELATCH_AFTER, Address, MediaIO, PortPool, _ip_literal
 from .rtp import RtpPacket, RtpStream, StreamStats, is_rtcp, parse_rtp_untrusted
 from .sdp_media import Negotiated
 
@@ -69,8 +69,12 @@ class MediaEndpoint:
         self.set_remote(negotiated.remote, negotiated.remote_rtcp)
 
     def set_remote(self, rtp: Address | None, rtcp: Address | None = None) -> None:
+        """The party's SDP address (IP literals only: ``ValueError`` otherwise)."""
         if rtp is None:
             return
+        rtp = (_ip_literal(rtp[0]), int(rtp[1]))
+        if rtcp is not None:
+            rtcp = (_ip_literal(rtcp[0]), int(rtcp[1]))
         if self.expected is not None and self.expected != rtp:
             self.latched = self.latched_rtcp = None
         self.expected = rtp

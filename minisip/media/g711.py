@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 
 _SEG_UEND = (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)
 _SEG_AEND = (0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF)
@@ -80,16 +81,16 @@ def _alaw_to_linear(code: int) -> int:
     return t if code & 0x80 else -t
 
 
-def _decode_tables(fn: object) -> tuple[bytes, bytes, tuple[int, ...]]:
-    values = tuple(fn(c) for c in range(256))  # type: ignore[operator]
+def _decode_tables(fn: Callable[[int], int]) -> tuple[bytes, bytes, tuple[int, ...]]:
+    values = tuple(fn(c) for c in range(256))
     lo = bytes((v & 0xFFFF) & 0xFF for v in values)
     hi = bytes(((v & 0xFFFF) >> 8) for v in values)
     return lo, hi, values
 
 
-def _encode_table(fn: object) -> bytes:
+def _encode_table(fn: Callable[[int], int]) -> bytes:
     # index = unsigned 16-bit view of the signed sample
-    return bytes(fn(i - 65536 if i >= 32768 else i) for i in range(65536))  # type: ignore[operator]
+    return bytes(fn(i - 65536 if i >= 32768 else i) for i in range(65536))
 
 
 _ULAW_LO, _ULAW_HI, ULAW_TO_LINEAR = _decode_tables(_ulaw_to_linear)
@@ -138,28 +139,30 @@ def alaw_decode(data: bytes) -> bytes:
     return _decode(bytes(data), _ALAW_LO, _ALAW_HI)
 
 
-def ulaw_encode(pcm: bytes | bytearray | memoryview) -> bytes:
+def ulaw_encode(pcm: bytes) -> bytes:
     """16-bit little-endian PCM -> PCMU codes."""
     return _encode(pcm, _ulaw_table())
 
 
-def alaw_encode(pcm: bytes | bytearray | memoryview) -> bytes:
+def alaw_encode(pcm: bytes) -> bytes:
     """16-bit little-endian PCM -> PCMA codes."""
     return _encode(pcm, _alaw_table())
 
 
+Codec = Callable[[bytes], bytes]
+
 #: codec name (SDP encoding name, upper case) -> (static payload type, encode, decode, silence code)
-CODECS = {
+CODECS: dict[str, tuple[int, Codec, Codec, int]] = {
     "PCMU": (0, ulaw_encode, ulaw_decode, ULAW_SILENCE),
     "PCMA": (8, alaw_encode, alaw_decode, ALAW_SILENCE),
 }
 
 
-def encoder_for(codec: str):  # type: ignore[no-untyped-def]
+def encoder_for(codec: str) -> Codec:
     return CODECS[codec.upper()][1]
 
 
-def decoder_for(codec: str):  # type: ignore[no-untyped-def]
+def decoder_for(codec: str) -> Codec:
     return CODECS[codec.upper()][2]
 
 

@@ -36,7 +36,8 @@ Sends never block: a full socket buffer drops the packet and counts it.
 """
 from __future__ import annotations
 
-import errno
+import ipaddress
+import logging
 import select
 import socket
 from collections import deque
@@ -48,6 +49,8 @@ import trio
 
 from .rtp import HEADER, DEFAULT_CLOCK_RATE, StreamStats
 
+log = logging.getLogger(__name__)
+
 BATCH = 256
 MAX_DATAGRAM = 65536
 SOCKET_BUFFER = 1024 * 1024  # per socket: absorbs a scheduling hiccup at 50 pps x 1000s
@@ -57,8 +60,14 @@ DEFAULT_COALESCE = 0.001
 
 Address = tuple[str, int]
 Handler = Callable[[memoryview, Any, float], None]
-_SEND_DROP_ERRNOS = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL, errno.ECONNREFUSED,
-                     errno.EAFNOSUPPORT, errno.EMSGSIZE, errno.EPERM, errno.EADDRNOTAVAIL)
+
+
+def _ip_literal(host: str) -> str:
+    """Addresses from SDP must be IP literals: a name would mean a blocking look-up per send."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ValueError(f"not an IP address: {host!r}") from None
 
 
 class PortsExhausted(Exception):
@@ -161,6 +170,7 @@ class MediaIO:
         self._scopes: dict[int, trio.CancelScope] = {}
         self.wakeups = 0
         self.packets = 0
+        self.handler_errors = 0
 
     @property
     def sockets(self) -> int:
@@ -234,7 +244,10 @@ class MediaIO:
                         except OSError:  # closed under us by a handler
                             break
                         count += 1
-                        handler(view[:n], addr, now)
+                        try:
+                            handler(view[:n], addr, now)
+                        except Exception:  # a bug in one call's handler must not stop them all
+                            self._handler_failed(fd)
                 self.packets += count
                 if coalesce:
                     # Interrupt moderation: let packets gather for a moment instead of paying
@@ -243,6 +256,11 @@ class MediaIO:
         finally:
             ep.close()
             self._ep = None
+
+    def _handler_failed(self, fd: int) -> None:
+        self.handler_errors += 1
+        if self.handler_errors <= 10:
+            log.exception("media handler for fd %d failed; packet dropped", fd)
 
     def _start_fallback(self, fd: int) -> None:
         assert self._nursery is not None
@@ -276,7 +294,10 @@ class MediaIO:
                     except OSError:
                         return
                     self.packets += 1
-                    handler(view[:n], addr, now)
+                    try:
+                        handler(view[:n], addr, now)
+                    except Exception:
+                        self._handler_failed(sock.fileno())
                 else:
                     await trio.lowlevel.checkpoint()
 
@@ -332,11 +353,7 @@ class _Channel:
             return
         try:
             out.sock.sendto(data, dest)
-        except (BlockingIOError, InterruptedError):
-            self.send_drops += 1
-        except OSError as exc:
-            if exc.errno not in _SEND_DROP_ERRNOS:
-                raise
+        except OSError:  # buffer full, unreachable, ...: media is loss-tolerant, the loop lives on
             self.send_drops += 1
 
 
@@ -390,13 +407,13 @@ class RelayLeg:
         """
         if rtp is None:
             return
-        rtp = (rtp[0], int(rtp[1]))
+        rtp = (_ip_literal(rtp[0]), int(rtp[1]))
         if rtcp is None:
             rtcp = (rtp[0], rtp[1] + 1)
         if self.rtp.expected is not None and self.rtp.expected != rtp:
             self.unlatch()
         self.rtp.expected = rtp
-        self.rtcp.expected = (rtcp[0], int(rtcp[1]))
+        self.rtcp.expected = (_ip_literal(rtcp[0]), int(rtcp[1]))
 
     def unlatch(self) -> None:
         self.rtp.latched = None

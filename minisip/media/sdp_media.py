@@ -9,6 +9,7 @@ Everything that reads a body from the wire may raise only ``BadMessage``
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from ..sip import sdp as sip_sdp
@@ -21,6 +22,7 @@ _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly",
 _ICE_ATTRIBUTES = frozenset(("candidate", "ice-ufrag", "ice-pwd", "ice-options",
                              "remote-candidates", "end-of-candidates", "ice-lite", "ice-mismatch"))
 MAX_SDP = 65536
+_EVENT_LIST = re.compile(r"[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3}(-[0-9]{1,3})?)*")
 #: our own codecs: name -> static payload type
 STATIC_PT = {"PCMU": 0, "PCMA": 8}
 TELEPHONE_EVENT = "telephone-event"
@@ -29,6 +31,14 @@ TELEPHONE_EVENT = "telephone-event"
 class NotAcceptable(BadMessage):
     def __init__(self, reason: str) -> None:
         super().__init__(reason, 488)
+
+
+def _is_ip(addr: str) -> bool:
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_unspecified(addr: str) -> bool:
@@ -74,8 +84,10 @@ class MediaDescription:
 
     @property
     def rtp_address(self) -> tuple[str, int] | None:
-        """Where to send RTP, or None (stream rejected, or c=0.0.0.0 hold)."""
-        if self.port == 0 or self.connection is None or _is_unspecified(self.connection):
+        """Where to send RTP, or None (stream rejected, c=0.0.0.0 hold, or not an IP literal:
+        a host name here would cost a blocking DNS look-up per packet)."""
+        if (self.port == 0 or self.connection is None or _is_unspecified(self.connection)
+                or not _is_ip(self.connection)):
             return None
         return self.connection, self.port
 
@@ -86,7 +98,8 @@ class MediaDescription:
             return None
         if self.rtcp_mux:
             return rtp
-        return (self.rtcp_address or rtp[0], self.rtcp_port or rtp[1] + 1)
+        addr = self.rtcp_address if self.rtcp_address and _is_ip(self.rtcp_address) else rtp[0]
+        return (addr, self.rtcp_port or rtp[1] + 1)
 
 
 @dataclass
@@ -281,9 +294,14 @@ def answer_offer_untrusted(offer: bytes, address: str, port: int, *, session_id:
     rejected = []
     for i, other in enumerate(desc.media):
         if i != index:
-            rejected.append(f"m={other.media} 0 {other.proto} {' '.join(other.formats) or '0'}")
+            line = f"m={other.media} 0 {other.proto} {' '.join(other.formats) or '0'}"
+            if not (line.isascii() and line.isprintable()):
+                raise BadMessage("bad SDP m= line")
+            rejected.append(line)
     # echo the offerer's event list (0-15, 0-16 ...): we understand 0-16 and ignore the rest
     fmtp = m.fmtp.get(dtmf_pt, "0-15") if dtmf_pt is not None else ""
+    if not _EVENT_LIST.fullmatch(fmtp):
+        fmtp = "0-15"
     body = _sdp(address, port, session_id, version, [(pt, name)], dtmf_pt, ours,
                 m.ptime or 20, [], fmtp or "0-15")
     if rejected:  # keep the offer's order of m= lines

@@ -265,3 +265,29 @@ async def test_media_timeout_fires_only_after_the_media_stops(io: MediaIO, pool:
             elapsed = trio.current_time() - start
             assert idle >= 0.15
             assert elapsed >= 0.3 + 0.15 - 0.05  # talked for ~0.3 s, then 0.15 s of silence
+
+
+async def test_a_failing_handler_drops_its_packet_but_the_loop_serves_on(io: MediaIO,
+                                                                       pool: PortPool) -> None:
+    with trio.fail_after(5):
+        a, b = await Party().bind(), await Party().bind()
+        with RelaySession(io, pool, HOST) as s:
+            s.a.set_remote(a.addr)
+            s.b.set_remote(b.addr)
+
+            def broken(data: memoryview, now: float) -> None:
+                raise RuntimeError("bug in a tap")
+            s.a.set_tap(broken)
+            await a.send(s.a.rtp_port, 1)
+            while io.handler_errors == 0:
+                await trio.sleep(0.005)
+            s.a.set_tap(None)
+            sent = await a.send(s.a.rtp_port, 1)
+            assert [d for d, _ in await b.recv(1)] == sent
+
+
+def test_sdp_addresses_must_be_ip_literals() -> None:
+    from minisip.media.relay import RelayLeg
+    leg = RelayLeg.__new__(RelayLeg)  # set_remote validates before touching the sockets
+    with pytest.raises(ValueError):
+        RelayLeg.set_remote(leg, ("media.example.com", 4000))

@@ -134,3 +134,9 @@ def test_our_offer_and_the_peers_answer() -> None:
     neg = negotiated_from_answer_untrusted(answer)
     assert (neg.codec, neg.dtmf_payload_type, neg.remote) == ("PCMU", 101, ("10.0.0.9", 6000))
     assert neg.can_send and neg.can_receive
+
+
+def test_a_host_name_in_c_is_not_an_address_to_send_to() -> None:
+    sdp = OFFER.replace(b"c=IN IP4 192.168.1.20", b"c=IN IP4 media.example.com")
+    audio = parse_sdp_untrusted(sdp).audio()
+    assert audio is not None and audio.rtp_address is None and audio.rtcp_target is None
