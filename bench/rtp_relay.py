@@ -220,12 +220,12 @@ def gen_cpu_estimate(lines: list[str]) -> float:
 
 
 async def run_relay(calls: int, seconds: float, epoll: bool, baseline: bool,
-                    pin: bool, coalesce: float) -> dict:
+                    pin: bool, coalesce: float, coalesce_below: int) -> dict:
     import trio
 
     from minisip.media.relay import MediaIO, PortPool, RelaySession
 
-    io = MediaIO(use_epoll=epoll, coalesce=coalesce)
+    io = MediaIO(use_epoll=epoll, coalesce=coalesce, coalesce_below=coalesce_below)
     pool = PortPool(20000, 20000 + 8 * calls + 400)
     sessions = []
     result: dict = {}
@@ -273,7 +273,8 @@ async def run_relay(calls: int, seconds: float, epoll: bool, baseline: bool,
         result = {
             "calls": calls,
             "mode": "baseline (no relay)" if baseline else
-                    (f"epoll, coalesce {coalesce * 1000:g} ms" if epoll else "task/socket"),
+                    (f"epoll, coalesce {coalesce * 1000:g} ms below {coalesce_below}" if epoll
+                     else "task/socket"),
             "offered_pps": round(gen["expected"] / seconds),
             "relayed_pps": round((p1 - p0) / wall),
             "packets_per_wakeup": round((p1 - p0) / max(1, w1 - w0), 1),
@@ -303,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-epoll", action="store_true", help="task-per-socket fallback loop")
     ap.add_argument("--coalesce-ms", type=float, default=1.0,
                     help="MediaIO interrupt moderation (0 = wake up for every packet)")
+    ap.add_argument("--coalesce-below", type=int, default=32,
+                    help="moderate only after a batch smaller than this")
     ap.add_argument("--baseline", action="store_true", help="phones talk directly, no relay")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-pin", action="store_true",
@@ -322,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.calls:
         busy = None if args.no_wait_idle else wait_for_idle()
         r = trio.run(run_relay, n, args.seconds, not args.no_epoll, args.baseline, pin,
-                     args.coalesce_ms / 1000)
+                     args.coalesce_ms / 1000, args.coalesce_below)
         r["machine_busy_before_pct"] = None if busy is None else round(busy, 1)
         rows.append(r)
         if args.json:

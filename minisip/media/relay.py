@@ -57,6 +57,8 @@ SOCKET_BUFFER = 1024 * 1024  # per socket: absorbs a scheduling hiccup at 50 pps
 DEFAULT_RELATCH_AFTER = 2.0
 #: after each wake-up the loop sleeps this long so packets arrive in batches (see MediaIO.run)
 DEFAULT_COALESCE = 0.001
+#: ... but only after a small batch: a large one already gathered the next (see MediaIO.run)
+DEFAULT_COALESCE_BELOW = 32
 
 Address = tuple[str, int]
 Handler = Callable[[memoryview, Any, float], None]
@@ -159,13 +161,15 @@ class MediaIO:
     """The receive loop for every media socket (see the module docstring)."""
 
     def __init__(self, *, use_epoll: bool | None = None, batch: int = BATCH,
-                 coalesce: float = DEFAULT_COALESCE) -> None:
+                 coalesce: float = DEFAULT_COALESCE,
+                 coalesce_below: int = DEFAULT_COALESCE_BELOW) -> None:
         if use_epoll is None:
             use_epoll = hasattr(select, "epoll")
         self._ep = select.epoll() if use_epoll else None
         self._handlers: dict[int, tuple[socket.socket, Handler]] = {}
         self._batch = batch
         self.coalesce = coalesce
+        self.coalesce_below = coalesce_below
         self._nursery: trio.Nursery | None = None
         self._scopes: dict[int, trio.CancelScope] = {}
         self.wakeups = 0
@@ -221,6 +225,7 @@ class MediaIO:
         batch = self._batch
         current_time = trio.current_time
         coalesce = self.coalesce
+        coalesce_below = self.coalesce_below
         task_status.started()
         try:
             while True:
@@ -249,9 +254,10 @@ class MediaIO:
                         except Exception:  # a bug in one call's handler must not stop them all
                             self._handler_failed(fd)
                 self.packets += count
-                if coalesce:
+                if coalesce and count < coalesce_below:
                     # Interrupt moderation: let packets gather for a moment instead of paying
                     # a trio wake-up (10-15 us) for each one. Adds at most ``coalesce`` latency.
+                    # A big batch took long enough to process that more are already queued.
                     await trio.sleep(coalesce)
         finally:
             ep.close()
