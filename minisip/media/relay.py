@@ -313,7 +313,7 @@ class _Channel:
 
     __slots__ = ("sock", "port", "latched", "expected", "last_rx", "peer", "packets", "bytes",
                  "foreign", "no_target", "send_drops", "relatches", "relatch_after", "stats",
-                 "tap")
+                 "tap", "muted")
 
     def __init__(self, sock: socket.socket, port: int, relatch_after: float,
                  stats: StreamStats | None) -> None:
@@ -332,6 +332,8 @@ class _Channel:
         self.relatch_after = relatch_after
         self.stats = stats     #: RTP only
         self.tap: Callable[[memoryview, float], None] | None = None
+        #: counted but not forwarded: the other party hears minisip instead (music on hold)
+        self.muted = False
 
     def on_datagram(self, data: memoryview, addr: Any, now: float) -> None:
         latched = self.latched
@@ -352,6 +354,8 @@ class _Channel:
             stats.update(seq, ts, now, ssrc, b1 & 0x7F, n)
             if self.tap is not None:
                 self.tap(data, now)
+        if self.muted:
+            return
         out = self.peer
         dest = out.latched or out.expected
         if dest is None:
@@ -428,6 +432,10 @@ class RelayLeg:
     def set_clock_rate(self, rate: int) -> None:
         """The negotiated codec's RTP clock (jitter is in its units); 8000 for G.711."""
         self.stats.clock_rate = rate
+
+    def mute(self, muted: bool) -> None:
+        """Stop (or resume) forwarding this party's RTP and RTCP to the other party."""
+        self.rtp.muted = self.rtcp.muted = muted
 
     def set_tap(self, tap: Callable[[memoryview, float], None] | None) -> None:
         """See every RTP packet from this party (e.g. a ``DtmfReceiver`` for feature codes)."""
