@@ -287,6 +287,7 @@ class Server:
                     nursery.start_soon(s.serve, self.driver.on_message, self.driver.flush)
                 nursery.start_soon(self.driver.run_timers)
                 await nursery.start(self.media_io.run)
+                self.calls.spawn = nursery.start_soon
                 await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
                 await nursery.start(serve_control, self.control_path, self.handlers(), self.bus)
                 nursery.start_soon(self._signals, nursery.cancel_scope)

@@ -26,6 +26,10 @@ from typing import TYPE_CHECKING, Any
 from ..dialog.dialog import Dialog
 from ..sip.message import Request, Response, make_response, new_branch, new_call_id, new_tag
 from ..sip.peer import Peer
+from ..media.dtmf import DtmfDigit, make_info, parse_info_untrusted
+from ..media.prompts import prompt_path
+from ..media.sdp_media import is_hold
+from ..sip.errors import BadMessage
 from .cdr import CdrRecord
 from .media import CallMedia
 from .timers import Timer
@@ -310,6 +314,10 @@ class Call:
             return make_response(req, 481)
         if req.method == "PRACK":
             return make_response(req, 200)
+        if self.media is not None:
+            answered = self._media_request(leg, other, req)
+            if answered is not None:
+                return answered
         via, _ = self.pbx.local_via_contact(other.peer, self.caller)
         fwd = other.dialog.new_request(req.method, via=via, body=self._sdp(leg.side, req.body),
                                        headers=relayed_headers(req))
@@ -334,6 +342,39 @@ class Call:
         out = make_response(req, resp.status, resp.reason, headers=headers)
         out.body = self._sdp(leg.side, resp.body)
         self.pbx.send_response(out)
+
+    def _media_request(self, leg: Leg, other: Leg, req: Request) -> Response | None:
+        """What minisip does itself with a mid-call request on a relayed call."""
+        media = self.media
+        assert media is not None
+        if req.method == "INFO" and media.wants_events(other.side):
+            # The other party reads keys as RFC 4733 events only: convert, answer here.
+            try:
+                d = parse_info_untrusted(req.headers.get("Content-Type") or "", req.body)
+            except BadMessage:
+                return None  # not DTMF: relay it as it is
+            media.send_digit(other.side, d.digit, d.duration_ms)
+            return make_response(req, 200)
+        if req.method in ("INVITE", "UPDATE") and req.body:
+            holder = self.pbx.snapshot().users.get(leg.user)
+            if is_hold(req.body):
+                if holder is not None and holder.music_on_hold:
+                    lang = self.pbx.snapshot().system.voice_prompts
+                    media.start_music(other.side, prompt_path(lang, "hold_music"))
+            else:
+                media.stop_music(other.side)
+        return None
+
+    def digit_to_info(self, side: str, digit: DtmfDigit) -> None:
+        """A key pressed as RFC 4733 on ``side`` goes to the other party as SIP INFO."""
+        other = self.winner if side == "A" else self.a
+        if other is None or other.dialog is None or self.state is not CallState.TALKING:
+            return
+        ctype, body = make_info(digit.digit, digit.duration_ms)
+        via, _ = self.pbx.local_via_contact(other.peer, self.caller)
+        req = other.dialog.new_request("INFO", via=via, body=body,
+                                       headers=[("Content-Type", ctype)])
+        self.pbx.send_request(req, other.peer, None, other)
 
     def _sdp(self, side: str, body: bytes) -> bytes:
         """A body from ``side`` on its way to the other party (rewritten when relayed)."""

@@ -67,6 +67,7 @@ class CallController:
         self.completed = 0
         self.media_io: MediaIO | None = None  #: set by the server: relays need its loop
         self.port_pool: PortPool | None = None
+        self.spawn: Any = None  #: nursery.start_soon, for players (music on hold, DTMF)
         pbx.calls = self
         pbx.route_method("INVITE", self.on_invite)
         pbx.route_method("CANCEL", self.on_cancel)
@@ -172,7 +173,9 @@ class CallController:
             b_addr = self.core.local_address(targets[0][1])[0]
             call.media = CallMedia.open(self.media_io, self.port_pool,
                                         "::" if ":" in a_addr else "0.0.0.0",
-                                        a_addr, b_addr, req.call_id)
+                                        a_addr, b_addr, req.call_id, self.spawn)
+            if call.media is not None:
+                call.media.on_digit = call.digit_to_info
         self.calls[req.call_id] = call
         if req.branch:
             self._by_branch[req.branch] = call

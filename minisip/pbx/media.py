@@ -10,9 +10,16 @@ party's own SDP address is given to its leg as a latching hint.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import trio
+
+from ..media.dtmf import DtmfDigit, DtmfReceiver
+from ..media.player import Player
 from ..media.relay import MediaIO, PortPool, PortsExhausted, RelaySession
+from ..media.rtp import parse_rtp_untrusted
 from ..media.sdp_media import MediaDescription, parse_sdp_untrusted, rewrite_sdp
 from ..sip.errors import BadMessage
 from ..sip.peer import Peer
@@ -52,32 +59,148 @@ def needs_relay(policy: str, flagged: bool, a_body: bytes, a_peer: Peer,
     return any(peer.host not in contact for contact, peer in b_contacts)
 
 
-class CallMedia:
-    """The relay of one call and the SDP rewriting around it."""
+Spawn = Callable[..., None]  #: nursery.start_soon of the server's tree
+OnDigit = Callable[[str, DtmfDigit], None]  #: (side the key was pressed on, digit)
 
-    def __init__(self, session: RelaySession, a_address: str, b_address: str) -> None:
+
+def _other(side: str) -> str:
+    return "B" if side == "A" else "A"
+
+
+class CallMedia:
+    """The relay of one call, the SDP rewriting around it, and what minisip adds to it:
+    music on hold, and DTMF converted when the two parties signal keys differently
+    (RFC 4733 events on one side, SIP INFO on the other)."""
+
+    def __init__(self, session: RelaySession, a_address: str, b_address: str,
+                 spawn: Spawn | None = None) -> None:
         self.session = session
         self.address = {"A": a_address, "B": b_address}  # what each party is told
+        self.spawn = spawn
+        self.audio: dict[str, MediaDescription | None] = {"A": None, "B": None}
+        self._music: dict[str, trio.CancelScope] = {}  # side hearing music -> its player
+        self._players: dict[str, Player] = {}
+        self.on_digit: OnDigit | None = None  #: set by the call: a key to pass on as INFO
 
     @classmethod
     def open(cls, io: MediaIO, pool: PortPool, bind: str, a_address: str, b_address: str,
-             call_id: str) -> CallMedia | None:
+             call_id: str, spawn: Spawn | None = None) -> CallMedia | None:
         try:
-            return cls(RelaySession(io, pool, bind, call_id=call_id), a_address, b_address)
+            return cls(RelaySession(io, pool, bind, call_id=call_id), a_address, b_address,
+                       spawn)
         except (PortsExhausted, OSError) as exc:
             log.warning("call %s: no media relay (%s); media goes direct", call_id, exc)
             return None
+
+    # -- DTMF -------------------------------------------------------------------------
+    def event_type(self, side: str) -> int | None:
+        """The telephone-event payload type ``side`` offered/answered, or None (INFO)."""
+        m = self.audio[side]
+        if m is None:
+            return None
+        for pt, (name, _rate) in m.rtpmap.items():
+            if name.lower() == "telephone-event":
+                return pt
+        return None
+
+    def _configure_dtmf(self) -> None:
+        # Only a party sending RFC 4733 to one that cannot read it needs a listener.
+        for side in ("A", "B"):
+            pt = self.event_type(side)
+            leg = self.session.leg(side)
+            if (pt is not None and self.audio[_other(side)] is not None
+                    and self.event_type(_other(side)) is None):
+                receiver = DtmfReceiver(payload_type=pt)
+                leg.set_tap(lambda data, now, r=receiver, s=side: self._tap(r, s, data, now))
+            else:
+                leg.set_tap(None)
+
+    def _tap(self, receiver: DtmfReceiver, side: str, data: memoryview, now: float) -> None:
+        try:
+            packet = parse_rtp_untrusted(bytes(data))
+        except BadMessage:
+            return
+        for digit in receiver.feed(packet, now):
+            if self.on_digit is not None:
+                self.on_digit(side, digit)
+
+    def wants_events(self, side: str) -> bool:
+        """True when ``side`` reads keys as RFC 4733 but the other party sends INFO."""
+        return self.event_type(side) is not None and self.event_type(_other(side)) is None
+
+    def send_digit(self, side: str, digit: str, duration_ms: int = 100) -> None:
+        """Play a key press to ``side`` as RFC 4733 events."""
+        player = self._player(side)
+        if player is not None and self.spawn is not None:
+            self.spawn(player.send_dtmf, digit, max(40, min(duration_ms, 1000)))
+
+    # -- music on hold ----------------------------------------------------------------
+    def start_music(self, side: str, path: Path) -> None:
+        """``side`` hears ``path`` in a loop instead of the other party (who holds)."""
+        if side in self._music or self.spawn is None:
+            return
+        player = self._player(side)
+        if player is None:
+            return
+        scope = trio.CancelScope()
+        self._music[side] = scope
+        self.session.leg(_other(side)).mute(True)
+        self.spawn(self._play_music, scope, player, path)
+
+    async def _play_music(self, scope: trio.CancelScope, player: Player, path: Path) -> None:
+        with scope:
+            await player.play(path, loop=True)
+
+    def stop_music(self, side: str) -> None:
+        scope = self._music.pop(side, None)
+        if scope is not None:
+            scope.cancel()
+            self.session.leg(_other(side)).mute(False)
+
+    def music_playing(self, side: str) -> bool:
+        return side in self._music
+
+    def _player(self, side: str) -> Player | None:
+        """A player sending to ``side`` from its relay socket, in its negotiated codec."""
+        player = self._players.get(side)
+        if player is None:
+            m = self.audio[side]
+            if m is None:
+                return None
+            codec = next((c for c in (m.encoding(pt) for pt in m.payload_types())
+                          if c and c[0] in ("PCMU", "PCMA")), None)
+            if codec is None:
+                return None
+            leg = self.session.leg(side)
+
+            def send(packet: bytes) -> bool:
+                dest = leg.remote
+                if dest is None or self.session.closed:
+                    return False
+                try:
+                    leg.rtp.sock.sendto(packet, dest)
+                    return True
+                except OSError:
+                    return False
+
+            player = Player(send, codec=codec[0], dtmf_payload_type=self.event_type(side))
+            self._players[side] = player
+        return player
 
     def sdp_from(self, side: str, body: bytes) -> bytes:
         """``side``'s SDP, on its way to the other party: learn, then rewrite."""
         if not body:
             return body
         leg = self.session.leg(side)
-        other = "B" if side == "A" else "A"
+        other = _other(side)
         try:
             m = sdp_audio(body)
-            if m is not None and m.rtp_address is not None:
-                leg.set_remote(m.rtp_address, m.rtcp_target)
+            if m is not None:
+                self.audio[side] = m
+                self._players.pop(side, None)  # codec or address may have changed
+                self._configure_dtmf()
+                if m.rtp_address is not None:
+                    leg.set_remote(m.rtp_address, m.rtcp_target)
             out = self.session.leg(other)
             return rewrite_sdp(body, self.address[other], [out.rtp_port])
         except (BadMessage, ValueError) as exc:
@@ -91,4 +214,6 @@ class CallMedia:
         return self.session.stats()
 
     def close(self) -> None:
+        for side in list(self._music):
+            self.stop_music(side)
         self.session.close()
