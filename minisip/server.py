@@ -105,7 +105,8 @@ class Server:
                                         on_state=self._user_state,
                                         on_binding=self._binding_event)
         self.auth = DigestAuthenticator(system.realm, secret=_secret(self.data_dir),
-                                        nonce_ttl=system.nonce_ttl, algorithms=("MD5", "SHA-256"))
+                                        nonce_ttl=system.nonce_ttl,
+                                        algorithms=system.digest_algorithms)
         sec = system.security
         self.guard = AuthGuard(max_failures=sec.auth_failures_before_block,
                                block_seconds=sec.block_seconds)

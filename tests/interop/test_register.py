@@ -100,3 +100,36 @@ def test_server_listens_on_ipv6_too(tmp_path: Path) -> None:
         assert b"received=" not in reply.split(b"\r\n\r\n")[0] or b"::1" in reply
     finally:
         srv.stop()
+
+
+def _udp_register(port: int, user: str, password: str, algorithm: str) -> int:
+    """REGISTER from a plain socket, answering the ``algorithm`` challenge."""
+    from minisip.sip.digest import authorization_for
+    from minisip.sip.parser import parse_message_untrusted
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2)
+        lport = s.getsockname()[1]
+        auth = ""
+        for cseq in (1, 2):
+            s.sendto((f"REGISTER sip:127.0.0.1 SIP/2.0\r\n"
+                      f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bKsha{cseq};rport\r\n"
+                      f"From: <sip:{user}@127.0.0.1>;tag=sha\r\nTo: <sip:{user}@127.0.0.1>\r\n"
+                      f"Call-ID: sha256-{user}\r\nCSeq: {cseq} REGISTER\r\n"
+                      f"Contact: <sip:{user}@127.0.0.1:{lport}>\r\n{auth}"
+                      f"Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+            resp = parse_message_untrusted(s.recv(65535))
+            if resp.status != 401:  # type: ignore[union-attr]
+                return resp.status  # type: ignore[union-attr]
+            challenge = next(v for v in resp.headers.get_all("WWW-Authenticate")
+                             if f"algorithm={algorithm}" in v)
+            auth = "Authorization: " + authorization_for(
+                challenge, "REGISTER", "sip:127.0.0.1", user, password) + "\r\n"
+        return 401
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_both_digest_algorithms_register(server: ServerProcess, algorithm: str) -> None:
+    assert _udp_register(server.port, "101", "101", algorithm) == 200
+    assert _udp_register(server.port, "102", "wrong", algorithm) == 401
