@@ -8,6 +8,7 @@ here and release every index entry, so nothing outlives the call.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,17 @@ from .location import Binding, LocationService
 from .media import CallMedia, needs_relay
 
 log = logging.getLogger(__name__)
+
+
+def _trusted(host: str, networks: tuple[str, ...]) -> bool:
+    """Is ``host`` in one of a user's ``allowed_ips`` (addresses or networks)?"""
+    if not networks:
+        return False
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 def device_peer(b: Binding) -> Peer:
@@ -131,11 +143,20 @@ class CallController:
         return make_response(req, 503, f"{what} is not available yet", to_tag=new_tag(),
                              headers=[("Retry-After", "3600")])
 
+    def challenge(self, req: Request, peer: Peer, now: float) -> Response | None:
+        """The 407 for an INVITE without credentials, or None for a caller trusted
+        by address (it goes on to a transaction like any authenticated INVITE)."""
+        u = self.snapshot().users.get(req.from_addr.uri.user or "")
+        if u is not None and _trusted(peer.host, u.allowed_ips):
+            return None
+        auth = self.core.registrar.authenticate(req, peer, now, proxy=True)
+        return auth if isinstance(auth, Response) else None
+
     def _caller(self, req: Request, peer: Peer, now: float) -> str | Response:
         snap = self.snapshot()
         from_user = req.from_addr.uri.user or ""
         u = snap.users.get(from_user)
-        if u is not None and peer.host in getattr(u, "allowed_ips", ()):
+        if u is not None and _trusted(peer.host, u.allowed_ips):
             return from_user  # authorized by address instead of digest (FEATURES.md)
         auth = self.core.registrar.authenticate(req, peer, now, proxy=True)
         if isinstance(auth, Response):

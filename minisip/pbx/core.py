@@ -82,11 +82,16 @@ class Pbx:
         if is_scanner(req.headers.get("User-Agent")):
             self.scanners_dropped += 1  # no answer at all: scanners learn nothing
             return DROP
-        if req.method == "REGISTER" and "authorization" not in req.headers:
-            try:
+        try:
+            if req.method == "REGISTER" and "authorization" not in req.headers:
                 return self._precheck(req) or self.registrar.handle(req, peer, now)
-            except BadMessage as exc:
-                return make_response(req, exc.status or 400, exc.reason, to_tag=new_tag())
+            if (req.method == "INVITE" and req.to_tag is None and self.calls is not None
+                    and "proxy-authorization" not in req.headers):
+                # The same for a new call's first INVITE: 407 without a transaction
+                # (its ACK then matches nothing and is dropped, as it should be).
+                return self._precheck(req) or self.calls.challenge(req, peer, now)
+        except BadMessage as exc:
+            return make_response(req, exc.status or 400, exc.reason, to_tag=new_tag())
         return None
 
     def _on_request(self, event: ev.RequestReceived, now: float) -> None:
