@@ -47,6 +47,7 @@ from typing import Any
 
 import trio
 
+from ..transport.udp import udp_socket
 from .rtp import HEADER, DEFAULT_CLOCK_RATE, StreamStats
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,7 @@ class PortsExhausted(Exception):
 
 
 def _udp_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            except OSError:
-                pass
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return udp_socket(host, port, SOCKET_BUFFER, v6only=False)
 
 
 class PortPool:

@@ -25,21 +25,36 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-class UdpListener:
-    def __init__(self, host: str, port: int) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+def udp_socket(host: str, port: int, buffer: int = SOCKET_BUFFER, *,
+               v6only: bool = True) -> socket.socket:
+    """A bound, non-blocking UDP socket with big buffers (SIP listeners, RTP relays).
+
+    SIP's IPv6 sockets are v6-only: IPv4 has its own socket, so "::" and
+    "0.0.0.0" can both be listened on. A relay bound on "::" takes both.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
         if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, opt, buffer)
+            except OSError:  # capped by net.core.rmem_max: take what the kernel gives
                 pass
         sock.bind((host, port))
         sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpListener:
+    def __init__(self, host: str, port: int) -> None:
+        sock = udp_socket(host, port)
         self.sock = sock
-        self.family = family
+        self.family = sock.family
         self.host, self.port = sock.getsockname()[:2]
         self.received = 0
         self.sent = 0
