@@ -179,18 +179,24 @@ class Headers:
         self._items.insert(0, (name, canonical(name), _clean(value), None))
         self._changed()
 
+    def _first(self, c: str) -> int:
+        """Position of the first line with canonical name ``c``, or -1."""
+        for i, e in enumerate(self._items):
+            if e[1] == c:
+                return i
+        return -1
+
     def set(self, name: str, value: str) -> None:
         """Replace every line of this name by one, at the first one's position."""
         c = canonical(name)
         value = _clean(value)
         items = self._items
-        for i, e in enumerate(items):
-            if e[1] == c:
-                items[i] = (e[0], c, value, None)
-                self._items = [x for j, x in enumerate(items) if j <= i or x[1] != c]
-                break
-        else:
+        i = self._first(c)
+        if i < 0:
             items.append((name, c, value, None))
+        else:
+            items[i] = (items[i][0], c, value, None)
+            self._items = [x for j, x in enumerate(items) if j <= i or x[1] != c]
         self._changed()
 
     def set_first(self, name: str, value: str) -> None:
@@ -202,14 +208,12 @@ class Headers:
         """
         c = canonical(name)
         value = _clean(value)
-        items = self._items
-        for i, e in enumerate(items):
-            if e[1] == c:
-                items[i] = (e[0], c, value, None)
-                if self._index is not None:
-                    self._index[c][0] = value
-                return
-        raise KeyError(name)
+        i = self._first(c)
+        if i < 0:
+            raise KeyError(name)
+        self._items[i] = (self._items[i][0], c, value, None)
+        if self._index is not None:
+            self._index[c][0] = value
 
     def remove(self, name: str) -> int:
         """Drop every line of this name; how many there were."""
