@@ -234,6 +234,7 @@ class Server:
                 "refused": self.registrar.refused,
                 "auth_blocked": self.guard.blocked,
                 "bad_messages": self.driver.bad_messages,
+                "shed_overload": self.driver.shed,
                 "scanners_dropped": self.pbx.scanners_dropped,
             },
         }

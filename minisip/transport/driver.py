@@ -20,7 +20,7 @@ import trio
 
 from ..sip.errors import BadMessage
 from ..sip.headers import split_commas
-from ..sip.message import Request, Response
+from ..sip.message import Request, Response, make_response, new_tag
 from ..sip.parser import parse_message_untrusted
 from ..sip.peer import Peer
 from ..transaction.layer import TransactionLayer
@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 
 DROP = object()  #: what ``stateless`` returns for a request to ignore entirely
+#: ~1,000 datagrams queued behind the one being handled: shed new work
+OVERLOAD_BATCHES = 4
+#: new work that may be refused; requests inside calls always go through
+_SHEDDABLE = frozenset({"INVITE", "REGISTER", "SUBSCRIBE", "OPTIONS", "MESSAGE"})
 
 
 class Sender(Protocol):
@@ -98,12 +102,18 @@ class SipDriver:
         self.senders: dict[str, list[Sender]] = {"udp": [], "tcp": [], "tls": []}
         self.wall_timers: list[TimerSource] = []  # deadlines in time.time()
         self.bad_messages = 0
+        self.shed = 0  #: new requests refused with 503 while overloaded
         #: RFC 3261 8.2.7 stateless UAS: requests it answers skip the transaction layer
         self.stateless: Callable[[Request, Peer, float], Response | object | None] | None = None
         self.advertised = ""  #: system.yaml's sip_address, when set
         self._sources: dict[str, str] = {}
         self.mono_timers: list[TimerSource] = []  # deadlines in trio.current_time()
         self._timer_scope: trio.CancelScope | None = None
+
+    def overloaded(self) -> bool:
+        """More than OVERLOAD_BATCHES full receive batches in a row on a UDP socket."""
+        return any(s.backlog > OVERLOAD_BATCHES  # type: ignore[attr-defined]
+                   for s in self.senders["udp"])
 
     def add_sender(self, transport: str, sender: Sender) -> None:
         self.senders[transport].append(sender)
@@ -159,6 +169,14 @@ class SipDriver:
                 reply = reject_untrusted(data, exc.status, exc.reason)
                 if reply is not None:
                     self.send(reply, peer)
+            return
+        if isinstance(msg, Request) and msg.to_tag is None and msg.method in _SHEDDABLE \
+                and self.overloaded():
+            # PERFORMANCE.md: an overloaded server that queues collapses (answers
+            # arrive after T1, clients retransmit). Refuse new work early instead.
+            self.shed += 1
+            self.send(make_response(msg, 503, "Overloaded", to_tag=new_tag(),
+                                    headers=[("Retry-After", "5")]).to_bytes(), peer)
             return
         if self.stateless is not None and isinstance(msg, Request):
             answer = self.stateless(msg, peer, now)

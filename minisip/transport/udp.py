@@ -58,6 +58,8 @@ class UdpListener:
         self.host, self.port = sock.getsockname()[:2]
         self.received = 0
         self.sent = 0
+        #: consecutive full batches: how far behind the socket's queue we are
+        self.backlog = 0
         self.send_dropped = 0
 
     @property
@@ -100,11 +102,12 @@ class UdpListener:
                             peers.clear()
                         peer = peers[key] = Peer("udp", key[0], key[1])
                     on_datagram(bytes(view[:n]), peer)
-                    continue
                 else:  # a full batch: let other tasks run before draining more
+                    self.backlog += 1
                     on_batch_end()
                     await trio.lowlevel.checkpoint()
                     continue
+                self.backlog = 0
                 on_batch_end()
         finally:
             sock.close()
