@@ -13,6 +13,7 @@ time) and the server's CPU time per registration.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import subprocess
@@ -74,10 +75,13 @@ def main() -> int:
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(10)
+        st = srv.cli("status", "--json")
+        counters = json.loads(st.stdout)["counters"] if st.returncode == 0 else {}
         srv.stop()
         ok = r.failed == 0 and r.successful == args.count
         print(f"users={args.users} registrations={r.successful} failed={r.failed} "
               f"retransmissions={r.retransmissions} offered_rate={args.rate}/s")
+        print("server counters: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
         print(f"registrations/s: {r.successful / elapsed:,.0f} "
               f"(wall {elapsed:.2f} s including sipp start-up)")
         print(f"server CPU: {cpu:.2f} s = {1e6 * cpu / max(r.successful, 1):.0f} us per "

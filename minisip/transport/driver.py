@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 DROP = object()  #: what ``stateless`` returns for a request to ignore entirely
-#: ~1,000 datagrams queued behind the one being handled: shed new work
-OVERLOAD_BATCHES = 4
+#: ~2,000 datagrams (about half a second of work at full load) queued behind the one
+#: being handled: answers would come after T1 and clients would retransmit
+OVERLOAD_BATCHES = 8
 #: new work that may be refused; requests inside calls always go through
 _SHEDDABLE = frozenset({"INVITE", "REGISTER", "SUBSCRIBE", "OPTIONS", "MESSAGE"})
 
