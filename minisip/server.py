@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from .config.loader import ConfigError
-from .config.schema import Snapshot
+from .config.schema import FILES, Snapshot
 from .config.watcher import ConfigHolder, watch_config
 from .control.events import EventBus
 from .control.server import serve_control
@@ -291,6 +291,8 @@ class Server:
                 await nursery.start(self.media_io.run)
                 self.calls.spawn = nursery.start_soon
                 await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
+                if self._edited_since_load():  # an edit between our load and the watcher
+                    await self.reload({})
                 await nursery.start(serve_control, self.control_path, self.handlers(), self.bus)
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 # Start-up objects live forever: keep the collector off them, and run
@@ -304,6 +306,20 @@ class Server:
             self.driver.flush()
             self.location.close()
             self.cdr.close()
+
+    def _edited_since_load(self) -> bool:
+        sources = self.holder.current.sources
+        for name in FILES:
+            try:
+                st = (self.opts.config_dir / name).stat()
+            except FileNotFoundError:
+                if name in sources:
+                    return True
+                continue
+            src = sources.get(name)
+            if src is None or (src.mtime, src.size) != (st.st_mtime, st.st_size):
+                return True
+        return False
 
     def _on_reload_async(self, snap: Snapshot | None, error: ConfigError | None) -> None:
         # The watcher already built the snapshot; the holder swaps it in one assignment.
