@@ -360,7 +360,7 @@ class SystemConfig:
     registration: Registration = opt(Registration(), "REGISTER expiry limits")
     nonce_ttl: int = opt(300, "how long a digest nonce stays valid (s)", IntC(10, 86400))
     digest_algorithms: tuple[str, ...] = opt(
-        ("MD5", "SHA-256"), "digest challenges offered, in order of preference",
+        ("MD5",), "digest challenges offered, in order of preference",
         SeqC(ChoiceC("MD5", "SHA-256"), nonempty=True))
     max_contacts_per_user: int = opt(3, "devices one user may register at once",
                                      IntC(1, 100))

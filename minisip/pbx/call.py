@@ -86,6 +86,10 @@ _RELAYED = ("Content-Type", "Content-Disposition", "Allow", "Supported", "Event"
             "P-Asserted-Identity", "Privacy")
 
 
+# What each leg hears about minisip itself, not about the party on the other leg.
+_OWN_HEADERS = frozenset({"Allow", "Supported", "User-Agent", "Server"})
+
+
 def _media_columns(stats: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for side in ("a", "b"):
@@ -173,8 +177,7 @@ class Call:
                        ("To", f"<sip:{self.callee}@{self.pbx.domain}>"),
                        ("Call-ID", new_call_id()), ("CSeq", "1 INVITE"),
                        ("Contact", our_contact), *self.pbx.common_headers(),
-                       *[(n, v) for n, v in relayed_headers(a_inv)
-                         if n not in ("Allow", "Supported", "User-Agent")]]
+                       *[(n, v) for n, v in relayed_headers(a_inv) if n not in _OWN_HEADERS]]
             req = Request("INVITE", contact, headers, body)
             leg = Leg("B", peer, req, None, self.callee)
             leg.key = self.pbx.send_request(req, peer, self._on_b_response, leg)
@@ -265,7 +268,8 @@ class Call:
     def _respond_a(self, status: int, reason: str | None,
                    source: Response | None = None) -> Response:
         a = self.a
-        headers = relayed_headers(source) if source is not None else []
+        headers = [(n, v) for n, v in relayed_headers(source) if n not in _OWN_HEADERS] \
+            if source is not None else []
         if status < 300:
             headers.append(("Contact", self.pbx.local_via_contact(a.peer, self.callee)[1]))
             headers += self.pbx.common_headers()

@@ -130,6 +130,14 @@ def _udp_register(port: int, user: str, password: str, algorithm: str) -> int:
 
 
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
-def test_both_digest_algorithms_register(server: ServerProcess, algorithm: str) -> None:
-    assert _udp_register(server.port, "101", "101", algorithm) == 200
-    assert _udp_register(server.port, "102", "wrong", algorithm) == 401
+def test_both_digest_algorithms_register(tmp_path: Path, algorithm: str) -> None:
+    srv = make_server(tmp_path)
+    system = srv.config_dir / "system.yaml"
+    system.write_text(system.read_text().replace("digest_algorithms: [MD5]",
+                                                 "digest_algorithms: [SHA-256, MD5]"))
+    srv.start()
+    try:
+        assert _udp_register(srv.port, "101", "101", algorithm) == 200
+        assert _udp_register(srv.port, "102", "wrong", algorithm) == 401
+    finally:
+        srv.stop()
