@@ -114,7 +114,7 @@ def main() -> None:
 
         # The CLI as an administrator runs it (a new process each time, no server).
         for argv in (["user", "list", "--json"], ["user", "list"]):
-            runs = timed(lambda: subprocess.run(
+            runs = timed(lambda argv=argv: subprocess.run(
                 [sys.executable, "-m", "minisip.cli.main", *argv, "--config-dir", str(cfg),
                  "--data-dir", str(tmp / "data")], check=True, stdout=subprocess.DEVNULL,
                 cwd=REPO), 3)

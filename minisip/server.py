@@ -206,7 +206,7 @@ class Server:
     def info(self) -> ServerInfo:
         snap = self.holder.current
         defaults = [n for n, u in snap.users.items() if u.password == n]
-        return ServerInfo([l.name for l in [*self.udp, *self.streams]], len(snap.users),
+        return ServerInfo([x.name for x in [*self.udp, *self.streams]], len(snap.users),
                           self.fingerprint, self.data_dir, self.control_path, defaults)
 
     @property
@@ -218,7 +218,7 @@ class Server:
         h = self.holder
         return {
             "uptime": round(time.time() - self.started, 1),
-            "listeners": [l.name for l in [*self.udp, *self.streams]],
+            "listeners": [x.name for x in [*self.udp, *self.streams]],
             "tls_fingerprint": self.fingerprint,
             "config": {"dir": str(self.opts.config_dir), "generation": h.generation,
                        "last_reload": h.last_reload,

@@ -79,8 +79,8 @@ class ServerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "minisip.cli.main", "serve",
-             *[a for h in self.hosts for a in ("--host", h)], "--udp-port", str(self.port), "--tcp-port", str(self.port),
-             "--tls-port", str(self.tls_port)],
+             *[a for h in self.hosts for a in ("--host", h)], "--udp-port", str(self.port),
+             "--tcp-port", str(self.port), "--tls-port", str(self.tls_port)],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -150,8 +150,8 @@ def _user_live(target: Target, rows: dict[str, Any]) -> None:
 
 
 user_app = make_table_app("user", "USERS", _user_summary, _user_live)
-line_app = make_table_app("external line", "LINES", lambda n, l: {
-    "type": l.type, "account": l.account, "server": l.server, "port": l.port,
-    "outgoing_group_id": l.outgoing_group_id})
+line_app = make_table_app("external line", "LINES", lambda n, line: {
+    "type": line.type, "account": line.account, "server": line.server, "port": line.port,
+    "outgoing_group_id": line.outgoing_group_id})
 trunk_app = make_table_app("SIP trunk", "TRUNKS", lambda n, t: {
     k: getattr(t, k) for k in ("address", "port", "outgoing_group_id") if hasattr(t, k)})

@@ -6,23 +6,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, ServerProcess, make_server, need, options_ping, run_sipp
+from tests.helpers import REPO, ServerProcess, make_server, options_ping, run_sipp
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    need("sipp")
-    srv = make_server(tmp_path)
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 def eventually(check: Callable[[], bool], timeout: float = 3.0) -> bool:

@@ -1,25 +1,15 @@
 """The control socket's event stream: user states, registrations and reloads, live."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from minisip.control.client import subscribe
-from tests.helpers import ServerProcess, make_server, need, run_sipp
+from tests.helpers import ServerProcess, run_sipp
 
 pytestmark = pytest.mark.interop
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    need("sipp")
-    srv = make_server(tmp_path)
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 async def test_registration_user_state_and_reload_events(server: ServerProcess,

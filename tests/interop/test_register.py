@@ -19,15 +19,6 @@ PRESET = [("100", "100"), ("101", "101"), ("102", "102")]
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    need("sipp")
-    srv = make_server(tmp_path)
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
 def tls_proxy(server: ServerProcess) -> Iterator[int]:
     """sipp (this build) has no TLS: socat turns its TCP into TLS to our TLS port."""
     socat = need("socat")
