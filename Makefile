@@ -28,6 +28,10 @@ serve: $(STAMP)
 test: $(STAMP) peers
 	$(BIN)/python -m pytest
 
+lint: $(STAMP)
+	$(BIN)/pip install -q ruff
+	$(BIN)/ruff check --select E,F,W,B --ignore B905,B008 minisip bench
+
 bench: $(STAMP) peers
 	$(BIN)/python bench/register.py
 

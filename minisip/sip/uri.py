@@ -268,7 +268,7 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
 
 
 def parse_address_untrusted(text: str) -> Address:
-    """``"Name" <sip:..>;tag=x``, ``Name <sip:..>`` or ``sip:a@b;tag=x`` (params are header params)."""
+    """``"Name" <sip:..>;tag=x``, ``Name <sip:..>`` or ``sip:a@b;tag=x`` (header params)."""
     v = text.strip()
     if not v:
         raise BadMessage("Bad address: empty")
