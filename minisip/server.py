@@ -290,6 +290,7 @@ class Server:
                 nursery.start_soon(self.driver.run_timers)
                 await nursery.start(self.media_io.run)
                 self.calls.spawn = nursery.start_soon
+                self.calls.flush = self.driver.flush
                 await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
                 if self._edited_since_load():  # an edit between our load and the watcher
                     await self.reload({})

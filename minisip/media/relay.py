@@ -319,7 +319,7 @@ class _Channel:
         self.relatches = 0
         self.relatch_after = relatch_after
         self.stats = stats     #: RTP only
-        self.tap: Callable[[memoryview, float], None] | None = None
+        self.tap: Callable[[memoryview, float], bool | None] | None = None
         #: counted but not forwarded: the other party hears minisip instead (music on hold)
         self.muted = False
 
@@ -340,8 +340,8 @@ class _Channel:
         if stats is not None and n >= 12 and (data[0] & 0xC0) == 0x80 and not 192 <= data[1] <= 223:
             _, b1, seq, ts, ssrc = HEADER.unpack_from(data)
             stats.update(seq, ts, now, ssrc, b1 & 0x7F, n)
-            if self.tap is not None:
-                self.tap(data, now)
+            if self.tap is not None and self.tap(data, now):
+                return  # the tap consumed it (DTMF events turned into SIP INFO)
         if self.muted:
             return
         out = self.peer
@@ -425,8 +425,11 @@ class RelayLeg:
         """Stop (or resume) forwarding this party's RTP and RTCP to the other party."""
         self.rtp.muted = self.rtcp.muted = muted
 
-    def set_tap(self, tap: Callable[[memoryview, float], None] | None) -> None:
-        """See every RTP packet from this party (e.g. a ``DtmfReceiver`` for feature codes)."""
+    def set_tap(self, tap: Callable[[memoryview, float], bool | None] | None) -> None:
+        """See every RTP packet from this party (e.g. a ``DtmfReceiver`` for feature codes).
+
+        A tap returning True consumes the packet: it is not forwarded.
+        """
         self.rtp.tap = tap
 
     @property

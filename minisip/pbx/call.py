@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..dialog.dialog import Dialog
-from ..sip.message import Request, Response, make_response, new_branch, new_call_id, new_tag
+from ..sip.message import Request, Response, make_response, new_call_id, new_tag
 from ..sip.peer import Peer
 from ..media.dtmf import DtmfDigit, make_info, parse_info_untrusted
 from ..media.prompts import prompt_path
@@ -119,6 +119,8 @@ class Leg:
     dialog: Dialog | None = None
     last_status: int = 0
     cancel_pending: bool = False  #: CANCEL once a provisional says the callee heard us
+    rseq: int | None = None  #: RSeq of the last reliable provisional PRACKed (RFC 3262)
+    ack: Request | None = None  #: our last ACK to this leg's 2xx, resent on a retransmit
 
 
 @dataclass(eq=False)
@@ -143,8 +145,12 @@ class Call:
     released_by: str = ""
     # In-dialog relays in flight: our client transaction key -> (server txn request, leg it came on)
     pending: dict[object, tuple[Request, Leg]] = field(default_factory=dict)
-    _2xx: Response | None = None
+    #: the 2xx we resend until its ACK (RFC 3261 13.3.1.4), and the leg it goes to
+    _2xx: tuple[Response, Leg] | None = None
     _2xx_interval: float = 0.0
+    #: an offerless INVITE's 2xx carried the offer: (leg, CSeq) waits for the answer in
+    #: the ACK from the other side (RFC 3264), so minisip's ACK is sent only then
+    _ack_to: tuple[Leg, int] | None = None
     media: CallMedia | None = None  #: the RTP relay, when this call's media is relayed
     media_stats: dict[str, Any] = field(default_factory=dict)
 
@@ -201,8 +207,12 @@ class Call:
             leg.state = LegState.EARLY
         if resp.to_tag and leg.dialog is None and resp.contacts:
             leg.dialog = Dialog.as_uac(leg.invite, resp, leg.peer)
-        if "100rel" in (resp.headers.get("Require") or "") and resp.headers.get("RSeq"):
-            self._prack(leg, resp)
+        rseq = resp.headers.get("RSeq")
+        if "100rel" in (resp.headers.get("Require") or "") and rseq and rseq.isdigit():
+            # RFC 3262 4: only the next RSeq is new; a retransmission is not PRACKed again.
+            if leg.rseq is None or int(rseq) == leg.rseq + 1:
+                leg.rseq = int(rseq)
+                self._prack(leg, resp)
         if leg.cancel_pending:
             leg.cancel_pending = False
             self._cancel_leg(leg)
@@ -224,7 +234,17 @@ class Call:
         dialog = leg.dialog
         if dialog is None or dialog.remote_tag != resp.to_tag:
             dialog = Dialog.as_uac(leg.invite, resp, leg.peer)
-        self._ack(leg, dialog, resp)
+        elif resp.contacts:  # the 2xx confirming an early dialog sets its target
+            dialog.remote_target = str(resp.contacts[0].uri)
+        cseq = leg.invite.cseq[0]
+        if leg.ack is not None and leg.ack.cseq[0] == cseq:
+            self.pbx.send_stateless(leg.ack, leg.peer)  # our ACK was lost: again
+            return
+        offerless = not self.a.invite.body and leg is not self.winner and self.winner is None
+        if offerless and self.state is not CallState.ENDED:
+            self._ack_to = (leg, cseq)  # the caller's ACK brings the answer
+        elif self._ack_to is None or self._ack_to[0] is not leg:
+            self._ack(leg, dialog, cseq)
         if self.winner is not None or self.state is CallState.ENDED:
             # Another device answered first (or the caller left): this one goes.
             leg.dialog, leg.state = dialog, LegState.CONFIRMED
@@ -241,16 +261,15 @@ class Call:
         self._set_state(CallState.ANSWERED)
         self.final_status = 200
         resp_a = self._respond_a(resp.status, resp.reason, resp)
-        self._2xx, self._2xx_interval = resp_a, self.pbx.t1
-        self._after(self.pbx.t1, self._retransmit_2xx)
-        self._after(64 * self.pbx.t1, self._ack_timeout)
+        self._await_ack(resp_a, self.a)
         if self.max_duration > 0:
             self._after(self.max_duration, self._max_duration)
 
-    def _ack(self, leg: Leg, dialog: Dialog, resp: Response) -> None:
+    def _ack(self, leg: Leg, dialog: Dialog, cseq: int, body: bytes = b"") -> None:
         via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
-        ack = dialog.new_request("ACK", via=via, cseq=leg.invite.cseq[0])
-        self.pbx.send_stateless(ack, leg.peer)
+        headers = [("Content-Type", "application/sdp")] if body else []
+        leg.ack = dialog.new_request("ACK", via=via, cseq=cseq, body=body, headers=headers)
+        self.pbx.send_stateless(leg.ack, leg.peer)
 
     def _b_failure(self, leg: Leg, resp: Response) -> None:
         leg.state = LegState.GONE
@@ -283,21 +302,35 @@ class Call:
         self.pbx.send_response(resp)
         return resp
 
-    def _retransmit_2xx(self) -> None:
-        # RFC 3261 13.3.1.4: the UAS core resends the 2xx until the ACK comes.
-        if self.state is not CallState.ANSWERED or self._2xx is None:
-            return
-        self.pbx.send_stateless(self._2xx, self.a.peer)
-        self._2xx_interval = min(2 * self._2xx_interval, self.pbx.t2)
-        self._after(self._2xx_interval, self._retransmit_2xx)
+    def _await_ack(self, resp: Response, leg: Leg) -> None:
+        """Resend ``resp`` (a 2xx to an INVITE) to ``leg`` until its ACK comes."""
+        self._2xx, self._2xx_interval = (resp, leg), self.pbx.t1
+        self._after(self.pbx.t1, self._retransmit_2xx, resp)
+        self._after(64 * self.pbx.t1, self._ack_timeout, resp)
 
-    def _ack_timeout(self) -> None:
-        if self.state is CallState.ANSWERED:
+    def _retransmit_2xx(self, resp: Response) -> None:
+        # RFC 3261 13.3.1.4: the UAS core resends the 2xx until the ACK comes.
+        if self._2xx is None or self._2xx[0] is not resp or self.state is CallState.ENDED:
+            return
+        self.pbx.send_stateless(resp, self._2xx[1].peer)
+        self._2xx_interval = min(2 * self._2xx_interval, self.pbx.t2)
+        self._after(self._2xx_interval, self._retransmit_2xx, resp)
+
+    def _ack_timeout(self, resp: Response) -> None:
+        if self._2xx is not None and self._2xx[0] is resp:  # 64*T1 and no ACK: RFC 13.3.1.4
             self.hangup(released_by="pbx", cause="no ACK")
 
     def on_ack(self, leg: Leg, req: Request) -> None:
+        pending = self._2xx
+        if pending is None or pending[1] is not leg or req.cseq[0] != pending[0].cseq[0]:
+            return  # a retransmitted ACK, or one for a 2xx we no longer resend
+        self._2xx = None
+        if self._ack_to is not None:  # the answer to the other side's offer is in it
+            other, cseq = self._ack_to
+            self._ack_to = None
+            if other.dialog is not None:
+                self._ack(other, other.dialog, cseq, self._sdp(leg.side, req.body))
         if leg is self.a and self.state is CallState.ANSWERED:
-            self._2xx = None
             self._set_state(CallState.TALKING)
 
     def on_cancel(self) -> None:
@@ -336,16 +369,20 @@ class Call:
         if resp.status >= 200:
             del self.pending[key]
         req, origin = entry
-        if resp.cseq[1] == "INVITE" and 200 <= resp.status < 300 and leg.dialog is not None:
-            via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
-            ack = leg.dialog.new_request("ACK", via=via, cseq=resp.cseq[0])
-            self.pbx.send_stateless(ack, leg.peer)
+        invite_2xx = resp.cseq[1] == "INVITE" and 200 <= resp.status < 300
+        if invite_2xx and leg.dialog is not None:
+            if req.body:  # the offer went in the re-INVITE: nothing to wait for
+                self._ack(leg, leg.dialog, resp.cseq[0])
+            else:  # offerless re-INVITE: the answer comes in the origin's ACK
+                self._ack_to = (leg, resp.cseq[0])
         headers = relayed_headers(resp)
         if req.method in ("INVITE", "UPDATE") and resp.status < 300:
             headers.append(("Contact", self.pbx.local_via_contact(origin.peer, self.caller)[1]))
         out = make_response(req, resp.status, resp.reason, headers=headers)
         out.body = self._sdp(leg.side, resp.body)
         self.pbx.send_response(out)
+        if invite_2xx:
+            self._await_ack(out, origin)
 
     def _media_request(self, leg: Leg, other: Leg, req: Request) -> Response | None:
         """What minisip does itself with a mid-call request on a relayed call."""
@@ -379,6 +416,7 @@ class Call:
         req = other.dialog.new_request("INFO", via=via, body=body,
                                        headers=[("Content-Type", ctype)])
         self.pbx.send_request(req, other.peer, None, other)
+        self.pbx.flush()  # we are in the media loop: no SIP batch end will send it soon
 
     def _sdp(self, side: str, body: bytes) -> bytes:
         """A body from ``side`` on its way to the other party (rewritten when relayed)."""

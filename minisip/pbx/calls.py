@@ -80,6 +80,8 @@ class CallController:
         self.media_io: MediaIO | None = None  #: set by the server: relays need its loop
         self.port_pool: PortPool | None = None
         self.spawn: Any = None  #: nursery.start_soon, for players (music on hold, DTMF)
+        #: sends what the layers queued (the driver's flush): for SIP that media started
+        self.flush: Callable[[], None] = lambda: None
         pbx.calls = self
         pbx.route_method("INVITE", self.on_invite)
         pbx.route_method("CANCEL", self.on_cancel)

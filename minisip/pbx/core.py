@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, NOTIFY"
 SUPPORTED_EXTENSIONS = frozenset({"path", "outbound", "gruu", "100rel", "replaces", "timer"})
-SUPPORTED = "path, outbound, replaces, timer"
+SUPPORTED = "100rel, path, outbound, replaces, timer"
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 _OUT_OF_DIALOG = frozenset({"REGISTER", "CANCEL"})  # a To tag on these names no dialog
 

@@ -115,14 +115,19 @@ class CallMedia:
             else:
                 leg.set_tap(None)
 
-    def _tap(self, receiver: DtmfReceiver, side: str, data: memoryview, now: float) -> None:
+    def _tap(self, receiver: DtmfReceiver, side: str, data: memoryview, now: float) -> bool:
+        """Events become digits (then SIP INFO); they are not forwarded (RFC 3264 5.1:
+        the other party did not accept telephone-event)."""
+        if (data[1] & 0x7F) != receiver.payload_type:
+            return False
         try:
             packet = parse_rtp_untrusted(bytes(data))
         except BadMessage:
-            return
+            return True
         for digit in receiver.feed(packet, now):
             if self.on_digit is not None:
                 self.on_digit(side, digit)
+        return True
 
     def wants_events(self, side: str) -> bool:
         """True when ``side`` reads keys as RFC 4733 but the other party sends INFO."""

@@ -177,13 +177,6 @@ def test_callee_reinvite_reaches_the_caller(any_server: ServerProcess, tmp_path:
     check_media_path(any_server, tmp_path, "mid_uas_reinvite.xml")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RFC 3261 13.3.1.4/14.2: the UAS core resends a 2xx to a (re-)INVITE at T1, 2*T1... "
-    "until the ACK. minisip relays the callee's 200 to a re-INVITE to the caller once "
-    "(Call._on_relay_response -> send_response; the INVITE server transaction leaves "
-    "2xx retransmission to the TU and only the initial INVITE's 2xx has "
-    "_retransmit_2xx): a caller whose ACK is late never sees the 200 again and a lost "
-    "200 over UDP leaves the re-INVITE unanswered"))
 def test_relayed_reinvite_200_is_retransmitted_until_the_ack(server: ServerProcess,
                                                              tmp_path: Path) -> None:
     # -nr: the caller's sipp must not swallow the repeated 200 as a retransmission.
@@ -191,12 +184,6 @@ def test_relayed_reinvite_200_is_retransmitted_until_the_ack(server: ServerProce
              extra=("-nr",))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "offerless re-INVITE (RFC 3261 14.1/13.2.1, RFC 3264): the offer is in the callee's "
-    "200 and the answer must be in the ACK. minisip ACKs the B-leg itself as soon as the "
-    "200 arrives (Call._on_relay_response sends dialog.new_request('ACK') with no body) "
-    "and drops the caller's ACK with the SDP answer (Call.on_ack ignores ACKs once "
-    "TALKING): the callee gets an ACK with Content-Length 0 and never an answer"))
 def test_offerless_reinvite_answer_in_the_ack_reaches_the_callee(server: ServerProcess,
                                                                  tmp_path: Path) -> None:
     run_call(server, tmp_path, "mid_uac_reinvite_no_sdp.xml", "mid_uas_reinvite_no_sdp.xml")
@@ -278,24 +265,12 @@ def test_reliable_180_is_pracked(server: ServerProcess, tmp_path: Path) -> None:
     run_call(server, tmp_path, "uac_call.xml", "mid_uas_prack.xml", hold_ms=200)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RFC 3262 section 4: a reliable provisional whose RSeq is not one higher than the "
-    "last one (a retransmission) MUST NOT be PRACKed. minisip keeps no RSeq: "
-    "Call._b_provisional calls _prack for every 1xx carrying Require: 100rel and RSeq, "
-    "so the retransmitted 180 (RSeq: 1 again) gets a second PRACK (RAck: 1 1 INVITE, "
-    "CSeq 3 PRACK)"))
 def test_retransmitted_reliable_180_is_not_pracked_twice(server: ServerProcess,
                                                          tmp_path: Path) -> None:
     run_call(server, tmp_path, "uac_call.xml", "mid_uas_prack_retransmitted.xml",
              hold_ms=200)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RFC 3261 13.2.2.4/12.2.1.2: a 2xx to the INVITE that confirms an early dialog "
-    "sets its remote target from the 2xx's Contact. minisip builds the B-leg dialog "
-    "from the 180 (Dialog.as_uac) and Call._b_answer reuses it when the 200 has the "
-    "same To tag without taking the 200's Contact: ACK and BYE go to the 180's "
-    "Contact (sip:early@...) instead of sip:answered@..."))
 def test_200_contact_is_the_target_after_an_early_dialog(server: ServerProcess,
                                                           tmp_path: Path) -> None:
     run_call(server, tmp_path, "uac_call.xml", "mid_uas_target_refresh.xml", hold_ms=200)

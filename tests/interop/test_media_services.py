@@ -12,9 +12,9 @@ receives comes from the relay port named in the SDP it got.
   SIP INFO (application/dtmf-relay). Between the two minisip converts each key
   exactly once; between two parties of the same kind it passes keys unchanged.
 
-Two tests are strict xfails pinning minisip bugs (see their reasons): INFOs
-converted from RFC 4733 leave only when other SIP work wakes the server, and
-the converted RFC 4733 packets are still forwarded to the INFO party.
+Two tests pin bugs found and fixed: INFOs converted from RFC 4733 must leave
+at once (not when other SIP work next wakes the server), and the converted
+RFC 4733 packets must not also be forwarded to the INFO party.
 """
 from __future__ import annotations
 
@@ -229,15 +229,6 @@ def test_rfc4733_is_converted_to_one_info_per_digit(tmp_path: Path, stack: ExitS
     assert a.bye().status == 200
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "minisip bug: an INFO converted from RFC 4733 is sent only when unrelated SIP work "
-    "wakes the server. Call.digit_to_info runs in the media loop (MediaIO.run -> "
-    "_Channel.on_datagram -> CallMedia._tap) and calls pbx.send_request, which only queues "
-    "the datagram in TransactionLayer._out; nothing calls SipDriver.flush() (run after a "
-    "SIP receive batch or a timer) nor re-arms its timer scope, so the INFO and its Timer E "
-    "wait for the next SIP message or unrelated timer: in a quiet call the INFO left "
-    "minisip (its own `minisip trace`) 3-5 s after the key, at the INVITE transaction's "
-    "Timer I, with the overdue retransmissions in the same burst"))
 def test_rfc4733_to_info_is_prompt(tmp_path: Path, stack: ExitStack) -> None:
     server = start_server(tmp_path, stack)
     a, b = connect(stack, server, dtmf_100=True, dtmf_101=False)
@@ -255,11 +246,6 @@ def test_rfc4733_to_info_is_prompt(tmp_path: Path, stack: ExitStack) -> None:
         f"seconds from each key's last RFC 4733 packet to its INFO (None: > 1 s): {delays}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "minisip bug: the relay still forwards the RFC 4733 packets (PT 101) it converts to "
-    "INFO to the party whose SDP has no telephone-event (RFC 3264 5.1: only the payload "
-    "types of the answer may be sent to it). _Channel.on_datagram forwards every packet "
-    "after the DTMF tap; CallMedia should drop the event PT on that leg"))
 def test_rfc4733_is_not_forwarded_to_a_party_without_telephone_event(
         tmp_path: Path, stack: ExitStack) -> None:
     server = start_server(tmp_path, stack)
