@@ -8,7 +8,7 @@ import pytest
 from minisip.sip.parser import parse_message_untrusted
 from minisip.sip.peer import Peer
 from minisip.transaction.layer import TransactionLayer
-from minisip.transport.driver import SipDriver, reject_untrusted, stamp_via
+from minisip.transport.driver import OVERLOAD_BATCHES, SipDriver, reject_untrusted, stamp_via
 
 PEER = Peer("udp", "192.0.2.7", 40000)
 
@@ -67,7 +67,7 @@ def test_reject_copies_the_lines_a_client_matches_on() -> None:
 ])
 async def test_new_work_is_refused_with_503_while_overloaded(method: str, to_tag: str,
                                                              shed: bool) -> None:
-    d, udp, seen = driver(backlog=5)
+    d, udp, seen = driver(backlog=OVERLOAD_BATCHES + 1)
     d.on_message(request(method, to_tag), PEER)
     if shed:
         assert udp.sent and udp.sent[0].startswith(b"SIP/2.0 503 Overloaded")
@@ -77,6 +77,6 @@ async def test_new_work_is_refused_with_503_while_overloaded(method: str, to_tag
 
 
 async def test_no_shedding_when_keeping_up() -> None:
-    d, udp, seen = driver(backlog=1)
+    d, udp, seen = driver(backlog=OVERLOAD_BATCHES)
     d.on_message(request(), PEER)
     assert d.shed == 0 and seen
