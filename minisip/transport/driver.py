@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 
 DROP = object()  #: what ``stateless`` returns for a request to ignore entirely
-#: ~2,000 datagrams (about half a second of work at full load) queued behind the one
-#: being handled: answers would come after T1 and clients would retransmit
-OVERLOAD_BATCHES = 8
+#: requests already wait this long in the socket's queue: answers will soon come after
+#: T1 (0.5 s) and clients would retransmit, adding load. Refuse new work instead.
+OVERLOAD_DELAY = 0.3
 #: new work that may be refused; requests inside calls always go through
 _SHEDDABLE = frozenset({"INVITE", "REGISTER", "SUBSCRIBE", "OPTIONS", "MESSAGE"})
 
@@ -112,8 +112,8 @@ class SipDriver:
         self._timer_scope: trio.CancelScope | None = None
 
     def overloaded(self) -> bool:
-        """More than OVERLOAD_BATCHES full receive batches in a row on a UDP socket."""
-        return any(s.backlog > OVERLOAD_BATCHES  # type: ignore[attr-defined]
+        """Datagrams wait OVERLOAD_DELAY or longer in a UDP socket's queue."""
+        return any(s.delay >= OVERLOAD_DELAY  # type: ignore[attr-defined]
                    for s in self.senders["udp"])
 
     def add_sender(self, transport: str, sender: Sender) -> None:

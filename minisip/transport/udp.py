@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
+import time
 from collections.abc import Callable
 
 import trio
@@ -18,7 +20,10 @@ from ..sip.peer import Peer
 
 BATCH = 256
 MAX_DATAGRAM = 65535
-SOCKET_BUFFER = 4 * 1024 * 1024  # a few MB, or retransmission storms start above ~10k msg/s
+SOCKET_BUFFER = 4 * 1024 * 1024
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS is the same
+_TIMESPEC = struct.Struct("@qq")
+_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)  # a few MB, or retransmission storms start above ~10k msg/s
 
 
 def _bracket(host: str) -> str:
@@ -58,9 +63,28 @@ class UdpListener:
         self.host, self.port = sock.getsockname()[:2]
         self.received = 0
         self.sent = 0
-        #: consecutive full batches: how far behind the socket's queue we are
-        self.backlog = 0
+        #: how long the oldest queued datagram had waited at the last look (seconds):
+        #: the queueing delay every request now suffers, the true measure of overload
+        self.delay = 0.0
+        try:  # the kernel stamps each datagram on arrival; we read one stamp per batch
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self._stamps = True
+        except OSError:
+            self._stamps = False
         self.send_dropped = 0
+
+    def _measure_delay(self, sock: socket.socket) -> None:
+        """Peek at the oldest queued datagram's arrival stamp (it stays queued)."""
+        if not self._stamps:
+            return
+        try:
+            _, anc, _, _ = sock.recvmsg(1, _ANC_SIZE, socket.MSG_PEEK)
+        except OSError:
+            return
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = _TIMESPEC.unpack_from(data)
+                self.delay = max(0.0, time.time() - (sec + nsec * 1e-9))
 
     @property
     def name(self) -> str:
@@ -87,6 +111,7 @@ class UdpListener:
         try:
             while True:
                 await trio.lowlevel.wait_readable(sock)
+                self._measure_delay(sock)
                 for _ in range(BATCH):
                     try:
                         n, addr = sock.recvfrom_into(buf)
@@ -103,11 +128,10 @@ class UdpListener:
                         peer = peers[key] = Peer("udp", key[0], key[1])
                     on_datagram(bytes(view[:n]), peer)
                 else:  # a full batch: let other tasks run before draining more
-                    self.backlog += 1
                     on_batch_end()
                     await trio.lowlevel.checkpoint()
+                    self._measure_delay(sock)
                     continue
-                self.backlog = 0
                 on_batch_end()
         finally:
             sock.close()

@@ -8,7 +8,7 @@ import pytest
 from minisip.sip.parser import parse_message_untrusted
 from minisip.sip.peer import Peer
 from minisip.transaction.layer import TransactionLayer
-from minisip.transport.driver import OVERLOAD_BATCHES, SipDriver, reject_untrusted, stamp_via
+from minisip.transport.driver import OVERLOAD_DELAY, SipDriver, reject_untrusted, stamp_via
 
 PEER = Peer("udp", "192.0.2.7", 40000)
 
@@ -26,18 +26,18 @@ def request(method: str = "INVITE", to_tag: str = "", via_host: str = "10.0.0.2"
 class FakeUdp:
     host: str = "0.0.0.0"
     port: int = 5060
-    backlog: int = 0
+    delay: float = 0.0
     sent: list[bytes] = field(default_factory=list)
 
     def send(self, data: bytes, peer: Peer) -> None:
         self.sent.append(data)
 
 
-def driver(backlog: int = 0) -> tuple[SipDriver, FakeUdp, list[float]]:
+def driver(delay: float = 0.0) -> tuple[SipDriver, FakeUdp, list[float]]:
     layer = TransactionLayer()
     seen: list[float] = []
     d = SipDriver(layer, seen.append, lambda: None)
-    udp = FakeUdp(backlog=backlog)
+    udp = FakeUdp(delay=delay)
     d.add_sender("udp", udp)
     return d, udp, seen
 
@@ -67,7 +67,7 @@ def test_reject_copies_the_lines_a_client_matches_on() -> None:
 ])
 async def test_new_work_is_refused_with_503_while_overloaded(method: str, to_tag: str,
                                                              shed: bool) -> None:
-    d, udp, seen = driver(backlog=OVERLOAD_BATCHES + 1)
+    d, udp, seen = driver(delay=OVERLOAD_DELAY + 0.1)
     d.on_message(request(method, to_tag), PEER)
     if shed:
         assert udp.sent and udp.sent[0].startswith(b"SIP/2.0 503 Overloaded")
@@ -77,6 +77,6 @@ async def test_new_work_is_refused_with_503_while_overloaded(method: str, to_tag
 
 
 async def test_no_shedding_when_keeping_up() -> None:
-    d, udp, seen = driver(backlog=OVERLOAD_BATCHES)
+    d, udp, seen = driver(delay=OVERLOAD_DELAY / 2)  # a burst, not overload
     d.on_message(request(), PEER)
     assert d.shed == 0 and seen
