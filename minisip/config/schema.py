@@ -60,7 +60,7 @@ class Check:
     what: str = "a value"
 
     def convert(self, value: Any) -> Any:
-        raise NotImplementedError
+        return value  # the plain Check constrains nothing; each kind below narrows it
 
     def fail(self, value: Any) -> Invalid:
         return Invalid(f"must be {self.what}, got {show(value)}")
@@ -214,8 +214,17 @@ class SeqC(Check):
         self.item, self.nonempty = item, nonempty
         self.what = f"a list of {_plural(item.what)}"
 
-    def convert(self, value: Any) -> Any:  # items are checked by the loader (per-item lines)
-        raise NotImplementedError
+    def convert(self, value: Any) -> Any:
+        # The loader checks items one by one (each with its own line); this whole-list
+        # form serves callers without lines, like command-line items.
+        if value is None:
+            value = []
+        if not isinstance(value, (list, tuple)):
+            raise self.fail(value)
+        out = tuple(self.item.convert(v) for v in value)
+        if self.nonempty and not out:
+            raise Invalid(f"must be {self.what}, not empty")
+        return out
 
 
 class NestedC(Check):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BadMessage
 from .headers import Headers
@@ -230,8 +230,8 @@ class Message:
         return None if v is None else v.partition(";")[0].strip().lower()
 
     # -- serialization -------------------------------------------------------------
-    def start_line(self) -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # Request and Response each define their own
+        def start_line(self) -> str: ...
 
     def to_bytes(self) -> bytes:
         body = self.body

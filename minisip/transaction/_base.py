@@ -162,7 +162,7 @@ class Transaction:
             self.on_end_timer(now)
 
     def on_retx_timer(self, now: float) -> None:
-        raise NotImplementedError
+        """Timer A, E or G fired; machines that retransmit override this (a NIST has none)."""
 
     def on_end_timer(self, now: float) -> None:
         """The state's END timer fired: B/F/H report a timeout, all terminate."""

@@ -101,6 +101,3 @@ class ServerNonInviteTransaction(Transaction):
         if new is State.COMPLETED:
             self._end_state(self.layer.timers.J(self.reliable), now)
         return True
-
-    def on_retx_timer(self, now: float) -> None:  # pragma: no cover - never armed
-        pass
