@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.register import cpu_seconds, summarize_profile  # noqa: E402
+from bench.register import cpu_seconds, start_profiler, stop_profiler, summarize_profile  # noqa: E402
 from tests.helpers import ServerProcess, free_port, run_sipp, start_sipp  # noqa: E402
 
 CALLEE = "2000"
@@ -77,12 +75,7 @@ def main() -> int:
         reg = run_sipp("register_contact.xml", srv.port, users=[(CALLEE, f"pw{CALLEE}")],
                        extra=("-key", "contact_port", str(uas_port)), workdir=tmp)
         assert reg.ok, reg.output
-        spy = None
-        if args.profile:
-            spy = subprocess.Popen(["py-spy", "record", "-p", str(srv.proc.pid), "-f", "raw",
-                                    "-o", str(tmp / "profile.txt"), "-r", "200"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1)
+        spy = start_profiler(srv.proc.pid, tmp / "profile.txt") if args.profile else None
         rss0 = rss_kb(srv.proc.pid)
         cpu0 = cpu_seconds(srv.proc.pid)
         t0 = time.monotonic()
@@ -102,9 +95,7 @@ def main() -> int:
         elapsed = time.monotonic() - t0
         cpu = cpu_seconds(srv.proc.pid) - cpu0
         u = uas.wait()
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            spy.wait(10)
+        stop_profiler(spy)
         srv.stop()
         print(f"calls={r.successful} failed={r.failed} callee_failed={u.failed} "
               f"offered_rate={args.rate}/s hold={args.hold_ms} ms")

@@ -59,12 +59,7 @@ def main() -> int:
         srv = ServerProcess(config_dir, data_dir, free_port(), 0)
         srv.start()
         assert srv.proc is not None
-        spy = None
-        if args.profile:
-            spy = subprocess.Popen(["py-spy", "record", "-p", str(srv.proc.pid), "-f", "raw",
-                                    "-o", str(tmp / "profile.txt"), "-r", "200"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1)
+        spy = start_profiler(srv.proc.pid, tmp / "profile.txt") if args.profile else None
         cpu0 = cpu_seconds(srv.proc.pid)
         t0 = time.monotonic()
         r = run_sipp("register.xml", srv.port, users=users, calls=args.count, rate=args.rate,
@@ -72,9 +67,7 @@ def main() -> int:
                      extra=("-l", str(max(args.rate, 1000))))
         elapsed = time.monotonic() - t0
         cpu = cpu_seconds(srv.proc.pid) - cpu0
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            spy.wait(10)
+        stop_profiler(spy)
         st = srv.cli("status", "--json")
         counters = json.loads(st.stdout)["counters"] if st.returncode == 0 else {}
         srv.stop()
@@ -94,6 +87,20 @@ def main() -> int:
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server at 200 Hz (needs py-spy on PATH)."""
+    spy = subprocess.Popen(["py-spy", "record", "-p", str(pid), "-f", "raw", "-o", str(out),
+                            "-r", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    return spy
+
+
+def stop_profiler(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(10)
 
 
 def summarize_profile(path: Path, top: int = 18) -> None:

@@ -39,6 +39,25 @@ def free_port(kinds: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOCK_STREAM)) 
     raise RuntimeError("no free port")
 
 
+def free_port_range(pairs: int, start: int = 20000) -> tuple[int, int]:
+    """An even first port and the last of ``2 * pairs`` UDP ports all free on 0.0.0.0
+    (an RTP range for a test server's relay)."""
+    for base in range(start + 2 * (time.time_ns() // 1000 % 5000), 50000, 2 * pairs):
+        socks = []
+        try:
+            for port in range(base, base + 2 * pairs):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("0.0.0.0", port))
+            return base, base + 2 * pairs - 1
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free RTP port range")
+
+
 def options_ping(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bytes | None:
     """Send one OPTIONS over UDP; the reply's bytes or None."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
+
 from tests.helpers import ServerProcess, make_server, need
+from tests.helpers import free_port_range as shared_free_port_range
 from tests.interop.baresip import MODULES, Baresip, SipProxy, heard, wait_online, write_tone
 
 pytestmark = pytest.mark.interop
@@ -36,21 +38,7 @@ PAIRS = 2  #: RTP port pairs of the relay: exactly one call's worth
 
 
 def free_port_range(pairs: int = PAIRS) -> tuple[int, int]:
-    """An even first port and the last of ``2 * pairs`` UDP ports all free on 0.0.0.0."""
-    for base in range(20000 + 2 * (time.time_ns() // 1000 % 5000), 45000, 2):
-        socks = []
-        try:
-            for port in range(base, base + 2 * pairs):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("0.0.0.0", port))
-            return base, base + 2 * pairs - 1
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free RTP port range")
+    return shared_free_port_range(pairs, start=20000)
 
 
 def ports_held(lo: int, hi: int) -> list[int]:

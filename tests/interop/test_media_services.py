@@ -19,7 +19,6 @@ RFC 4733 packets must not also be forwarded to the INFO party.
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -28,11 +27,13 @@ from pathlib import Path
 
 import pytest
 
+
 from minisip.media import g711
 from minisip.media.dtmf import DtmfReceiver
 from minisip.media.player import load_audio
 from minisip.media.prompts import prompt_path
 from tests.helpers import ServerProcess, make_server, options_ping
+from tests.helpers import free_port_range as shared_free_port_range
 from tests.interop.pyphone import EVENT_PT, PyPhone, Received
 
 pytestmark = pytest.mark.interop
@@ -42,21 +43,7 @@ PAIRS = 4  #: RTP port pairs for the relay
 
 
 def free_port_range(pairs: int = PAIRS) -> tuple[int, int]:
-    """An even first port and the last of ``2 * pairs`` UDP ports free on 0.0.0.0."""
-    for base in range(30000 + 2 * (time.time_ns() // 1000 % 5000), 50000, 2 * pairs):
-        socks = []
-        try:
-            for port in range(base, base + 2 * pairs):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("0.0.0.0", port))
-            return base, base + 2 * pairs - 1
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free RTP port range")
+    return shared_free_port_range(pairs, start=30000)
 
 
 def start_server(tmp_path: Path, stack: ExitStack, **users: dict[str, object]) -> ServerProcess:
