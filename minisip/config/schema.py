@@ -464,6 +464,8 @@ class User:
                                          BoolC())
     operator_break_in: bool = opt(False, "may break into other users' calls", BoolC())
     operator_overstep: bool = opt(False, "cannot be broken into", BoolC())
+    do_not_disturb: bool = opt(False, "callers get busy treatment (set by *78, cleared by "
+                                      "*79)", BoolC())
     subscribe_all_presence: bool = opt(False, "receives every user's presence (busy for "
                                               "the server; operators only)", BoolC())
     presence_group: int = opt(0, "sees presence only within this group; 0 = no group",
@@ -710,6 +712,8 @@ class FeatureCodes:
     call_retrieve: str = _code("*71", "*71*nn takes the call parked in slot nn")
     one_number_join: str = _code("*74", "joins the caller's other device to its call")
     break_in: str = _code("*75", "*75*ext breaks into ext's call (operators)")
+    do_not_disturb_on: str = _code("*78", "do not disturb: callers get busy treatment")
+    do_not_disturb_off: str = _code("*79", "do not disturb off")
 
     @classmethod
     def _check(cls, v: dict[str, Any]) -> Iterable[tuple[str, str]]:

@@ -148,6 +148,8 @@ FEATURES: Mapping[str, tuple[Arg, str | None]] = {
     "call_retrieve": (Arg.SLOT, "call_retrieve"),
     "one_number_join": (Arg.NONE, "one_number_multi_devices"),
     "break_in": (Arg.NUMBER, "operator_break_in"),
+    "do_not_disturb_on": (Arg.NONE, None),
+    "do_not_disturb_off": (Arg.NONE, None),
 }
 
 

@@ -1,0 +1,55 @@
+"""Services: from a dial plan Route to the Plan the call executes.
+
+``plan_route`` is the one entry: the route kind (and a service's name) picks
+the module that plans it. Each module is pure (see plan.py); the call
+controller gives them a :class:`~.plan.Ctx` with the snapshot and live state.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..dialplan import EXIT_KINDS, Route, RouteKind
+from . import feature_codes, hunt_group, local_user, ring_group
+from .plan import Ctx, End, Kind, Plan, Step, Target, finish
+
+#: services of later issues (moving calls, apps): the dial plan knows them, nothing runs them
+NOT_YET = frozenset({"directed_pickup", "group_pickup", "call_park", "call_retrieve",
+                     "one_number_join", "break_in", "auto_attendant"})
+
+
+def _app(ctx: Ctx, name: str, argument: str, label: str) -> Step:
+    return ctx.step((Target(Kind.APP, name, argument=argument),), 0.0, label, finish)
+
+
+def _service(ctx: Ctx, route: Route, label: str) -> Plan:
+    name, arg = route.target, route.argument
+    if name == "hunt_group":
+        return hunt_group.plan(ctx, arg, label or f"hunt_group {arg}")
+    if name == "ring_group":
+        return ring_group.plan(ctx, int(arg), label or f"ring_group {arg}")
+    if name in feature_codes.SETTINGS:
+        return _app(ctx, "feature_code", f"{name}={arg}", label or f"feature {name}")
+    if name == "voicemail":
+        return _app(ctx, "voicemail", arg, label or "voicemail")
+    if name in NOT_YET:
+        return End(503, f"{name} is not available yet", "service unavailable")
+    return End(404, "Number not found", "not found")
+
+
+def _outside(ctx: Ctx, route: Route, label: str) -> Plan:
+    target = Target(Kind.NUMBER, route.number, route=route)
+    return ctx.step((target,), float(ctx.snap.system.no_answer_time),
+                    label or f"{route.kind.value} {route.target}".rstrip(), finish)
+
+
+_PLANNERS: dict[RouteKind, Callable[[Ctx, Route, str], Plan]] = {
+    RouteKind.LOCAL_USER: lambda ctx, route, label: local_user.plan(ctx, route.target, label),
+    RouteKind.SERVICE: _service,
+    RouteKind.REJECT: lambda ctx, route, label: End(route.status, route.reason, "rejected"),
+    **{kind: _outside for kind in EXIT_KINDS},
+}
+
+
+def plan_route(ctx: Ctx, route: Route, label: str = "") -> Plan:
+    """The plan of a call that the dial plan routed to ``route``."""
+    return _PLANNERS[route.kind](ctx, route, label)
