@@ -28,6 +28,7 @@ from .config.watcher import ConfigHolder, watch_config
 from .control.events import EventBus
 from .control.server import serve_control
 from .media.relay import MediaIO, PortPool
+from .pbx.apps import starters
 from .pbx.calls import CallController
 from .pbx.cdr import CdrStore
 from .pbx.core import Pbx
@@ -290,6 +291,8 @@ class Server:
                 nursery.start_soon(self.driver.run_timers)
                 await nursery.start(self.media_io.run)
                 self.calls.spawn = nursery.start_soon
+                self.calls.apps = starters(self.opts.config_dir, nursery.start_soon,
+                                           lambda: self.holder.current.system.voice_prompts)
                 self.calls.flush = self.driver.flush
                 await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
                 if self._edited_since_load():  # an edit between our load and the watcher

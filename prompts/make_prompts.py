@@ -38,6 +38,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "invalid_number": "The number you dialed is invalid. "
                           "Please check the number and dial again.",
         "parked_at_slot": "Your call has been parked at slot",
+        "setting_saved": "Your setting has been saved.",
     },
     "zh": {
         "welcome": "欢迎致电，请输入分机号码。",
@@ -48,6 +49,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "goodbye": "感谢您的来电，再见。",
         "invalid_number": "您拨打的号码无效，请核对后再拨。",
         "parked_at_slot": "您的通话已停泊，停泊位号码是",
+        "setting_saved": "您的设置已保存。",
     },
 }
 DIGITS = {

@@ -13,7 +13,7 @@ from pathlib import Path
 DEFAULT_LANGUAGE = "en"
 LANGUAGES = ("en", "zh")
 PROMPTS = ("welcome", "busy", "not_available", "no_answer", "leave_message", "goodbye",
-           "invalid_number", "parked_at_slot")
+           "invalid_number", "parked_at_slot", "setting_saved")
 
 
 def prompts_root() -> Path:

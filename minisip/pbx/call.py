@@ -1,11 +1,17 @@
-"""One B2BUA call: an A-leg from the caller, B-legs to the callee's devices.
+"""One B2BUA call: an A-leg from the caller, B-legs to whoever the plan rings.
 
 Theory of operation. The caller's INVITE is answered by us (the A-leg, a UAS
-dialog with our own To tag); for every registered device of the callee we send
-a new INVITE with a new Call-ID (a B-leg, a UAC dialog). Call-control events
-from the B-legs are relayed to the A-leg: provisional responses (with early
-media SDP), the first 2xx (the other forks are CANCELled, or ACKed and BYEd if
-they answered too), or the best failure when every fork failed. After answer,
+dialog with our own To tag). The services gave the call a Plan
+(services/plan.py): steps of targets that ring together. The call runs one
+step at a time: for every registered device of a target user it sends a new
+INVITE with a new Call-ID (a B-leg, a UAC dialog); an app target (minisip
+itself: feature codes, voicemail...) answers the caller from the media relay.
+Call-control events from the B-legs are relayed to the A-leg: provisional
+responses (with early media SDP), the first 2xx (the other forks are
+CANCELled, or ACKed and BYEd if they answered too). When every target of a
+step failed, or the step's time ran out, the step's ``next`` gets the outcome
+and gives the next step or the End, whose status the caller gets (the best
+failure a device answered when the End says so). After answer,
 in-dialog requests (BYE, re-INVITE, UPDATE, INFO, ...) received on one leg are
 re-issued on the other and their responses carried back. The caller never
 sees the forks: every response to it carries the one A-leg tag.
@@ -32,6 +38,7 @@ from ..media.sdp_media import is_hold
 from ..sip.errors import BadMessage
 from .cdr import CdrRecord
 from .media import CallMedia
+from .services.plan import End, Kind, Outcome, Plan, Step, Target, combine, outcome_of
 from .timers import Timer
 
 if TYPE_CHECKING:
@@ -121,6 +128,8 @@ class Leg:
     cancel_pending: bool = False  #: CANCEL once a provisional says the callee heard us
     rseq: int | None = None  #: RSeq of the last reliable provisional PRACKed (RFC 3262)
     ack: Request | None = None  #: our last ACK to this leg's 2xx, resent on a retransmit
+    step: int = 0  #: the plan step that sent it (B-legs)
+    target: int = -1  #: the index of its target in that step
 
 
 @dataclass(eq=False)
@@ -129,10 +138,9 @@ class Call:
     a: Leg
     caller: str
     dialed: str
-    callee: str
     route: str
-    no_answer_time: float
     max_duration: float
+    callee: str = ""  #: who answered; before that the first user the plan rang
     setup_time: float = field(default_factory=time.time)
     state: CallState = CallState.ROUTING
     b_legs: list[Leg] = field(default_factory=list)
@@ -153,6 +161,18 @@ class Call:
     _ack_to: tuple[Leg, int] | None = None
     media: CallMedia | None = None  #: the RTP relay, when this call's media is relayed
     media_stats: dict[str, Any] = field(default_factory=dict)
+    # -- the plan being executed ---------------------------------------------------
+    step: Step | None = None
+    step_no: int = 0
+    history: list[str] = field(default_factory=list)  #: every step run, for the CDR
+    #: per target of the current step: how it ended (None: ringing, or not started yet)
+    outcomes: list[Outcome | None] = field(default_factory=list)
+    ringing_users: set[str] = field(default_factory=set)  #: users whose devices ring now
+    #: the best failure of the current step: (rank, status, reason, response)
+    _best: tuple[tuple[int, int], int, str | None, Response | None] | None = None
+    _launching: bool = False
+    app: Any = None  #: the app answering the caller (pbx/apps), instead of a B-leg
+    answered_user: str | None = None  #: the user whose device answered (not an app)
 
     # -- state ----------------------------------------------------------------------
     def _set_state(self, new: CallState) -> None:
@@ -168,28 +188,134 @@ class Call:
         self.timers.append(t)
         return t
 
-    # -- start: fork to every device ------------------------------------------------
-    def start(self, targets: list[tuple[str, Peer]]) -> None:
-        """Send an INVITE to each (contact URI, peer) of the callee."""
+    # -- the plan ----------------------------------------------------------------------
+    def start(self, plan: Plan) -> None:
+        self._next(plan)
+
+    def _next(self, plan: Plan) -> None:
+        if isinstance(plan, End):
+            self._end_plan(plan)
+        else:
+            self._run(plan)
+
+    def _run(self, step: Step) -> None:
+        forwarded = self.step is not None and len(step.via) > len(self.step.via)
+        self.step_no += 1
+        self.step, self.outcomes, self._best = step, [None] * len(step.targets), None
+        self.history.append(str(step))
+        self.pbx.prepare_media(self, step)
+        if forwarded and self.state in (CallState.ROUTING, CallState.RINGING):
+            self._respond_a(181, "Call Is Being Forwarded")
+        self.pbx.call_state_changed(self, self.state, self.state)  # a new step shows
+        no = self.step_no
+        self._launching = True
+        for i, target in enumerate(step.targets):
+            if self.step_no != no:
+                break
+            if target.delay > 0:
+                self._after(target.delay, self._launch_later, no, i)
+            else:
+                self._launch(i, target)
+        self._launching = False
+        if self.step_no == no:
+            if step.timeout > 0:
+                self._after(step.timeout, self._step_timeout, no)
+            self._check_step()
+
+    def _launch_later(self, no: int, i: int) -> None:
+        if no == self.step_no and self.state in (CallState.ROUTING, CallState.RINGING):
+            assert self.step is not None
+            self._launch(i, self.step.targets[i])
+
+    def _launch(self, i: int, target: Target) -> None:
+        if target.kind is Kind.USER:
+            devices = self.pbx.devices(target.name, target.latest_only)
+            if not devices:
+                self._target_done(i, Outcome.UNREACHABLE, 480, "User is offline")
+                return
+            if not self.callee:
+                self.callee = target.name
+            self._ring(target.name)
+            for contact, peer in devices:
+                self._invite(i, target.name, contact, peer)
+        elif target.kind is Kind.APP:
+            if not self.pbx.start_app(self, target):
+                self._target_done(i, Outcome.FAILED, 503, f"{target.name} is not available")
+        else:
+            self._target_done(i, Outcome.FAILED, 503, "External lines are not available yet")
+
+    def _invite(self, i: int, user: str, contact: str, peer: Peer) -> None:
+        """Send an INVITE for target ``i`` to one device (``contact`` at ``peer``)."""
         a_inv = self.a.invite
         mf = a_inv.max_forwards
-        body = self._sdp("A", a_inv.body)
-        for contact, peer in targets:
-            via, our_contact = self.pbx.local_via_contact(peer, self.caller)
-            headers = [("Via", via),
-                       ("Max-Forwards", str(max(0, (mf if mf is not None else 70) - 1))),
-                       ("From", f"{self.pbx.display_for(self.caller)}<sip:{self.caller}@"
-                                f"{self.pbx.domain}>;tag={new_tag()}"),
-                       ("To", f"<sip:{self.callee}@{self.pbx.domain}>"),
-                       ("Call-ID", new_call_id()), ("CSeq", "1 INVITE"),
-                       ("Contact", our_contact), *self.pbx.common_headers(),
-                       *[(n, v) for n, v in relayed_headers(a_inv) if n not in _OWN_HEADERS]]
-            req = Request("INVITE", contact, headers, body)
-            leg = Leg("B", peer, req, None, self.callee)
-            leg.key = self.pbx.send_request(req, peer, self._on_b_response, leg)
-            self.b_legs.append(leg)
-        if self.no_answer_time > 0:
-            self._after(self.no_answer_time, self._no_answer)
+        via, our_contact = self.pbx.local_via_contact(peer, self.caller)
+        headers = [("Via", via),
+                   ("Max-Forwards", str(max(0, (mf if mf is not None else 70) - 1))),
+                   ("From", f"{self.pbx.display_for(self.caller)}<sip:{self.caller}@"
+                            f"{self.pbx.domain}>;tag={new_tag()}"),
+                   ("To", f"<sip:{user}@{self.pbx.domain}>"),
+                   ("Call-ID", new_call_id()), ("CSeq", "1 INVITE"),
+                   ("Contact", our_contact), *self.pbx.common_headers(),
+                   *[(n, v) for n, v in relayed_headers(a_inv) if n not in _OWN_HEADERS]]
+        req = Request("INVITE", contact, headers, self._sdp("A", a_inv.body))
+        leg = Leg("B", peer, req, None, user, step=self.step_no, target=i)
+        self.b_legs.append(leg)
+        leg.key = self.pbx.send_request(req, peer, self._on_b_response, leg)
+
+    def _ring(self, user: str) -> None:
+        if user not in self.ringing_users:
+            self.ringing_users.add(user)
+            self.pbx.user_ringing(user, +1)
+
+    def _unring(self, user: str) -> None:
+        if user in self.ringing_users:
+            self.ringing_users.discard(user)
+            self.pbx.user_ringing(user, -1)
+
+    def _target_done(self, i: int, outcome: Outcome, status: int, reason: str | None,
+                     resp: Response | None = None) -> None:
+        if self.outcomes[i] is not None:
+            return
+        self.outcomes[i] = outcome
+        rank = _failure_rank(status)
+        if self._best is None or rank < self._best[0]:
+            self._best = (rank, status, reason, resp)
+        assert self.step is not None
+        target = self.step.targets[i]
+        if target.kind is Kind.USER and not any(
+                t.kind is Kind.USER and t.name == target.name and o is None
+                for t, o in zip(self.step.targets, self.outcomes)):
+            self._unring(target.name)
+        self._check_step()
+
+    def _check_step(self) -> None:
+        """Every target of the step ended without an answer: on to the next step."""
+        if self._launching or self.step is None or any(o is None for o in self.outcomes):
+            return
+        if self.state not in (CallState.ROUTING, CallState.RINGING):
+            return
+        self._next(self.step.next(combine(o for o in self.outcomes if o is not None)))
+
+    def _step_timeout(self, no: int) -> None:
+        if no != self.step_no or self.state not in (CallState.ROUTING, CallState.RINGING):
+            return
+        self._cancel_forks()
+        for user in list(self.ringing_users):
+            self._unring(user)
+        assert self.step is not None
+        self._next(self.step.next(Outcome.NO_ANSWER))
+
+    def _end_plan(self, end: End) -> None:
+        """The plan's last word: its status, or the best failure of the last step."""
+        self._cancel_forks()
+        if end.status:
+            self._fail(end.status, end.reason or None, None, released_by="pbx",
+                       cause=end.cause)
+        elif self._best is not None:
+            _, status, reason, resp = self._best
+            self._fail(status, reason, resp, released_by="callee")
+        else:
+            self._fail(480, None, None, released_by="pbx", cause="unavailable")
 
     # -- B-leg responses --------------------------------------------------------------
     def _on_b_response(self, leg: Leg, resp: Response, key: object = None) -> None:
@@ -217,7 +343,7 @@ class Call:
             leg.cancel_pending = False
             self._cancel_leg(leg)
             return
-        if self.state in (CallState.ROUTING, CallState.RINGING):
+        if leg.step == self.step_no and self.state in (CallState.ROUTING, CallState.RINGING):
             if self.state is CallState.ROUTING:
                 self._set_state(CallState.RINGING)
             self._respond_a(resp.status, resp.reason, resp)
@@ -240,13 +366,14 @@ class Call:
         if leg.ack is not None and leg.ack.cseq[0] == cseq:
             self.pbx.send_stateless(leg.ack, leg.peer)  # our ACK was lost: again
             return
-        offerless = not self.a.invite.body and leg is not self.winner and self.winner is None
-        if offerless and self.state is not CallState.ENDED:
+        ringing = self.state in (CallState.ROUTING, CallState.RINGING)
+        current = ringing and self.winner is None and leg.step == self.step_no
+        if current and not self.a.invite.body:
             self._ack_to = (leg, cseq)  # the caller's ACK brings the answer
         elif self._ack_to is None or self._ack_to[0] is not leg:
             self._ack(leg, dialog, cseq)
-        if self.winner is not None or self.state is CallState.ENDED:
-            # Another device answered first (or the caller left): this one goes.
+        if not current:
+            # Another device answered first (or the caller left, or the plan moved on).
             leg.dialog, leg.state = dialog, LegState.CONFIRMED
             if leg is not self.winner:
                 self._bye(leg)
@@ -257,6 +384,7 @@ class Call:
         for other in self.b_legs:
             if other is not leg and other.state in (LegState.CALLING, LegState.EARLY):
                 self._cancel_leg(other, reason="SIP;cause=200;text=\"Call completed elsewhere\"")
+        self._answered_by(leg.user, leg.user)
         self.answer_time = time.time()
         self._set_state(CallState.ANSWERED)
         self.final_status = 200
@@ -273,27 +401,53 @@ class Call:
 
     def _b_failure(self, leg: Leg, resp: Response) -> None:
         leg.state = LegState.GONE
-        if self.state in (CallState.ROUTING, CallState.RINGING) and all(
-                b.state is LegState.GONE for b in self.b_legs):
-            best = min((b for b in self.b_legs), key=lambda b: _failure_rank(b.last_status))
-            reason = resp.reason if best is leg else None
-            self._fail(best.last_status, reason, resp if best is leg else None,
-                       released_by="callee")
-        elif resp.status >= 600 and self.state in (CallState.ROUTING, CallState.RINGING):
-            self._cancel_forks()
-            self._fail(resp.status, resp.reason, resp, released_by="callee")
+        if leg.step != self.step_no or self.state not in (CallState.ROUTING, CallState.RINGING):
+            return
+        mine = [b for b in self.b_legs if b.step == leg.step and b.target == leg.target]
+        if resp.status >= 600:  # RFC 3261 16.7: a 6xx ends the search among the devices
+            for other in mine:
+                self._cancel_leg(other)
+        elif any(b.state is not LegState.GONE for b in mine):
+            return
+        best = min(mine, key=lambda b: _failure_rank(b.last_status))
+        reason = resp.reason if best is leg else None
+        self._target_done(leg.target, outcome_of(best.last_status), best.last_status, reason,
+                          resp if best is leg else None)
+
+    def answer_by_app(self, app: Any, body: bytes) -> None:
+        """minisip itself answers the caller (an app of pbx/apps) with ``body``."""
+        self._cancel_forks()
+        self.app = app
+        self._answered_by(app.name, None)
+        self.answer_time = time.time()
+        self._set_state(CallState.ANSWERED)
+        self.final_status = 200
+        resp = self._respond_a(200, None, body=body)
+        self._await_ack(resp, self.a)
+        if self.max_duration > 0:
+            self._after(self.max_duration, self._max_duration)
+
+    def _answered_by(self, callee: str, user: str | None) -> None:
+        """Who rings now stops ringing; ``user`` (None: an app) answered as ``callee``."""
+        for u in list(self.ringing_users):
+            self._unring(u)
+        self.callee, self.answered_user = callee, user
 
     # -- A-leg ------------------------------------------------------------------------
     def _respond_a(self, status: int, reason: str | None,
-                   source: Response | None = None) -> Response:
+                   source: Response | None = None, body: bytes = b"") -> Response:
         a = self.a
         headers = [(n, v) for n, v in relayed_headers(source) if n not in _OWN_HEADERS] \
             if source is not None else []
         if status < 300:
             headers.append(("Contact", self.pbx.local_via_contact(a.peer, self.callee)[1]))
             headers += self.pbx.common_headers()
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
         resp = make_response(a.invite, status, reason, to_tag=self.a_tag, headers=headers)
-        if source is not None and source.body:
+        if body:
+            resp.body = body
+        elif source is not None and source.body:
             resp.body = self._sdp("B", source.body)
         if a.dialog is None and status < 300:
             a.dialog = Dialog.as_uas(a.invite, resp, a.peer,
@@ -325,6 +479,8 @@ class Call:
         if pending is None or pending[1] is not leg or req.cseq[0] != pending[0].cseq[0]:
             return  # a retransmitted ACK, or one for a 2xx we no longer resend
         self._2xx = None
+        if self.app is not None:
+            self.app.on_ack(req)
         if self._ack_to is not None:  # the answer to the other side's offer is in it
             other, cseq = self._ack_to
             self._ack_to = None
@@ -347,6 +503,8 @@ class Call:
             self.hangup(released_by="caller" if leg.side == "A" else "callee",
                         cause="normal", skip=leg)
             return make_response(req, 200)
+        if self.app is not None and self.state is not CallState.ENDED:
+            return self.app.on_request(req)
         if other is None or other.dialog is None or self.state is CallState.ENDED:
             return make_response(req, 481)
         if req.method == "PRACK":
@@ -438,11 +596,6 @@ class Call:
         return self.winner if leg.side == "A" else self.a
 
     # -- release ----------------------------------------------------------------------
-    def _no_answer(self) -> None:
-        if self.state in (CallState.ROUTING, CallState.RINGING):
-            self._cancel_forks()
-            self._fail(480, "No Answer", None, released_by="pbx", cause="no answer")
-
     def _max_duration(self) -> None:
         if self.state in (CallState.ANSWERED, CallState.TALKING):
             self.hangup(released_by="pbx", cause="max duration")
@@ -507,6 +660,10 @@ class Call:
         for t in self.timers:
             t.cancel()
         self.timers.clear()
+        for user in list(self.ringing_users):
+            self._unring(user)
+        if self.app is not None:  # the app's task tree goes with the call
+            self.app.cancel()
         if self.media is not None:  # ports go back to the pool with the call
             self.media_stats = self.media.stats()
             self.media.close()
@@ -522,9 +679,9 @@ class Call:
                       answer_time=self.answer_time, end_time=end,
                       duration=round(duration, 3), status=self.final_status,
                       cause=self.cause or "normal", released_by=self.released_by or "caller",
-                      **_media_columns(self.media_stats))
+                      steps=" | ".join(self.history), **_media_columns(self.media_stats))
         out = [CdrRecord(kind="O", **common)]  # type: ignore[arg-type]
-        if self.b_legs:
+        if self.b_legs or self.app is not None:
             out.append(CdrRecord(kind="T", **common))  # type: ignore[arg-type]
         return out
 
@@ -535,4 +692,6 @@ class Call:
                 "callee": self.callee, "dialed": self.dialed, "state": self.state.value,
                 "route": self.route, "setup_time": self.setup_time,
                 "answer_time": self.answer_time,
-                "devices": len(self.b_legs)}
+                "devices": sum(1 for b in self.b_legs if b.state is not LegState.GONE),
+                "step": str(self.step) if self.step is not None else "",
+                "ringing": sorted(self.ringing_users)}

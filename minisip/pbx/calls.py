@@ -1,8 +1,11 @@
-"""Call control: admits new calls, routes them, and finds the call of a request.
+"""Call control: admits new calls, plans them, and finds the call of a request.
 
 A new INVITE is authenticated (407, like REGISTER's 401), checked against the
-caller's and callee's limits (manual section 3.2), routed by the dial plan and
-handed to a new ``Call``. Requests and ACKs inside a dialog find their call by
+caller's limits (manual section 3.2) and the black/white list, routed by the
+dial plan, planned by the services (pbx/services: who rings, in turn or
+together, and what busy, no answer and unreachable lead to) and handed to a
+new ``Call`` that executes the plan. The controller is the services' view of
+the live PBX (who is online, who is busy, where hunting resumes). Requests and ACKs inside a dialog find their call by
 dialog id; CANCEL finds it by the INVITE's branch. Ended calls leave their CDRs
 here and release every index entry, so nothing outlives the call.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,9 +27,12 @@ from ..sip.uri import parse_uri_untrusted
 from .call import Call, CallState, Leg
 from .cdr import CdrStore
 from .core import ALLOW, SUPPORTED, Pbx
-from .dialplan import Route, RouteKind, route_call
+from .dialplan import RouteKind, route_call
 from .location import Binding, LocationService
 from .media import CallMedia, needs_relay
+from .services import plan_route
+from .services.black_white_list import screen
+from .services.plan import Ctx, End, Kind, Step
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,10 @@ class CallController:
         self.outgoing: dict[str, int] = {}  # user -> outgoing calls in progress
         self.ringing: dict[str, int] = {}
         self.talking: dict[str, int] = {}
+        self._hunt: dict[str, int] = {}  #: hunt group -> index of the member tried last
+        self.percent: Callable[[], float] = lambda: random.random() * 100  #: black list draws
+        #: minisip's own parties of calls: app name -> starter (pbx/apps), set by the server
+        self.apps: dict[str, Callable[[Call, Any], bool]] = {}
         self.completed = 0
         self.media_io: MediaIO | None = None  #: set by the server: relays need its loop
         self.port_pool: PortPool | None = None
@@ -120,6 +131,20 @@ class CallController:
     def register_dialog(self, dialog_id: DialogId, call: Call, leg: Leg) -> None:
         self._dialogs[dialog_id] = (call, leg)
 
+    # -- what the services may ask (services/plan.py Live) ---------------------------
+    def online(self, user: str) -> bool:
+        return self.location.is_online(user)
+
+    def busy(self, user: str) -> bool:
+        u = self.snapshot().users.get(user)
+        return u is None or not self._room(user, u.max_concurrent_calls)
+
+    def hunt_start(self, group: str) -> int:
+        return self._hunt.get(group, -1) + 1
+
+    def hunt_tried(self, group: str, index: int) -> None:
+        self._hunt[group] = index
+
     # -- new calls -----------------------------------------------------------------
     def on_invite(self, req: Request, peer: Peer, now: float) -> Response | None:
         if req.call_id in self.calls:  # a second INVITE of a call we already have
@@ -135,15 +160,20 @@ class CallController:
             return make_response(req, 403, "Outgoing call limit reached", to_tag=new_tag())
         dialed = req.request_uri.user or ""
         route = route_call(snap, caller, dialed)
-        if route.kind is RouteKind.LOCAL_USER:
-            return self._call_local(req, peer, caller, dialed, route)
-        if route.kind is RouteKind.REJECT:
-            return make_response(req, route.status, route.reason, to_tag=new_tag())
-        # Lines, trunks and services are routed (the dial plan is complete) but their
-        # call legs are later work: say so rather than pretend the number is wrong.
-        what = route.target if route.kind is RouteKind.SERVICE else route.kind.value
-        return make_response(req, 503, f"{what} is not available yet", to_tag=new_tag(),
-                             headers=[("Retry-After", "3600")])
+        plan = screen(snap, caller, dialed, self.percent) or plan_route(Ctx(snap, self, caller),
+                                                                        route)
+        a = Leg("A", peer, req, None, caller)
+        target = route.target if route.kind is not RouteKind.REJECT else str(route.status)
+        call = Call(self, a, caller, dialed, f"{route.kind.value}:{target}",
+                    max_duration=float(user.max_duration or 0))
+        self.calls[req.call_id] = call
+        if req.branch:
+            self._by_branch[req.branch] = call
+        self._count(self.active, caller, +1)
+        self._count(self.outgoing, caller, +1)
+        self.core.publish("calls", "call_started", call.summary() | {"users": [caller]})
+        call.start(plan)
+        return None
 
     def challenge(self, req: Request, peer: Peer, now: float) -> Response | None:
         """The 407 for an INVITE without credentials, or None for a caller trusted
@@ -171,44 +201,48 @@ class CallController:
     def _room(self, user: str, limit: int) -> bool:
         return self.active.get(user, 0) < limit
 
-    def _call_local(self, req: Request, peer: Peer, caller: str, dialed: str,
-                    route: Route) -> Response | None:
+    # -- what a call's plan steps need ----------------------------------------------
+    def devices(self, user: str, latest_only: bool = False) -> list[tuple[str, Peer]]:
+        """(contact, peer) of each registered device of ``user`` (one_number_multi_devices
+        off: the most recently registered one only)."""
+        bindings = self.location.bindings(user)
+        if latest_only and bindings:
+            bindings = [max(bindings, key=lambda b: b.registered_at)]
+        return [(b.contact, device_peer(b)) for b in bindings]
+
+    def prepare_media(self, call: Call, step: Step) -> None:
+        """Open the call's relay when this step needs it and it has none yet: the
+        policy says so for the caller or a user about to ring, or minisip answers."""
+        if call.media is not None or self.media_io is None or self.port_pool is None:
+            return
         snap = self.snapshot()
-        callee = route.target
-        u = snap.users.get(callee)
-        if u is None:
-            return make_response(req, 404, to_tag=new_tag())
-        if not self._room(callee, u.max_concurrent_calls):
-            return make_response(req, 486, "Busy Here", to_tag=new_tag())
-        bindings = self.location.bindings(callee)
-        if not bindings:
-            return make_response(req, 480, "User is offline", to_tag=new_tag())
-        caller_cfg = snap.users[caller]
-        a = Leg("A", peer, req, None, caller)
-        call = Call(self, a, caller, dialed, callee, f"{route.kind.value}:{callee}",
-                    no_answer_time=float(u.no_answer_time or snap.system.no_answer_time),
-                    max_duration=float(caller_cfg.max_duration or 0))
-        targets = [(b.contact, device_peer(b)) for b in bindings]
-        if self.media_io is not None and needs_relay(
-                snap.system.relay_media, caller_cfg.relay_media or u.relay_media, req.body,
-                peer, [(b.contact, b.source) for b in bindings]):
-            a_addr = self.core.local_address(peer)[0]
-            b_addr = self.core.local_address(targets[0][1])[0]
-            call.media = CallMedia.open(self.media_io, self.port_pool,
-                                        "::" if ":" in a_addr else "0.0.0.0",
-                                        a_addr, b_addr, req.call_id, self.spawn)
-            if call.media is not None:
-                call.media.on_digit = call.digit_to_info
-        self.calls[req.call_id] = call
-        if req.branch:
-            self._by_branch[req.branch] = call
-        for user in (caller, callee):
-            self.active[user] = self.active.get(user, 0) + 1
-        self.outgoing[caller] = self.outgoing.get(caller, 0) + 1
-        self._count(self.ringing, callee, +1)
-        self.core.publish("calls", "call_started", call.summary() | {"users": [caller, callee]})
-        call.start(targets)
-        return None
+        users = [snap.users[t.name] for t in step.targets
+                 if t.kind is Kind.USER and t.name in snap.users]
+        bindings = [b for t in step.targets if t.kind is Kind.USER
+                    for b in self.location.bindings(t.name)]
+        app = any(t.kind is Kind.APP for t in step.targets)
+        caller_cfg = snap.users.get(call.caller)
+        flagged = any(u.relay_media for u in users) or bool(caller_cfg and caller_cfg.relay_media)
+        a = call.a
+        if not app and not needs_relay(snap.system.relay_media, flagged, a.invite.body, a.peer,
+                                       [(b.contact, b.source) for b in bindings]):
+            return
+        a_addr = self.core.local_address(a.peer)[0]
+        b_addr = self.core.local_address(device_peer(bindings[0]))[0] if bindings else a_addr
+        call.media = CallMedia.open(self.media_io, self.port_pool,
+                                    "::" if ":" in a_addr else "0.0.0.0",
+                                    a_addr, b_addr, a.invite.call_id, self.spawn)
+        if call.media is not None:
+            call.media.on_digit = call.digit_to_info
+
+    def start_app(self, call: Call, target: Any) -> bool:
+        """minisip answers ``call`` as app ``target.name``; False when it cannot."""
+        start = self.apps.get(target.name)
+        return start is not None and call.media is not None and start(call, target)
+
+    def user_ringing(self, user: str, delta: int) -> None:
+        self._count(self.ringing, user, delta)
+        self._count(self.active, user, delta)
 
     # -- requests for existing calls --------------------------------------------------
     def on_cancel(self, req: Request, peer: Peer, now: float) -> Response:
@@ -264,17 +298,21 @@ class CallController:
         else:
             table.pop(user, None)
 
+    def _talkers(self, call: Call) -> list[str]:
+        return [call.caller] + ([call.answered_user] if call.answered_user else [])
+
     def call_state_changed(self, call: Call, old: CallState, new: CallState) -> None:
         timeout = self.snapshot().system.media_timeout
         if new is CallState.TALKING and call.media is not None and timeout:
             call.timers.append(self.timers.schedule(self.now() + timeout, call.check_media,
                                                     float(timeout)))
         if new is CallState.ANSWERED:
-            self._count(self.ringing, call.callee, -1)
-            for user in (call.caller, call.callee):
+            if call.answered_user:
+                self._count(self.active, call.answered_user, +1)
+            for user in self._talkers(call):
                 self._count(self.talking, user, +1)
-        self.core.publish("calls", "call_state",
-                          call.summary() | {"users": [call.caller, call.callee]})
+        self.core.publish("calls", "call_state", call.summary() | {
+            "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
 
     def call_ended(self, call: Call) -> None:
         self.calls.pop(call.a.invite.call_id, None)
@@ -283,13 +321,12 @@ class CallController:
         for leg in (call.a, *call.b_legs):
             if leg.dialog is not None:
                 self._dialogs.pop(leg.dialog.id, None)
-        for user in (call.caller, call.callee):
-            self._count(self.active, user, -1)
+        self._count(self.active, call.caller, -1)
         self._count(self.outgoing, call.caller, -1)
-        if call.answer_time is None:
-            self._count(self.ringing, call.callee, -1)
-        else:
-            for user in (call.caller, call.callee):
+        if call.answer_time is not None:
+            if call.answered_user:
+                self._count(self.active, call.answered_user, -1)
+            for user in self._talkers(call):
                 self._count(self.talking, user, -1)
         self.completed += 1
         if self.cdr is not None:

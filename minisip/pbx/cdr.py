@@ -31,6 +31,8 @@ class CdrRecord:
     status: int  #: final SIP status of the call (200 answered, 486, 487, 480...)
     cause: str  #: release cause: "normal", "busy", "no answer", "cancelled", ...
     released_by: str  #: "caller", "callee" or "pbx"
+    #: the plan steps the call ran, in order: who rang, forwarded from whom, which group
+    steps: str = ""
     # Relayed media, as the relay counted it (0 when media went direct):
     a_packets: int = 0  #: RTP packets the caller sent
     b_packets: int = 0  #: RTP packets the callee sent
