@@ -144,6 +144,7 @@ class AppSession:
 
     def hangup(self, cause: str = "normal") -> None:
         self.call.hangup(released_by="pbx", cause=cause)
+        self.call.pbx.flush()  # a task, not a receive batch: nothing else sends it soon
 
 
 async def run(session: AppSession, app: App) -> None:
