@@ -120,9 +120,11 @@ def calls(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
     if json:
         emit_json(live)
         return
-    table("calls", ["caller", "callee", "dialed", "state", "duration", "route", "call id"],
-          [[c["caller"], c["callee"], c["dialed"], c["state"], c["duration"], c["route"],
-            c["call_id"]] for c in live])
+    table("calls", ["caller", "callee", "dialed", "state", "duration", "ringing", "step",
+                    "call id"],
+          [[c["caller"], c["callee"], c["dialed"], c["state"], c["duration"],
+            " ".join(c.get("ringing") or ()), c.get("step") or c["route"], c["call_id"]]
+           for c in live])
 
 
 @app.command()
@@ -149,9 +151,10 @@ def cdr(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
         return
     fmt = lambda t: _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if t else ""  # noqa: E731
     table("CDR", ["kind", "setup", "caller", "dialed", "final", "duration", "status", "cause",
-                  "released by"],
+                  "released by", "steps"],
           [[r["kind"], fmt(r["setup_time"]), r["caller"], r["dialed"], r["final"],
-            r["duration"], r["status"], r["cause"], r["released_by"]] for r in rows])
+            r["duration"], r["status"], r["cause"], r["released_by"], r.get("steps") or ""]
+           for r in rows])
 
 
 @app.command()

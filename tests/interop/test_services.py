@@ -3,6 +3,7 @@ multi-device flag, the black/white list and DND, against a running server with
 sipp phones (pyphone where a test measures when a device starts ringing)."""
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import time
@@ -326,3 +327,27 @@ def test_dnd_from_the_phone_gives_busy_until_turned_off(server: ServerProcess,
     user_field(server, "101", "do_not_disturb", "false")
     dial(server, "100", "101", "uac_call.xml", tmp_path)
     done(d101)
+
+
+def test_calls_shows_who_rings_and_the_plan_step(server: ServerProcess,
+                                                 tmp_path: Path) -> None:
+    configure(server, {"100": "", "101": FOLLOW % 0 + ", no_answer_time: 3", "102": ""})
+    server.start()
+    d101 = device(server, "101", "uas_ring_cancelled.xml", tmp_path)
+    d102 = device(server, "102", "uas_ring_cancelled.xml", tmp_path)
+    caller = start_sipp("uac_expect_480.xml", remote=f"127.0.0.1:{server.port}",
+                        users=[("100", "100", "101")], timeout=30, workdir=tmp_path)
+    deadline = time.monotonic() + 5
+    shown: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not (shown and shown[0].get("ringing")):
+        out = server.cli("calls", "--json")
+        shown = json.loads(out.stdout or "[]")
+        time.sleep(0.1)
+    assert shown and shown[0]["ringing"] == ["101", "102"], shown
+    assert shown[0]["step"] == "101: user:101, user:102"
+    table = server.cli("calls").stdout
+    assert "101 102" in table and "101: user:101, user:102" in table, table
+    r = caller.wait()
+    assert r.ok, r.output + server.log()
+    done(d101, d102)
+    assert cdr(server)["steps"] == "101: user:101, user:102"

@@ -110,6 +110,18 @@ DND = users(user("100"), user("101", 'do_not_disturb: true, '
                                      'forward_busy: {enabled: true, number: "102"}'),
             user("102", "do_not_disturb: true, voicemail: true"), user("103"))
 OUT = users(user("100"), user("101", 'forward_no_answer: {enabled: true, number: "92002"}'))
+COMBO = users(
+    user("100"),
+    user("101", 'follow_me: {strategy: 1, destinations: {a: "102"}}, voicemail: true, '
+                'forward_busy: {enabled: true, number: "103"}'),
+    user("102"), user("103"),
+    user("104", 'forward_no_answer: {enabled: true, number: "700"}, ringing_group_id: 2, '
+                'do_not_disturb: false'),
+    user("105", 'ringing_group_id: 2, forward_busy: {enabled: true, number: "101"}'),
+    user("106", 'forward_unconditional: {enabled: true, number: "600"}'),
+    user("107", 'do_not_disturb: true, follow_me: {destinations: {a: "102"}}'),
+)
+COMBO_SERVICES = ('ring_groups:\n  2: {number: "600"}\n' + HUNT_SERVICES)
 LINES = 'lines:\n  provider: {account: "2001", server: 127.0.0.1, no_answer_time: 40}\n'
 
 CASES: list[tuple[str, dict[str, str], set[str], set[str], str, str, list[Outcome],
@@ -200,6 +212,32 @@ CASES: list[tuple[str, dict[str, str], set[str], set[str], str, str, list[Outcom
      ["[forward_busy 101] voicemail 102: app:voicemail(102)"]),
     ("DND without forwarding: busy", {"users.yaml": DND}, ALL, set(), "103", "102", [],
      ["voicemail 102: app:voicemail(102)"]),
+    # combinations
+    ("follow-me 1, then busy forwarding: the user's busy step goes to follow-me first",
+     {"users.yaml": COMBO, "services.yaml": COMBO_SERVICES}, ALL | {"105", "106", "107"},
+     set(), "100", "101", [B, B, N],
+     ["101: user:101", "follow_me 101 a: user:102", "[forward_busy 101] 103: user:103",
+      "end 480 no answer"]),
+    ("follow-me 1, then voicemail when nobody answered",
+     {"users.yaml": COMBO, "services.yaml": COMBO_SERVICES}, ALL | {"105", "106", "107"},
+     set(), "100", "101", [N, N], ["101: user:101", "follow_me 101 a: user:102",
+                                   "voicemail 101: app:voicemail(101)"]),
+    ("a ring group member's no-answer forwarding goes to a hunt group",
+     {"users.yaml": COMBO, "services.yaml": COMBO_SERVICES}, ALL | {"105", "106", "107"},
+     set(), "100", "104", [N, N],
+     ["104: user:104, user:105", "[forward_no_answer 104] hunt_group sales 101: user:101",
+      "[forward_no_answer 104] hunt_group sales 102: user:102"]),
+    ("hunting rings members' devices, not their forwardings",
+     {"users.yaml": COMBO, "services.yaml": COMBO_SERVICES}, ALL | {"105", "106", "107"},
+     set(), "100", "700", [B], ["hunt_group sales 101: user:101",
+                                "hunt_group sales 102: user:102"]),
+    ("unconditional forwarding to a ring group pilot",
+     {"users.yaml": COMBO, "services.yaml": COMBO_SERVICES}, ALL | {"105", "106", "107"},
+     set(), "100", "106", [N], ["[forward_unconditional 106] ring_group 2: user:104, user:105",
+                                "end 480 no answer"]),
+    ("DND rings no follow-me destination", {"users.yaml": COMBO,
+                                            "services.yaml": COMBO_SERVICES},
+     ALL | {"105", "106", "107"}, set(), "100", "107", [], ["end 486 busy"]),
     # feature codes
     ("a forwarding code", {"users.yaml": FWD}, ALL, set(), "101", "*90*200#", [],
      ["feature forward_busy: app:feature_code(forward_busy=200)"]),
