@@ -171,6 +171,11 @@ class Call:
     #: the best failure of the current step: (rank, status, reason, response)
     _best: tuple[tuple[int, int], int, str | None, Response | None] | None = None
     _launching: bool = False
+    #: a plan step rings and nobody answered yet (also after the caller was answered,
+    #: when an app or a transfer hands the call on)
+    planning: bool = False
+    #: what a handed-on call does when its plan ends unanswered (None: hang up)
+    _on_end: Callable[[End], None] | None = None
     app: Any = None  #: the app answering the caller (pbx/apps), instead of a B-leg
     answered_user: str | None = None  #: the user whose device answered (not an app)
 
@@ -201,6 +206,7 @@ class Call:
     def _run(self, step: Step) -> None:
         forwarded = self.step is not None and len(step.via) > len(self.step.via)
         self.step_no += 1
+        self.planning = True
         self.step, self.outcomes, self._best = step, [None] * len(step.targets), None
         self.history.append(str(step))
         self.pbx.prepare_media(self, step)
@@ -223,7 +229,7 @@ class Call:
             self._check_step()
 
     def _launch_later(self, no: int, i: int) -> None:
-        if no == self.step_no and self.state in (CallState.ROUTING, CallState.RINGING):
+        if no == self.step_no and self.planning:
             assert self.step is not None
             self._launch(i, self.step.targets[i])
 
@@ -292,12 +298,12 @@ class Call:
         """Every target of the step ended without an answer: on to the next step."""
         if self._launching or self.step is None or any(o is None for o in self.outcomes):
             return
-        if self.state not in (CallState.ROUTING, CallState.RINGING):
+        if not self.planning:
             return
         self._next(self.step.next(combine(o for o in self.outcomes if o is not None)))
 
     def _step_timeout(self, no: int) -> None:
-        if no != self.step_no or self.state not in (CallState.ROUTING, CallState.RINGING):
+        if no != self.step_no or not self.planning:
             return
         self._cancel_forks()
         for user in list(self.ringing_users):
@@ -308,6 +314,13 @@ class Call:
     def _end_plan(self, end: End) -> None:
         """The plan's last word: its status, or the best failure of the last step."""
         self._cancel_forks()
+        self.planning = False
+        if self.state not in (CallState.ROUTING, CallState.RINGING):  # a handed-on call
+            if self._on_end is not None:
+                self._on_end(end)
+            else:
+                self.hangup(released_by="pbx", cause=end.cause)
+            return
         if end.status:
             self._fail(end.status, end.reason or None, None, released_by="pbx",
                        cause=end.cause)
@@ -366,9 +379,9 @@ class Call:
         if leg.ack is not None and leg.ack.cseq[0] == cseq:
             self.pbx.send_stateless(leg.ack, leg.peer)  # our ACK was lost: again
             return
-        ringing = self.state in (CallState.ROUTING, CallState.RINGING)
-        current = ringing and self.winner is None and leg.step == self.step_no
-        if current and not self.a.invite.body:
+        unanswered = self.state in (CallState.ROUTING, CallState.RINGING)
+        current = self.planning and self.winner is None and leg.step == self.step_no
+        if current and unanswered and not self.a.invite.body:
             self._ack_to = (leg, cseq)  # the caller's ACK brings the answer
         elif self._ack_to is None or self._ack_to[0] is not leg:
             self._ack(leg, dialog, cseq)
@@ -385,6 +398,9 @@ class Call:
             if other is not leg and other.state in (LegState.CALLING, LegState.EARLY):
                 self._cancel_leg(other, reason="SIP;cause=200;text=\"Call completed elsewhere\"")
         self._answered_by(leg.user, leg.user)
+        if not unanswered:  # handed on: the caller talks to the relay already
+            self._sdp("B", resp.body)
+            return
         self.answer_time = time.time()
         self._set_state(CallState.ANSWERED)
         self.final_status = 200
@@ -401,7 +417,7 @@ class Call:
 
     def _b_failure(self, leg: Leg, resp: Response) -> None:
         leg.state = LegState.GONE
-        if leg.step != self.step_no or self.state not in (CallState.ROUTING, CallState.RINGING):
+        if leg.step != self.step_no or not self.planning:
             return
         mine = [b for b in self.b_legs if b.step == leg.step and b.target == leg.target]
         if resp.status >= 600:  # RFC 3261 16.7: a 6xx ends the search among the devices
@@ -429,9 +445,26 @@ class Call:
 
     def _answered_by(self, callee: str, user: str | None) -> None:
         """Who rings now stops ringing; ``user`` (None: an app) answered as ``callee``."""
+        self.planning = False
         for u in list(self.ringing_users):
             self._unring(u)
         self.callee, self.answered_user = callee, user
+        if user is not None:
+            self.pbx.user_talking(user, +1)
+
+    def hand_on(self, plan: Plan, on_end: Callable[[End], None] | None = None) -> None:
+        """Ring ``plan`` for a caller already answered by an app (the attendant connects,
+        a parked call is retrieved...). The caller's media is on the relay: whoever
+        answers is connected through it; when the plan ends unanswered ``on_end`` is
+        told (None: the call is released)."""
+        if self.app is not None:
+            app, self.app = self.app, None
+            app.cancel()
+        if self.answered_user is not None:  # a transfer replaces who talked
+            self.pbx.user_talking(self.answered_user, -1)
+        self.winner = self.answered_user = None
+        self._on_end, self.step = on_end, None
+        self._next(plan)
 
     # -- A-leg ------------------------------------------------------------------------
     def _respond_a(self, status: int, reason: str | None,
@@ -505,6 +538,9 @@ class Call:
             return make_response(req, 200)
         if self.app is not None and self.state is not CallState.ENDED:
             return self.app.on_request(req)
+        if self.planning and self.state is not CallState.ENDED and other is None:
+            # the caller waits while the call is handed on: keys and refreshes wait too
+            return make_response(req, 491 if req.method in ("INVITE", "UPDATE") else 200)
         if other is None or other.dialog is None or self.state is CallState.ENDED:
             return make_response(req, 481)
         if req.method == "PRACK":
@@ -641,6 +677,7 @@ class Call:
         if self.state is CallState.ENDED:
             return
         self.cause, self.released_by = cause, released_by
+        self._cancel_forks()  # legs still ringing for a handed-on call
         for leg in (self.a, *self.b_legs):
             if leg is not skip and leg.state is not LegState.GONE and leg.dialog is not None:
                 self._bye(leg)

@@ -5,8 +5,9 @@ caller's limits (manual section 3.2) and the black/white list, routed by the
 dial plan, planned by the services (pbx/services: who rings, in turn or
 together, and what busy, no answer and unreachable lead to) and handed to a
 new ``Call`` that executes the plan. The controller is the services' view of
-the live PBX (who is online, who is busy, where hunting resumes). Requests and ACKs inside a dialog find their call by
-dialog id; CANCEL finds it by the INVITE's branch. Ended calls leave their CDRs
+the live PBX (who is online, who is busy, where hunting resumes). Requests and
+ACKs inside a dialog find their call by dialog id; CANCEL finds it by the
+INVITE's branch. Ended calls leave their CDRs
 here and release every index entry, so nothing outlives the call.
 """
 from __future__ import annotations
@@ -27,12 +28,12 @@ from ..sip.uri import parse_uri_untrusted
 from .call import Call, CallState, Leg
 from .cdr import CdrStore
 from .core import ALLOW, SUPPORTED, Pbx
-from .dialplan import RouteKind, route_call
+from .dialplan import Route, RouteKind, route_call
 from .location import Binding, LocationService
 from .media import CallMedia, needs_relay
 from .services import plan_route
 from .services.black_white_list import screen
-from .services.plan import Ctx, End, Kind, Step
+from .services.plan import Ctx, Kind, Plan, Step
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,7 @@ class CallController:
             return make_response(req, 403, "Outgoing call limit reached", to_tag=new_tag())
         dialed = req.request_uri.user or ""
         route = route_call(snap, caller, dialed)
-        plan = screen(snap, caller, dialed, self.percent) or plan_route(Ctx(snap, self, caller),
-                                                                        route)
+        plan = self.plan_for(caller, dialed, route)
         a = Leg("A", peer, req, None, caller)
         target = route.target if route.kind is not RouteKind.REJECT else str(route.status)
         call = Call(self, a, caller, dialed, f"{route.kind.value}:{target}",
@@ -174,6 +174,15 @@ class CallController:
         self.core.publish("calls", "call_started", call.summary() | {"users": [caller]})
         call.start(plan)
         return None
+
+    def plan_for(self, caller: str, number: str, route: Route | None = None) -> Plan:
+        """What a call from ``caller`` to ``number`` does: the black/white list, then the
+        services' plan of the dial plan's route (apps and transfers hand calls on with it)."""
+        snap = self.snapshot()
+        refused = screen(snap, caller, number, self.percent)
+        if refused is not None:
+            return refused
+        return plan_route(Ctx(snap, self, caller), route or route_call(snap, caller, number))
 
     def challenge(self, req: Request, peer: Peer, now: float) -> Response | None:
         """The 407 for an INVITE without credentials, or None for a caller trusted
@@ -244,6 +253,10 @@ class CallController:
         self._count(self.ringing, user, delta)
         self._count(self.active, user, delta)
 
+    def user_talking(self, user: str, delta: int) -> None:
+        self._count(self.talking, user, delta)
+        self._count(self.active, user, delta)
+
     # -- requests for existing calls --------------------------------------------------
     def on_cancel(self, req: Request, peer: Peer, now: float) -> Response:
         call = self._by_branch.get(req.branch or "")
@@ -298,19 +311,13 @@ class CallController:
         else:
             table.pop(user, None)
 
-    def _talkers(self, call: Call) -> list[str]:
-        return [call.caller] + ([call.answered_user] if call.answered_user else [])
-
     def call_state_changed(self, call: Call, old: CallState, new: CallState) -> None:
         timeout = self.snapshot().system.media_timeout
         if new is CallState.TALKING and call.media is not None and timeout:
             call.timers.append(self.timers.schedule(self.now() + timeout, call.check_media,
                                                     float(timeout)))
         if new is CallState.ANSWERED:
-            if call.answered_user:
-                self._count(self.active, call.answered_user, +1)
-            for user in self._talkers(call):
-                self._count(self.talking, user, +1)
+            self._count(self.talking, call.caller, +1)
         self.core.publish("calls", "call_state", call.summary() | {
             "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
 
@@ -324,10 +331,9 @@ class CallController:
         self._count(self.active, call.caller, -1)
         self._count(self.outgoing, call.caller, -1)
         if call.answer_time is not None:
-            if call.answered_user:
-                self._count(self.active, call.answered_user, -1)
-            for user in self._talkers(call):
-                self._count(self.talking, user, -1)
+            self._count(self.talking, call.caller, -1)
+        if call.answered_user:
+            self.user_talking(call.answered_user, -1)
         self.completed += 1
         if self.cdr is not None:
             self.cdr.add(call.cdrs())

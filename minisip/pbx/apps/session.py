@@ -24,7 +24,7 @@ from ...media.rtp import parse_rtp_untrusted
 from ...media.sdp_media import answer_offer_untrusted, make_offer
 from ...sip.errors import BadMessage
 from ...sip.message import Request, Response, make_response
-from ..services.plan import Target
+from ..services.plan import End, Target
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -141,6 +141,14 @@ class AppSession:
         with trio.move_on_after(timeout):
             return await self._digits.receive()
         return None
+
+    def hand_on(self, number: str, on_end: Callable[[End], None] | None = None) -> None:
+        """Connect the caller to ``number`` as if the caller had dialled it (the dial
+        plan and the services of whoever it reaches apply). The app's task ends here;
+        ``on_end`` hears of a plan that ended unanswered (None: the call is released)."""
+        call = self.call
+        call.hand_on(call.pbx.plan_for(call.caller, number), on_end)
+        call.pbx.flush()
 
     def hangup(self, cause: str = "normal") -> None:
         self.call.hangup(released_by="pbx", cause=cause)
