@@ -694,6 +694,7 @@ class Call:
             self.hangup(released_by="pbx", cause=cause)
 
     def _end(self) -> None:
+        self.planning = False
         for t in self.timers:
             t.cancel()
         self.timers.clear()
