@@ -351,3 +351,15 @@ def test_calls_shows_who_rings_and_the_plan_step(server: ServerProcess,
     assert r.ok, r.output + server.log()
     done(d101, d102)
     assert cdr(server)["steps"] == "101: user:101, user:102"
+
+
+def test_the_ring_group_no_answer_time_ends_a_pilot_call(server: ServerProcess,
+                                                         tmp_path: Path) -> None:
+    configure(server, {"100": "", "101": "ringing_group_id: 3, no_answer_time: 30"},
+              'ring_groups:\n  3: {number: "600", no_answer_time: 2}\n')
+    server.start()
+    d101 = device(server, "101", "uas_ring_cancelled.xml", tmp_path)
+    t0 = time.monotonic()
+    dial(server, "100", "600", "uac_expect_480.xml", tmp_path)
+    assert 1.5 <= time.monotonic() - t0 <= 6
+    done(d101)

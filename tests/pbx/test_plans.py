@@ -344,3 +344,9 @@ def test_feature_code_changes(code: str, arg: str, fields: dict[str, Any]) -> No
 
 def test_end_is_a_value() -> None:
     assert End(486, "Busy Here", "busy") == End(486, "Busy Here", "busy")
+
+
+def test_a_ring_group_pilot_rings_for_the_groups_no_answer_time(snapshots: Any) -> None:
+    snap = snapshots({"users.yaml": RING, "services.yaml": RING_SERVICES})
+    plan = plan_route(Ctx(snap, FakeLive(ALL, set()), "100"), route_call(snap, "100", "600"))
+    assert isinstance(plan, Step) and plan.timeout == 12
