@@ -298,6 +298,11 @@ class Server:
                 if self._edited_since_load():  # an edit between our load and the watcher
                     await self.reload({})
                 await nursery.start(serve_control, self.control_path, self.handlers(), self.bus)
+                system = self.holder.current.system
+                if system.metrics_port:
+                    from .metrics import serve_metrics
+                    await nursery.start(serve_metrics, self, system.metrics_address,
+                                        system.metrics_port)
                 nursery.start_soon(self._signals, nursery.cancel_scope)
                 # Start-up objects live forever: keep the collector off them, and run
                 # it less often (PERFORMANCE.md: GC pauses were Sippy's latency spikes).

@@ -382,6 +382,10 @@ class SystemConfig:
     security: Security = opt(Security(), "brute-force protection")
     no_answer_time: int = opt(30, "default ringing time before a call counts as not "
                                   "answered (s)", IntC(1, 3600))
+    metrics_port: int = opt(0, "Prometheus metrics over HTTP on this port; 0 = off",
+                            IntC(0, 65535))
+    metrics_address: str = opt("127.0.0.1", "address the metrics port listens on",
+                               StrC(nonempty=True))
     data_dir: str = opt("data", "live state: registrations, CDRs, voicemail, TLS key",
                         StrC(nonempty=True, what="a directory path"))
 

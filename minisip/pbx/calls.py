@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -89,6 +90,8 @@ class CallController:
         #: minisip's own parties of calls: app name -> starter (pbx/apps), set by the server
         self.apps: dict[str, Callable[[Call, Any], bool]] = {}
         self.completed = 0
+        self.causes: Counter[str] = Counter()  #: calls ended, by release cause
+        self._relayed = {"packets": 0, "bytes": 0, "lost": 0}  #: relay figures of ended calls
         self.media_io: MediaIO | None = None  #: set by the server: relays need its loop
         self.port_pool: PortPool | None = None
         self.spawn: Any = None  #: nursery.start_soon, for players (music on hold, DTMF)
@@ -335,6 +338,8 @@ class CallController:
         if call.answered_user:
             self.user_talking(call.answered_user, -1)
         self.completed += 1
+        self.causes[call.cause or "normal"] += 1
+        self._add_relayed(self._relayed, call.media_stats)
         if self.cdr is not None:
             self.cdr.add(call.cdrs())
 
@@ -348,6 +353,22 @@ class CallController:
     def release_all(self, cause: str = "shutdown") -> None:
         for call in list(self.calls.values()):
             call.release(cause)
+
+    @staticmethod
+    def _add_relayed(totals: dict[str, int], stats: dict[str, Any]) -> None:
+        for side in ("a", "b"):
+            leg = stats.get(side) or {}
+            totals["packets"] += leg.get("rtp_packets", 0)
+            totals["bytes"] += leg.get("rtp_bytes", 0)
+            totals["lost"] += leg.get("lost", 0)
+
+    def relayed_totals(self) -> dict[str, int]:
+        """Relayed RTP of every call so far, ended and in progress (for metrics)."""
+        totals = dict(self._relayed)
+        for call in self.calls.values():
+            if call.media is not None:
+                self._add_relayed(totals, call.media.stats())
+        return totals
 
     def live(self) -> list[dict[str, Any]]:
         now = time.time()
