@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 
 
 DROP = object()  #: what ``stateless`` returns for a request to ignore entirely
-#: requests already wait this long in the socket's queue: answers will soon come after
-#: T1 (0.5 s) and clients would retransmit, adding load. Refuse new work instead.
-OVERLOAD_DELAY = 0.3
 #: new work that may be refused; requests inside calls always go through
 _SHEDDABLE = frozenset({"INVITE", "REGISTER", "SUBSCRIBE", "OPTIONS", "MESSAGE"})
 
@@ -112,9 +109,8 @@ class SipDriver:
         self._timer_scope: trio.CancelScope | None = None
 
     def overloaded(self) -> bool:
-        """Datagrams wait OVERLOAD_DELAY or longer in a UDP socket's queue."""
-        return any(s.delay >= OVERLOAD_DELAY  # type: ignore[attr-defined]
-                   for s in self.senders["udp"])
+        """A UDP socket's queue has held datagrams too long for a while (udp.py)."""
+        return any(s.overloaded() for s in self.senders["udp"])  # type: ignore[attr-defined]
 
     def add_sender(self, transport: str, sender: Sender) -> None:
         self.senders[transport].append(sender)

@@ -23,7 +23,37 @@ MAX_DATAGRAM = 65535
 SOCKET_BUFFER = 4 * 1024 * 1024
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS is the same
 _TIMESPEC = struct.Struct("@qq")
-_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)  # a few MB, or retransmission storms start above ~10k msg/s
+_ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+#: requests already wait this long in the socket's queue: answers will soon come after
+#: T1 (0.5 s) and clients would retransmit, adding load
+OVERLOAD_DELAY = 0.3
+#: ... and have done so this long: only then is it overload. A queue that built up
+#: during one short stall of ours (a collection, a big commit) drains in milliseconds;
+#: answering it with 503 would turn a 0.3 s pause into hundreds of failed calls.
+OVERLOAD_SUSTAINED = 1.0
+
+
+class OverloadDetector:
+    """Sustained queueing delay (RFC 7339's idea, Kamailio ratelimit's practice):
+    overloaded once every look for ``sustained`` seconds saw the oldest datagram
+    wait ``threshold`` or more; one look below half the threshold clears it."""
+
+    def __init__(self, threshold: float = OVERLOAD_DELAY,
+                 sustained: float = OVERLOAD_SUSTAINED) -> None:
+        self.threshold, self.sustained = threshold, sustained
+        self.since: float | None = None  #: when the delay went over the threshold
+
+    def observe(self, delay: float, now: float) -> None:
+        if delay >= self.threshold:
+            if self.since is None:
+                self.since = now
+        elif delay < self.threshold / 2:
+            self.since = None
+
+    def overloaded(self, now: float) -> bool:
+        return self.since is not None and now - self.since >= self.sustained
 
 
 def _bracket(host: str) -> str:
@@ -66,6 +96,7 @@ class UdpListener:
         #: how long the oldest queued datagram had waited at the last look (seconds):
         #: the queueing delay every request now suffers, the true measure of overload
         self.delay = 0.0
+        self.overload = OverloadDetector()
         try:  # the kernel stamps each datagram on arrival; we read one stamp per batch
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self._stamps = True
@@ -85,6 +116,10 @@ class UdpListener:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
                 sec, nsec = _TIMESPEC.unpack_from(data)
                 self.delay = max(0.0, time.time() - (sec + nsec * 1e-9))
+                self.overload.observe(self.delay, time.monotonic())
+
+    def overloaded(self) -> bool:
+        return self.overload.overloaded(time.monotonic())
 
     @property
     def name(self) -> str:

@@ -8,7 +8,8 @@ import pytest
 from minisip.sip.parser import parse_message_untrusted
 from minisip.sip.peer import Peer
 from minisip.transaction.layer import TransactionLayer
-from minisip.transport.driver import OVERLOAD_DELAY, SipDriver, reject_untrusted, stamp_via
+from minisip.transport.driver import SipDriver, reject_untrusted, stamp_via
+from minisip.transport.udp import OverloadDetector
 
 PEER = Peer("udp", "192.0.2.7", 40000)
 
@@ -26,18 +27,21 @@ def request(method: str = "INVITE", to_tag: str = "", via_host: str = "10.0.0.2"
 class FakeUdp:
     host: str = "0.0.0.0"
     port: int = 5060
-    delay: float = 0.0
+    busy: bool = False
     sent: list[bytes] = field(default_factory=list)
+
+    def overloaded(self) -> bool:
+        return self.busy
 
     def send(self, data: bytes, peer: Peer) -> None:
         self.sent.append(data)
 
 
-def driver(delay: float = 0.0) -> tuple[SipDriver, FakeUdp, list[float]]:
+def driver(busy: bool = False) -> tuple[SipDriver, FakeUdp, list[float]]:
     layer = TransactionLayer()
     seen: list[float] = []
     d = SipDriver(layer, seen.append, lambda: None)
-    udp = FakeUdp(delay=delay)
+    udp = FakeUdp(busy=busy)
     d.add_sender("udp", udp)
     return d, udp, seen
 
@@ -67,7 +71,7 @@ def test_reject_copies_the_lines_a_client_matches_on() -> None:
 ])
 async def test_new_work_is_refused_with_503_while_overloaded(method: str, to_tag: str,
                                                              shed: bool) -> None:
-    d, udp, seen = driver(delay=OVERLOAD_DELAY + 0.1)
+    d, udp, seen = driver(busy=True)
     d.on_message(request(method, to_tag), PEER)
     if shed:
         assert udp.sent and udp.sent[0].startswith(b"SIP/2.0 503 Overloaded")
@@ -77,6 +81,21 @@ async def test_new_work_is_refused_with_503_while_overloaded(method: str, to_tag
 
 
 async def test_no_shedding_when_keeping_up() -> None:
-    d, udp, seen = driver(delay=OVERLOAD_DELAY / 2)  # a burst, not overload
+    d, udp, seen = driver(busy=False)
     d.on_message(request(), PEER)
     assert d.shed == 0 and seen
+
+
+@pytest.mark.parametrize(("looks", "overloaded"), [
+    ([(0.0, 0.5)], False),  # one look over the threshold: a stall's queue, not overload
+    ([(0.0, 0.5), (0.5, 0.6), (1.0, 0.4)], True),  # held for the whole second
+    ([(0.0, 0.5), (0.5, 0.1), (1.0, 0.5)], False),  # it drained in between
+    ([(0.0, 0.5), (0.5, 0.2), (1.0, 0.5)], True),  # above half the threshold: still behind
+    ([(0.0, 0.2), (2.0, 0.25)], False),  # never over
+])
+def test_overload_is_a_delay_held_over_a_window(looks: list[tuple[float, float]],
+                                                overloaded: bool) -> None:
+    det = OverloadDetector(threshold=0.3, sustained=1.0)
+    for now, delay in looks:
+        det.observe(delay, now)
+    assert det.overloaded(looks[-1][0]) is overloaded
