@@ -9,6 +9,7 @@ the location store.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -16,15 +17,19 @@ import re
 import secrets
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from . import __version__
 from .config.loader import ConfigError
+from .config.paths import resolve_data_dir
 from .config.schema import FILES, Snapshot
 from .config.watcher import ConfigHolder, watch_config
+from .control.api import ControlError, Rows, require_arg
 from .control.events import EventBus
 from .control.server import serve_control
 from .media.relay import MediaIO, PortPool
@@ -51,10 +56,18 @@ _CALL_ID = re.compile(r"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.I | re.M)
 _USERS = re.compile(r"^(?:From|f|To|t)[ \t]*:[^\r\n]*?sips?:([^@;>\s]+)@", re.I | re.M)
 
 
+class ListenError(OSError):
+    """A listener could not be opened; ``strerror`` names the address and the reason."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 @dataclass
 class ServeOptions:
     config_dir: Path = Path("configs")
-    data_dir: Path | None = None  #: default: system.yaml's data_dir, relative to the cwd
+    #: default: system.yaml's data_dir, relative to the configuration directory
+    data_dir: Path | None = None
     hosts: list[str] | None = None  #: listen addresses; default: system.yaml's listen
     udp_port: int | None = None
     tcp_port: int | None = None
@@ -70,6 +83,28 @@ class ServerInfo:
     data_dir: Path
     control_socket: Path
     default_passwords: list[str] = field(default_factory=list)
+
+
+def default_passwords(snap: Snapshot) -> set[str]:
+    """Users whose password is still their name (the manual's presets, or a hand edit)."""
+    return {n for n, u in snap.users.items() if u.password == n}
+
+
+def warn_default_password(user: str) -> None:
+    log.warning("user %s has its name as password; change it with: "
+                "minisip user set %s --password ...", user, user)
+
+
+@contextlib.contextmanager
+def _naming(transport: str, host: str, port: int) -> Iterator[None]:
+    """A bind error names the address it was for, in one line."""
+    try:
+        yield
+    except OSError as exc:
+        where = f"[{host}]" if ":" in host else host
+        reason = (exc.strerror or str(exc)).lower()
+        raise ListenError(exc.errno, f"cannot listen on {transport}:{where}:{port}: "
+                                     f"{reason}") from None
 
 
 def _secret(data_dir: Path) -> bytes:
@@ -99,7 +134,7 @@ class Server:
         self.started = time.time()
         self.holder = ConfigHolder(opts.config_dir)  # raises ConfigError: fatal at start
         system = self.holder.current.system
-        self.data_dir = Path(opts.data_dir or system.data_dir)
+        self.data_dir = resolve_data_dir(opts.config_dir, system.data_dir, opts.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bus = EventBus()
         self.location = LocationService(self.data_dir / "registrations.db",
@@ -132,6 +167,7 @@ class Server:
         self.udp: list[UdpListener] = []
         self.streams: list[StreamListener] = []
         self.fingerprint: str | None = None
+        self._default_passwords = default_passwords(self.holder.current)
 
     # -- hooks ------------------------------------------------------------------
     def _commit(self) -> None:
@@ -154,8 +190,7 @@ class Server:
         if self.bus.wants("registrations"):
             self.bus.publish("registrations", event, {
                 "user": b.aor, "contact": b.contact, "expires": b.remaining(time.time()),
-                "source": f"{b.source.transport}:{b.source.host}:{b.source.port}",
-                "user_agent": b.user_agent})
+                "source": str(b.source), "user_agent": b.user_agent})
 
     def _trace(self, direction: str, data: bytes, peer: Peer) -> None:
         if self.bus.wants("sip"):  # the hot path pays one dict lookup when nobody traces
@@ -168,10 +203,17 @@ class Server:
 
     def _on_reload(self, snap: Snapshot | None, error: ConfigError | None) -> None:
         if error is not None:
-            log.error("configuration not reloaded, still serving the previous one:\n%s", error)
+            for line in str(error).splitlines():  # one whole line per problem in the log
+                log.error("configuration not reloaded, still serving the previous one: %s",
+                          line)
             self.bus.publish("reloads", "reload_failed", {"error": str(error)})
             return
         assert snap is not None
+        before = self._default_passwords
+        self._default_passwords = default_passwords(snap)
+        for user in self._default_passwords:
+            if user not in before:  # a hand edit gave a user its name as password
+                warn_default_password(user)
         for aor in [a for a in self.location.aors() if a not in snap.users]:
             self.location.remove_all(aor)  # a deleted user's phones are unregistered
         self.location.commit()
@@ -195,20 +237,23 @@ class Server:
             self.fingerprint = tls.fingerprint(cert)
         for host in hosts:
             if udp_port:
-                self.udp.append(UdpListener(host, udp_port))
+                with _naming("udp", host, udp_port):
+                    self.udp.append(UdpListener(host, udp_port))
                 self.driver.add_sender("udp", self.udp[-1])
             for transport, port, c in (("tcp", tcp_port, None), ("tls", tls_port, ctx)):
                 if port:
                     listener = StreamListener(host, port, transport, c)
-                    await listener.bind()
+                    with _naming(transport, host, port):
+                        await listener.bind()
                     self.streams.append(listener)
                     self.driver.add_sender(transport, listener)
 
     def info(self) -> ServerInfo:
         snap = self.holder.current
-        defaults = [n for n, u in snap.users.items() if u.password == n]
         return ServerInfo([x.name for x in [*self.udp, *self.streams]], len(snap.users),
-                          self.fingerprint, self.data_dir, self.control_path, defaults)
+                          self.fingerprint, self.data_dir.absolute(),
+                          self.control_path.absolute(),
+                          sorted(self._default_passwords))
 
     @property
     def control_path(self) -> Path:
@@ -218,12 +263,14 @@ class Server:
     def status(self, args: dict[str, Any]) -> dict[str, Any]:
         h = self.holder
         return {
+            "version": __version__,
             "uptime": round(time.time() - self.started, 1),
             "listeners": [x.name for x in [*self.udp, *self.streams]],
             "tls_fingerprint": self.fingerprint,
             "config": {"dir": str(self.opts.config_dir), "generation": h.generation,
                        "last_reload": h.last_reload,
                        "error": str(h.last_error) if h.last_error else None},
+            "data_dir": str(self.data_dir.absolute()),
             "users": len(h.current.users),
             "online": sum(1 for _ in self.location.aors()),
             "calls": len(self.calls.calls),
@@ -233,35 +280,65 @@ class Server:
                 "registered": self.registrar.registered,
                 "challenged": self.registrar.challenged,
                 "refused": self.registrar.refused,
-                "auth_blocked": self.guard.blocked,
                 "bad_messages": self.driver.bad_messages,
                 "shed_overload": self.driver.shed,
+            },
+            "security": {
+                "auth_failed": self.registrar.auth_failed,
+                "blocks": self.guard.blocks,
+                "refused_while_blocked": self.guard.blocked,
                 "scanners_dropped": self.pbx.scanners_dropped,
             },
         }
 
-    def registrations(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+    def _known_user(self, args: dict[str, Any]) -> str | None:
+        """The ``user`` filter of a listing, refused when no such user exists."""
+        user = require_arg(args, "user", str, default=None)
+        if user is not None and user not in self.holder.current.users:
+            raise ControlError(f"no user {user!r} in users.yaml")
+        return user  # type: ignore[no-any-return]
+
+    def registrations(self, args: dict[str, Any]) -> Rows:
+        user = self._known_user(args)
         now = time.time()
-        user = args.get("user")
-        out = []
-        for aor in sorted(self.location.aors()):
-            if user and aor != user:
-                continue
-            for b in self.location.bindings(aor):
-                out.append({"user": aor, "contact": b.contact, "expires": b.remaining(now),
-                            "source": f"{b.source.transport}:{b.source.host}:{b.source.port}",
-                            "user_agent": b.user_agent})
-        return out
+        aors = [user] if user is not None else sorted(self.location.aors())
+        return Rows([{"user": aor, "contact": b.contact, "expires": b.remaining(now),
+                      "source": str(b.source), "user_agent": b.user_agent}
+                     for aor in aors
+                     for b in sorted(self.location.bindings(aor), key=lambda b: b.contact)])
 
-    def user_states(self, args: dict[str, Any]) -> dict[str, str]:
-        return {name: self.calls.user_state(name) for name in self.holder.current.users}
+    def user_states(self, args: dict[str, Any]) -> Rows:
+        """Users that are not offline, with their state and devices (offline is the rest).
+        An unknown ``user`` is simply offline: the CLI may know it before a reload."""
+        user = require_arg(args, "user", str, default=None)
+        users = self.holder.current.users
+        if user is not None:
+            names = [user]
+        else:
+            names = sorted(n for n in {*self.location.aors(), *self.calls.talking,
+                                       *self.calls.ringing} if n in users)
+        rows = []
+        for name in names:
+            state = self.calls.user_state(name)
+            if state != "offline":
+                rows.append({"user": name, "state": state,
+                             "contacts": [b.contact for b in self.location.bindings(name)]})
+        return Rows(rows)
 
-    def live_calls(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.calls.live()
+    def live_calls(self, args: dict[str, Any]) -> Rows:
+        user = self._known_user(args)
+        calls = self.calls.live()
+        if user is not None:
+            calls = [c for c in calls if user in (c["caller"], c["callee"])]
+        return Rows(calls)
 
-    def cdr_query(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.cdr.query(user=args.get("user"), since=args.get("since"),
-                              limit=int(args.get("limit", 100)))
+    def cdr_query(self, args: dict[str, Any]) -> Rows:
+        user = self._known_user(args)
+        since = args.get("since")
+        if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):
+            raise ControlError("argument 'since' must be a number (seconds since the epoch)")
+        return Rows(self.cdr.query(user=user, since=since,
+                                   limit=require_arg(args, "limit", int, default=100)))
 
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
         error = await trio.to_thread.run_sync(self.holder.reload)
@@ -309,6 +386,8 @@ class Server:
                 gc.collect()
                 gc.freeze()
                 gc.set_threshold(50_000, 20, 20)
+                for user in sorted(self._default_passwords):
+                    warn_default_password(user)
                 task_status.started(self.info())
         finally:
             self.calls.release_all("shutdown")

@@ -1,37 +1,73 @@
 """The ``minisip`` command. Thin: parse arguments, call into the rest.
 
-Heavy imports (trio, the server, rich tables) happen inside the commands that
-need them, so ``minisip --help`` and ``minisip user list`` start fast.
+Heavy imports (trio, the server) happen inside the commands that need them, so
+``minisip --help`` and ``minisip user list`` start fast. ``main`` runs the Typer
+app without its standalone error handling: every error, usage errors included,
+is one line on stderr and a non-zero exit status.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-if TYPE_CHECKING:
-    from .common import Target
-
+from .common import DEFAULT_CONFIG_DIR, Target, emit_json, fail, one_line, request, table
+from .common import target as _target
+from .common import write
 from .tables import line_app, trunk_app, user_app
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="minisip: an open-source SIP PBX.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
+                  help="minisip: an open-source SIP PBX. Global options stand before or "
+                       "after the command: minisip --config-dir /etc/minisip user list")
 app.add_typer(user_app, name="user")
 app.add_typer(line_app, name="line")
 app.add_typer(trunk_app, name="trunk")
 
-ConfigDir = Annotated[Path, typer.Option("--config-dir", envvar="MINISIP_CONFIG_DIR",
-                                         help="Directory of the YAML configuration.")]
+# After a sub-command: no environment variable here, so MINISIP_CONFIG_DIR never
+# overrides a --config-dir given before the sub-command (the callback reads it).
+ConfigDir = Annotated[Optional[Path], typer.Option(
+    "--config-dir", help="Directory of the YAML configuration [default: configs].")]
 DataDir = Annotated[Optional[Path], typer.Option(
-    "--data-dir", envvar="MINISIP_DATA_DIR",
-    help="Directory of live state (registrations, CDRs, TLS key, control socket). "
-         "Default: system.yaml's data_dir.")]
+    "--data-dir", help="Directory of live state (registrations, CDRs, TLS key, control "
+                       "socket). Default: system.yaml's data_dir, relative to the "
+                       "configuration directory.")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+UserFilter = Annotated[Optional[str], typer.Option("--user", help="Only this user.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+        write(f"minisip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _globals(
+    ctx: typer.Context,
+    config_dir: Annotated[Path, typer.Option(
+        "--config-dir", envvar="MINISIP_CONFIG_DIR",
+        help="Directory of the YAML configuration.")] = DEFAULT_CONFIG_DIR,
+    data_dir: Annotated[Optional[Path], typer.Option(
+        "--data-dir", envvar="MINISIP_DATA_DIR",
+        help="Directory of live state. Default: system.yaml's data_dir, relative to the "
+             "configuration directory.")] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    """minisip: an open-source SIP PBX."""
+    ctx.obj = Target(config_dir, data_dir)
 
 
 @app.command()
 def serve(
-    config_dir: ConfigDir = Path("configs"),
+    ctx: typer.Context,
+    config_dir: ConfigDir = None,
     data_dir: DataDir = None,
     host: Annotated[Optional[list[str]], typer.Option(
         "--host", help="Listen address (repeatable). Default: system.yaml's listen.")] = None,
@@ -39,70 +75,69 @@ def serve(
     tcp_port: Annotated[Optional[int], typer.Option(help="TCP port (0 = off).")] = None,
     tls_port: Annotated[Optional[int], typer.Option(help="TLS port (0 = off).")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    log_format: Annotated[str, typer.Option(
+        help="text (with timestamps), journal (syslog priority prefixes for journald), or "
+             "auto: journal when stderr is the systemd journal.")] = "auto",
 ) -> None:
-    """Run the PBX in the foreground until SIGINT/SIGTERM."""
+    """Run the PBX in the foreground until SIGINT/SIGTERM (SIGHUP reloads)."""
     from .serve import run_server
 
-    raise typer.Exit(run_server(config_dir, data_dir, host, udp_port, tcp_port, tls_port,
-                                log_level))
+    t = _target(ctx, config_dir, data_dir)
+    raise typer.Exit(run_server(t.config_dir, t.data_dir_option, host, udp_port, tcp_port,
+                                tls_port, log_level, log_format))
 
 
 # -- the running server ------------------------------------------------------------
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _target(config_dir: Path, data_dir: Path | None) -> "Target":
-    from .common import Target
-    return Target(config_dir, data_dir)
-
 
 @app.command()
-def status(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
+def status(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = None,
            json: Json = False) -> None:
     """Uptime, listeners, configuration state and counters of the running server."""
-    from .common import emit_json, request
-
-    st = request(_target(config_dir, data_dir), "status")
+    st = request(_target(ctx, config_dir, data_dir), "status")
     if json:
         emit_json(st)
         return
-    from rich.console import Console
-    c = Console(highlight=False)
-    c.print(f"[bold]minisip[/bold] up {st['uptime']:.0f} s")
-    for name in st["listeners"]:
-        c.print(f"  listening  {name}")
-    if st.get("tls_fingerprint"):
-        c.print(f"  TLS        SHA-256 {st['tls_fingerprint']}")
     cfg = st["config"]
-    c.print(f"  config     {cfg['dir']} (generation {cfg['generation']})")
+    lines = [f"minisip {st['version']} up {st['uptime']:.0f} s"]
+    lines += [f"  listening  {name}" for name in st["listeners"]]
+    if st.get("tls_fingerprint"):
+        lines.append(f"  TLS        SHA-256 {st['tls_fingerprint']}")
+    lines.append(f"  config     {cfg['dir']} (generation {cfg['generation']})")
     if cfg.get("error"):
-        c.print(f"[red]  last reload failed, still serving the previous configuration:[/red]"
-                f"\n{cfg['error']}")
-    c.print(f"  users      {st['users']} configured, {st['online']} online, "
-            f"{st['bindings']} registered devices")
-    c.print(f"  calls      {st['calls']} in progress, {st['calls_completed']} completed")
-    c.print("  counters   " + ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
+        lines.append("  config     last reload failed, still serving the previous "
+                     "configuration: " + "; ".join(cfg["error"].splitlines()))
+    if st.get("data_dir"):
+        lines.append(f"  data       {st['data_dir']}")
+    lines.append(f"  users      {st['users']} configured, {st['online']} online, "
+                 f"{st['bindings']} registered devices")
+    lines.append(f"  calls      {st['calls']} in progress, {st['calls_completed']} completed")
+    lines.append("  counters   " + ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
+    if st.get("security"):
+        lines.append("  security   " + ", ".join(f"{k} {v}"
+                                                 for k, v in st["security"].items()))
+    write("\n".join(lines))
 
 
 @app.command()
-def reload(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None) -> None:
+def reload(ctx: typer.Context, config_dir: ConfigDir = None,
+           data_dir: DataDir = None) -> None:
     """Reload the YAML configuration now (the server also watches the files)."""
-    from .common import fail, request
-
-    r = request(_target(config_dir, data_dir), "reload")
+    r = request(_target(ctx, config_dir, data_dir), "reload")
     if not r["ok"]:
-        fail(f"configuration not reloaded, still serving the previous one:\n{r['error']}")
-    typer.echo(f"reloaded (generation {r['generation']})")
+        fail("configuration not reloaded, still serving the previous one: "
+             + "; ".join(r["error"].splitlines()))
+    write(f"reloaded (generation {r['generation']})")
 
 
 @app.command()
-def registrations(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
-                  user: Annotated[Optional[str], typer.Option(help="Only this user.")] = None,
-                  json: Json = False) -> None:
-    """Registered devices: user, contact, expiry, source address."""
-    from .common import emit_json, request, table
-
-    regs = request(_target(config_dir, data_dir), "registrations", {"user": user})
+def registrations(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = None,
+                  user: UserFilter = None, json: Json = False) -> None:
+    """Registered devices: user, contact, expiry, source address. Without a running
+    server: the devices stored in registrations.db that have not expired."""
+    t = _target(ctx, config_dir, data_dir)
+    regs = request(t, "registrations", {"user": user}, required=False)
+    if regs is None:
+        regs = _stored_registrations(t, user)
     if json:
         emit_json(regs)
         return
@@ -110,13 +145,39 @@ def registrations(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = N
           [[r["user"], r["contact"], r["expires"], r["source"], r["user_agent"]] for r in regs])
 
 
-@app.command()
-def calls(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
-          json: Json = False) -> None:
-    """Calls in progress."""
-    from .common import emit_json, request, table
+def _stored_registrations(t: Target, user: str | None) -> list[dict[str, Any]]:
+    import time
 
-    live = request(_target(config_dir, data_dir), "calls")
+    from ..pbx.location import read_bindings
+
+    if user is not None:
+        _require_user(t, user)
+    db = t.data_dir / "registrations.db"
+    if not db.exists():
+        fail(f"no minisip server is running and no registrations are stored in {t.data_dir}")
+    sys.stderr.write(f"(no server running: devices as stored in {db})\n")
+    now = time.time()
+    return [{"user": b.aor, "contact": b.contact, "expires": b.remaining(now),
+             "source": str(b.source), "user_agent": b.user_agent}
+            for b in read_bindings(db, now) if user is None or b.aor == user]
+
+
+def _require_user(t: Target, user: str) -> None:
+    from ..config.loader import ConfigError
+    from ..config.store import USERS
+
+    try:
+        if user not in USERS.get_all(t.config_dir):
+            fail(f"no user {user!r} in users.yaml")
+    except ConfigError as exc:
+        fail(str(exc).splitlines()[0])
+
+
+@app.command()
+def calls(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = None,
+          user: UserFilter = None, json: Json = False) -> None:
+    """Calls in progress (state routing, ringing, answered, talking or held)."""
+    live = request(_target(ctx, config_dir, data_dir), "calls", {"user": user})
     if json:
         emit_json(live)
         return
@@ -127,51 +188,89 @@ def calls(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
            for c in live])
 
 
+#: CDR kinds, the manual's half-call model: O-CDR and T-CDR.
+KINDS = {"O": "originating", "T": "terminating"}
+
+
 @app.command()
-def cdr(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
+def cdr(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = None,
         user: Annotated[Optional[str], typer.Option(help="Calls of this user.")] = None,
-        limit: Annotated[int, typer.Option(help="At most this many records.")] = 50,
+        limit: Annotated[int, typer.Option(help="At most this many records (0 = all).")] = 50,
         json: Json = False) -> None:
-    """Call detail records, newest first (read from the data dir; no server needed)."""
+    """Call detail records, newest first (read from the data dir; no server needed).
+
+    Each call leaves an originating record (the caller's half) and, when a callee
+    was reached, a terminating record (the callee's half)."""
     import time as _time
 
-    from ..pbx.cdr import CdrStore
-    from .common import Target, emit_json, fail, table
+    from ..pbx.cdr import read_cdrs
 
-    data = Target(config_dir, data_dir).data_dir
-    if not (data / "cdr.db").exists():
-        fail(f"no CDRs in {data}")
-    store = CdrStore(data)
-    try:
-        rows = store.query(user=user, limit=limit)
-    finally:
-        store.close()
+    t = _target(ctx, config_dir, data_dir)
+    if user is not None:
+        _require_user(t, user)
+    rows = read_cdrs(t.data_dir, user=user, limit=limit)
+    if rows is None:
+        fail(f"no CDRs in {t.data_dir} (no cdr.db)")
     if json:
         emit_json(rows)
         return
-    fmt = lambda t: _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if t else ""  # noqa: E731
-    table("CDR", ["kind", "setup", "caller", "dialed", "final", "duration", "status", "cause",
-                  "released by", "steps"],
-          [[r["kind"], fmt(r["setup_time"]), r["caller"], r["dialed"], r["final"],
-            r["duration"], r["status"], r["cause"], r["released_by"], r.get("steps") or ""]
+
+    def fmt(t: float | None) -> str:
+        return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if t else ""
+
+    table("CDRs", ["kind", "setup", "caller", "dialed", "final", "duration", "status", "cause",
+                   "released by", "steps"],
+          [[KINDS.get(r["kind"], r["kind"]), fmt(r["setup_time"]), r["caller"], r["dialed"],
+            r["final"], r["duration"], r["status"], r["cause"], r["released_by"],
+            r.get("steps") or ""]
            for r in rows])
 
 
 @app.command()
-def trace(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
+def trace(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = None,
           user: Annotated[Optional[str], typer.Option(help="Only messages of this user.")] = None,
           call_id: Annotated[Optional[str], typer.Option(help="Only this Call-ID.")] = None,
           count: Annotated[int, typer.Option(help="Stop after this many (0 = forever).")] = 0,
           json: Json = False) -> None:
-    """Live SIP messages, like a small sngrep. Ctrl-C stops."""
+    """Live SIP messages with their time, like a small sngrep. Ctrl-C stops."""
     from .trace import run_trace
 
-    run_trace(_target(config_dir, data_dir), user, call_id, count, json)
+    run_trace(_target(ctx, config_dir, data_dir), user, call_id, count, json)
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; the exit status. Usage errors are one line (status 2), like the rest."""
+    from typer.main import get_command
+
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # typer before 0.29 used click itself
+        from click.exceptions import ClickException  # type: ignore[no-redef]
+
+    command = get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="minisip", standalone_mode=False)
+    except ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `minisip` alone: the help
+            sys.stderr.write(exc.format_message() + "\n")
+            return exc.exit_code
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        sys.stderr.write(f"error: {one_line(exc.format_message())}{hint}\n")
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        return 130
+    except BrokenPipeError:  # `minisip registrations | head`
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if os.environ.get("MINISIP_TRACEBACK"):
+            raise
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {one_line(str(exc))} "
+                         f"(MINISIP_TRACEBACK=1 shows where)\n")
+        return 1
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

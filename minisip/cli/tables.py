@@ -4,35 +4,98 @@ Edits go to the YAML files round trip (comments and order kept) and are written
 atomically; the running server picks them up through its watcher. ``list``
 adds live state from the server when one runs, and shows the config alone
 when none does.
-"""
-from __future__ import annotations
 
+The options and the help of ``add`` and ``set`` are generated from the entity's
+schema (config/schema.py): one ``--key`` option per top-level value with its
+doc and default, ``key=value`` items for every key (nested ones dotted), and
+examples from the schema's ``example`` values. So a line offers no user keys,
+and a trunk, which has no password, offers no ``--password``.
+"""
+# No `from __future__ import annotations`: the commands' annotations refer to
+# names local to make_table_app, and Typer must read them as objects.
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from .common import Target, emit_json, fail, request, table
+from ..config.schema import ListC, NestedC, SeqC, TableC, specs, walk
+from ..config.store import LINES, TRUNKS, USERS, Table
+from .common import Target, emit_json, fail, request, table, target, write, yaml_text
 
-ConfigDir = Annotated[Path, typer.Option("--config-dir", envvar="MINISIP_CONFIG_DIR",
-                                         help="Directory of the YAML configuration.")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="MINISIP_DATA_DIR",
-                                                 help="Directory of live state.")]
+ConfigDir = Annotated[Optional[Path], typer.Option(
+    "--config-dir", help="Directory of the YAML configuration [default: configs].")]
+DataDir = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Directory of live state. Default: system.yaml's data_dir.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-Items = Annotated[Optional[list[str]], typer.Argument(
-    help="Items as key=value, e.g. display_name=Alice max_duration=600 "
-         "forward_busy.number=200 (key= alone restores the default).")]
 
 
-def _parse_items(tbl: Any, items: list[str] | None) -> dict[str, Any]:
-    """key=value words typed by the schema (``number=0086`` stays text)."""
+def _entry_cls(tbl: Table) -> type:
+    check = specs(tbl.file_cls)[tbl.key].check
+    assert isinstance(check, TableC)
+    return check.cls
+
+
+def _shell_word(value: Any) -> str:
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return f'"{text}"' if not text or any(c in text for c in " \"'$*?#;&|") else text
+
+
+def examples(cls: type, limit: int = 3) -> str:
+    """``key=value`` examples from the schema's ``example`` values (password aside:
+    it has its option), for the help of add and set."""
+    shown = [f"{path}={_shell_word(spec.example)}" for path, spec in walk(cls)
+             if spec.example is not None and path != "password"]
+    return " ".join(shown[:limit])
+
+
+def _value_options(cls: type) -> list[inspect.Parameter]:
+    """One ``--key`` option per top-level value of the entity (nested ones are items)."""
+    params = []
+    for name, spec in specs(cls).items():
+        if isinstance(spec.check, (NestedC, TableC, ListC)):
+            continue
+        required = spec.default is dataclasses.MISSING
+        default = "required" if required else f"default {_shell_word(_yaml(spec.default))}"
+        what = spec.check.what
+        if isinstance(spec.check, SeqC):
+            what = f"comma-separated, each {spec.check.item.what}"
+        params.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+            default=typer.Option(None, "--" + name.replace("_", "-"), metavar="VALUE",
+                                 help=f"{spec.doc} ({what}; {default}).")))
+    return params
+
+
+def _yaml(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def _with_options(fn: Callable[..., None], extra: list[inspect.Parameter]) -> Callable[..., None]:
+    """``fn`` with the generated options added to its signature (Typer reads it)."""
+    sig = inspect.signature(fn)
+    # The generated options replace **values; Typer passes them by name into it.
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    fn.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
+    fn.__annotations__ = {**{p.name: p.annotation for p in params + extra},
+                          "return": sig.return_annotation}
+    return fn
+
+
+def _parse_items(tbl: Table, items: list[str] | None, options: dict[str, str | None]
+                 ) -> dict[str, Any]:
+    """key=value words and --key options, typed by the schema (``number=0086`` stays
+    text); an option wins over an item for the same key."""
     raw: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            fail(f"{item!r}: expected key=value")
+            fail(f"{item!r}: expected key=value (e.g. {examples(_entry_cls(tbl), 1)})")
         raw[key.strip()] = value
+    raw.update({k: v for k, v in options.items() if v is not None})
     return _edit(tbl.parse_items, raw) if raw else {}
 
 
@@ -42,7 +105,9 @@ def _edit(fn: Callable[..., Any], *args: Any, **fields: Any) -> Any:
 
     try:
         return fn(*args, **fields)
-    except (ConfigError, StoreError) as exc:
+    except ConfigError as exc:
+        fail("; ".join(str(exc).splitlines()))
+    except StoreError as exc:
         fail(str(exc))
 
 
@@ -56,77 +121,82 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def make_table_app(kind: str, store_table: str, summary: Callable[[str, Any], dict[str, Any]],
-                   live: Callable[[Target, dict[str, Any]], None] | None = None) -> typer.Typer:
+def make_table_app(kind: str, tbl: Table, summary: Callable[[str, Any], dict[str, Any]],
+                   live: Callable[[Target, list[dict[str, Any]], str | None], None] | None = None
+                   ) -> typer.Typer:
     """A Typer app with add/list/show/set/remove for one configuration table."""
-    app = typer.Typer(no_args_is_help=True, help=f"Manage {kind}s ({store_table}).")
+    cls = _entry_cls(tbl)
+    app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                      help=f"Manage {kind}s ({tbl.file}).")
+    options = _value_options(cls)
+    names = [p.name for p in options]
+    required = [n for n, s in specs(cls).items() if s.default is dataclasses.MISSING]
+    items_help = (f"Items as key=value for any key, nested ones dotted, e.g. "
+                  f"{examples(cls)} (key= alone restores the default).")
+    Items = Annotated[Optional[list[str]], typer.Argument(help=items_help, show_default=False)]
 
-    def tbl() -> Any:
-        from ..config import store
-        return getattr(store, store_table)
+    def add(ctx: typer.Context, name: str, items: Items = None,
+            config_dir: ConfigDir = None, **values: str | None) -> None:
+        fields = _parse_items(tbl, items, values)
+        _edit(tbl.add, target(ctx, config_dir, None).config_dir, name, **fields)
+        write(f"{kind} {name} added")
 
-    @app.command("add")
-    def add(name: str, items: Items = None,
-            password: Annotated[Optional[str], typer.Option(help="Password.")] = None,
-            config_dir: ConfigDir = Path("configs")) -> None:
-        """Add one entry."""
-        fields = _parse_items(tbl(), items)
-        if password is not None:
-            fields["password"] = password
-        _edit(tbl().add, config_dir, name, **fields)
-        typer.echo(f"{kind} {name} added")
+    a = "an" if kind[0] in "aeiou" else "a"
+    add.__doc__ = (f"Add {a} {kind}" + (f" (required: {', '.join(required)})" if required else "")
+                   + f". Example: minisip {tbl.key[:-1]} add NAME "
+                   + " ".join(f"--{n.replace('_', '-')} {_shell_word(s.example)}"
+                              for n, s in specs(cls).items() if s.example is not None
+                              and n in required + ["password"]) + ".")
+    app.command("add")(_with_options(add, options))
 
-    @app.command("set")
-    def set_(name: str, items: Items = None,
-             password: Annotated[Optional[str], typer.Option(help="New password.")] = None,
-             config_dir: ConfigDir = Path("configs")) -> None:
-        """Change items of one entry."""
-        fields = _parse_items(tbl(), items)
-        if password is not None:
-            fields["password"] = password
+    def set_(ctx: typer.Context, name: str, items: Items = None,
+             config_dir: ConfigDir = None, **values: str | None) -> None:
+        fields = _parse_items(tbl, items, values)
         if not fields:
-            fail("nothing to set: give key=value items or --password")
-        _edit(tbl().set, config_dir, name, **fields)
-        typer.echo(f"{kind} {name} changed")
+            fail(f"nothing to set: give key=value items or options, e.g. {examples(cls, 1)}")
+        _edit(tbl.set, target(ctx, config_dir, None).config_dir, name, **fields)
+        write(f"{kind} {name} changed")
+
+    set_.__doc__ = f"Change items of {a} {kind}."
+    app.command("set")(_with_options(set_, options))
 
     @app.command("remove")
-    def remove(name: str, config_dir: ConfigDir = Path("configs")) -> None:
+    def remove(ctx: typer.Context, name: str, config_dir: ConfigDir = None) -> None:
         """Remove one entry."""
-        _edit(tbl().remove, config_dir, name)
-        typer.echo(f"{kind} {name} removed")
+        _edit(tbl.remove, target(ctx, config_dir, None).config_dir, name)
+        write(f"{kind} {name} removed")
 
     @app.command("show")
-    def show(name: str, config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
-             json: Json = False) -> None:
-        """Every item of one entry, defaults filled in."""
-        entry = _plain(_edit(tbl().get, config_dir, name))
+    def show(ctx: typer.Context, name: str, config_dir: ConfigDir = None,
+             data_dir: DataDir = None, json: Json = False) -> None:
+        """Every item of one entry, defaults filled in (the password is not shown)."""
+        t = target(ctx, config_dir, data_dir)
+        entry = _plain(_edit(tbl.get, t.config_dir, name))
         entry.pop("password", None)
-        rows = {"name": name, **entry}
+        rows = [{"name": name, **entry}]
         if live is not None:
-            live(Target(config_dir, data_dir), rows)
+            live(t, rows, name)
         if json:
-            emit_json(rows)
+            emit_json(rows[0])
             return
-        for key, value in rows.items():
-            typer.echo(f"{key}: {value}")
+        write("\n".join(yaml_text(rows[0])))
 
     @app.command("list")
-    def list_(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
+    def list_(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = None,
               json: Json = False) -> None:
         """All entries, with live state when the server runs."""
-        entries = _edit(tbl().get_all, config_dir)
+        t = target(ctx, config_dir, data_dir)
+        entries = _edit(tbl.get_all, t.config_dir)
         rows = [{"name": n, **summary(n, e)} for n, e in entries.items()]
         if live is not None:
-            target = Target(config_dir, data_dir)
-            for r in rows:
-                r.setdefault("state", "")
-            live(target, {"rows": rows})
+            live(t, rows, None)
         if json:
             emit_json(rows)
             return
         cols = list(rows[0]) if rows else ["name"]
         table(f"{kind}s", cols, [[r.get(c) for c in cols] for r in rows])
 
+    assert len(set(names)) == len(names)
     return app
 
 
@@ -134,24 +204,23 @@ def _user_summary(name: str, u: Any) -> dict[str, Any]:
     return {"display_name": u.display_name, "state": "offline", "contacts": []}
 
 
-def _user_live(target: Target, rows: dict[str, Any]) -> None:
-    states = request(target, "user_states", required=False)
+def _user_live(t: Target, rows: list[dict[str, Any]], user: str | None) -> None:
+    """States from the server (it lists the users that are not offline)."""
+    states = request(t, "user_states", {"user": user} if user else {}, required=False)
     if states is None:
-        for r in rows.get("rows", [rows]):
+        for r in rows:
             r["state"] = "(no server)"
         return
-    regs = request(target, "registrations", {})
-    contacts: dict[str, list[str]] = {}
-    for reg in regs:
-        contacts.setdefault(reg["user"], []).append(reg["contact"])
-    for r in rows.get("rows", [rows]):
-        r["state"] = states.get(r["name"], "offline")
-        r["contacts"] = contacts.get(r["name"], [])
+    live = {s["user"]: s for s in states}
+    for r in rows:
+        s = live.get(r["name"])
+        r["state"] = s["state"] if s else "offline"
+        r["contacts"] = s["contacts"] if s else []
 
 
-user_app = make_table_app("user", "USERS", _user_summary, _user_live)
-line_app = make_table_app("external line", "LINES", lambda n, line: {
+user_app = make_table_app("user", USERS, _user_summary, _user_live)
+line_app = make_table_app("external line", LINES, lambda n, line: {
     "type": line.type, "account": line.account, "server": line.server, "port": line.port,
     "outgoing_group_id": line.outgoing_group_id})
-trunk_app = make_table_app("SIP trunk", "TRUNKS", lambda n, t: {
-    k: getattr(t, k) for k in ("address", "port", "outgoing_group_id") if hasattr(t, k)})
+trunk_app = make_table_app("SIP trunk", TRUNKS, lambda n, t: {
+    k: getattr(t, k) for k in ("address", "port", "transport", "outgoing_group_id")})

@@ -3,8 +3,21 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from typing import Any
 
 from .common import Target, fail
+
+
+def trace_line(frame: dict[str, Any]) -> str:
+    """``12:00:01.234 <-- udp [::1]:5060``: when, which way, and the peer."""
+    data = frame.get("data", {})
+    ts = frame.get("ts") or 0.0
+    when = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts * 1000) % 1000:03d}"
+    arrow = "<--" if data.get("direction") == "in" else "-->"
+    host = str(data.get("host"))
+    host = f"[{host}]" if ":" in host else host
+    return f"{when} {arrow} {data.get('transport')} {host}:{data.get('port')}"
 
 
 def run_trace(target: Target, user: str | None, call_id: str | None, count: int,
@@ -26,9 +39,7 @@ def run_trace(target: Target, user: str | None, call_id: str | None, count: int,
                 if as_json:
                     sys.stdout.write(json.dumps(frame) + "\n")
                 else:
-                    arrow = "<--" if data.get("direction") == "in" else "-->"
-                    sys.stdout.write(f"{arrow} {data.get('transport')} {data.get('host')}:"
-                                     f"{data.get('port')}\n{data.get('text', '')}\n")
+                    sys.stdout.write(trace_line(frame) + "\n" + data.get("text", "") + "\n")
                 sys.stdout.flush()
                 seen += 1
                 if count and seen >= count:
@@ -36,8 +47,8 @@ def run_trace(target: Target, user: str | None, call_id: str | None, count: int,
 
     try:
         trio.run(main)
-    except ServerNotRunning:
-        fail(f"no minisip server is running (no control socket at {target.control_path})")
+    except ServerNotRunning as exc:
+        fail(str(exc))
     except ControlError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -120,8 +120,15 @@ class _SyntaxIssue(Exception):
         self.issue = issue
 
 
-def _ruamel_issue(name: str, exc: Exception) -> ConfigIssue:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+def yaml_issue(name: str, exc: Exception, text: str) -> ConfigIssue:
+    """ruamel's parse error as one issue, worded the same for the CLI and the server.
+
+    A mistake found only at the end of the file (an unclosed ``[`` or quote) is
+    reported where the unclosed construct starts, never on a line past the end.
+    """
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    mark = problem_mark or context_mark
     line = mark.line + 1 if mark is not None else None
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     if type(exc).__name__ == "DuplicateKeyError":
@@ -129,6 +136,16 @@ def _ruamel_issue(name: str, exc: Exception) -> ConfigIssue:
         # first occurrence, so no "first at" here (the fast reader knows it).
         key = problem.split('"')[1] if '"' in problem else ""
         return ConfigIssue(name, line, key, "duplicate key")
+    last = max(1, len(text.rstrip().splitlines()))
+    if line is not None and line > last or "<stream end>" in problem or (
+            "end of stream" in problem):
+        problem = problem.replace("'<stream end>'", "the end of the file").replace(
+            "unexpected end of stream", "the end of the file")
+        context = getattr(exc, "context", None)
+        if context:
+            problem += f" ({context})"
+        line = context_mark.line + 1 if context_mark is not None else line
+        line = min(line, last) if line is not None else last
     return ConfigIssue(name, line, "", f"YAML syntax error: {problem}")
 
 
@@ -150,7 +167,21 @@ def _parse(name: str, data: bytes, *, lines: bool = False) -> _Doc:
     try:
         return _Doc(name, yaml.load(text), lines)
     except YAMLError as exc:
-        raise _SyntaxIssue(_ruamel_issue(name, exc)) from None
+        if not lines:  # the CLI's round-trip loader words it: say it the same way
+            try:
+                YAML(typ="rt").load(text)
+            except YAMLError as rt_exc:
+                exc = rt_exc
+        raise _SyntaxIssue(yaml_issue(name, exc, text)) from None
+
+
+def check_syntax(name: str, text: str) -> None:
+    """Raise the ConfigError the server would report for ``text``'s YAML syntax, if any
+    (the CLI's round-trip reader calls it, so both word a mistake the same way)."""
+    try:
+        _parse(name, text.encode("utf-8"))
+    except _SyntaxIssue as exc:
+        raise ConfigError([exc.issue]) from None
 
 
 # -- validation: one generic walk over the schema --------------------------------------------
@@ -596,4 +627,4 @@ def load_file(config_dir: Path, name: str, cls: type) -> Any:
 
 
 __all__ = ["ConfigError", "ConfigIssue", "RawFile", "build_snapshot", "load_file",
-           "load_snapshot", "load_text", "read_files"]
+           "load_snapshot", "load_text", "read_files", "check_syntax", "yaml_issue"]

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, TypeVar
 
+from .paths import DEFAULT_DATA_DIR
+
 T = TypeVar("T")
 
 EMPTY: Mapping[Any, Any] = MappingProxyType({})
@@ -259,8 +261,10 @@ def _plural(what: str) -> str:
 
 # -- field helpers -------------------------------------------------------------------------
 
-def opt(default: Any, doc: str, check: Check | None = None, *, ref: str | None = None) -> Any:
-    """An optional key with the manual's default. Nested dataclass defaults need no check."""
+def opt(default: Any, doc: str, check: Check | None = None, *, ref: str | None = None,
+        example: Any = None) -> Any:
+    """An optional key with the manual's default. Nested dataclass defaults need no check.
+    ``example``: a typical value, shown by the CLI's help (``key=example``)."""
     if check is None:
         if dataclasses.is_dataclass(default):
             check = NestedC(type(default))
@@ -268,12 +272,13 @@ def opt(default: Any, doc: str, check: Check | None = None, *, ref: str | None =
             raise TypeError("a check is required")
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples and MappingProxyType for defaults")
-    return field(default=default, metadata={"doc": doc, "check": check, "ref": ref})
+    return field(default=default, metadata={"doc": doc, "check": check, "ref": ref,
+                                            "example": example})
 
 
-def req(doc: str, check: Check, *, ref: str | None = None) -> Any:
+def req(doc: str, check: Check, *, ref: str | None = None, example: Any = None) -> Any:
     """A required key (no default)."""
-    return field(metadata={"doc": doc, "check": check, "ref": ref})
+    return field(metadata={"doc": doc, "check": check, "ref": ref, "example": example})
 
 
 def table(cls: type, key: Check, entry: str, doc: str, key_name: str = "") -> Any:
@@ -356,8 +361,8 @@ class SystemConfig:
     udp_port: int = opt(5060, "SIP over UDP (0 = off)", PORT)
     tcp_port: int = opt(5060, "SIP over TCP (0 = off)", PORT)
     tls_port: int = opt(6060, "SIP over TLS (0 = off)", PORT)
-    domain: str = opt("minisip", "SIP domain of our users (user@domain)",
-                      StrC(r"[A-Za-z0-9.-]+", "a domain name", nonempty=True))
+    domain: str = opt("", "SIP domain of our users (user@domain); empty = the address "
+                          "the request came in on", StrC(r"[A-Za-z0-9.-]+", "a domain name"))
     realm: str = opt("minisip", "digest authentication realm",
                      StrC(r"[^\"\\]+", "a string without quotes or backslashes",
                           nonempty=True))
@@ -386,7 +391,8 @@ class SystemConfig:
                             IntC(0, 65535))
     metrics_address: str = opt("127.0.0.1", "address the metrics port listens on",
                                StrC(nonempty=True))
-    data_dir: str = opt("data", "live state: registrations, CDRs, voicemail, TLS key",
+    data_dir: str = opt(DEFAULT_DATA_DIR, "live state: registrations, CDRs, voicemail, TLS key; "
+                                   "relative to the configuration directory",
                         StrC(nonempty=True, what="a directory path"))
 
     @classmethod
@@ -406,7 +412,7 @@ class SystemConfig:
 class Forwarding:
     enabled: bool = opt(False, "the user holds this forwarding right", BoolC())
     number: str = opt("", "where calls go; empty = not forwarding (phones set it with "
-                          "feature codes)", DialC())
+                          "feature codes)", DialC(), example="300")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -435,14 +441,16 @@ _NO_FORWARD = Forwarding()
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class User:
-    password: str = req("password for SIP digest authentication", StrC(nonempty=True))
+    password: str = req("password for SIP digest authentication", StrC(nonempty=True),
+                        example="s3cret")
     display_name: str = opt("", "name shown to the called party; empty = the user name",
-                            StrC())
+                            StrC(), example="Alice Smith")
     no_answer_time: int = opt(0, "ringing time before no-answer (s); 0 = system's",
                               IntC(0, 3600))
     external_line: str = opt("", "external line for outside calls; empty = any free line",
                              StrC(), ref="line")
-    max_duration: int = opt(0, "longest outgoing call (s); 0 = unlimited", SECONDS)
+    max_duration: int = opt(0, "longest outgoing call (s); 0 = unlimited", SECONDS,
+                            example=600)
     max_concurrent_calls: int = opt(4, "calls at once, in and out; 0 = none at all", COUNT)
     max_concurrent_outgoing_calls: int = opt(2, "outgoing calls at once; 0 = none", COUNT)
     call_right: int = opt(0, "level; may dial dial-plan prefixes whose call_right is <= it",
@@ -508,9 +516,11 @@ class OutboundProxy:
 class Line:
     type: int = opt(0, "0 = we register to a provider, 1 = an FXO gateway registers to us",
                     ChoiceC(0, 1))
-    account: str = req("account (user name) registered with", StrC(nonempty=True))
+    account: str = req("account (user name) registered with", StrC(nonempty=True),
+                       example="2001")
     password: str = opt("", "password; empty = no authentication", StrC())
-    server: str = opt("", "provider host name or IP address (type 0)", StrC())
+    server: str = opt("", "provider host name or IP address (type 0)", StrC(),
+                      example="sip.example.com")
     port: int = opt(5060, "provider port (type 0)", PEER_PORT)
     transport: str = opt("udp", "udp, tcp or tls", TRANSPORTS)
     authorization_id: str = opt("", "authorization user name; empty = account", StrC())
@@ -524,7 +534,7 @@ class Line:
                                         "bound to it)", BoolC())
     original_caller_as_display_name: bool = opt(False, "send the caller's number as "
                                                        "display name", BoolC())
-    outgoing_group_id: int = opt(0, "outgoing group for the dial plan", GROUP_ID)
+    outgoing_group_id: int = opt(0, "outgoing group for the dial plan", GROUP_ID, example=1)
     no_answer_time: int = opt(0, "no-answer time on this line (s); 0 = system's", SECONDS)
     max_outgoing_calls: int = opt(4, "outgoing calls at once; 0 = none", COUNT)
     max_duration: int = opt(0, "longest outgoing call (s); 0 = unlimited", SECONDS)
@@ -547,8 +557,8 @@ class Line:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Trunk:
     address: str = req("peer's IP address or host name (calls are trusted from it)",
-                       StrC(nonempty=True))
-    port: int = opt(5060, "peer's port", PEER_PORT)
+                       StrC(nonempty=True), example="192.0.2.50")
+    port: int = opt(5060, "peer's port", PEER_PORT, example=5080)
     transport: str = opt("udp", "udp, tcp or tls", TRANSPORTS)
     match_port: bool = opt(True, "trust calls only from address:port (false: any port)",
                            BoolC())
@@ -556,7 +566,7 @@ class Trunk:
     request_uri_parameter: str = opt("", "appended to the Request-URI, e.g. user=phone",
                                      StrC(r"[^\s;][^\s]*", "a parameter without spaces"))
     tel_uri: bool = opt(False, "send tel: URIs instead of sip:", BoolC())
-    outgoing_group_id: int = opt(0, "outgoing group for the dial plan", GROUP_ID)
+    outgoing_group_id: int = opt(0, "outgoing group for the dial plan", GROUP_ID, example=2)
     max_concurrent_calls: int = opt(30, "calls at once, in and out", IntC(1))
     max_duration: int = opt(0, "longest outgoing call (s); 0 = unlimited", SECONDS)
     no_answer_time: int = opt(0, "no-answer time (s); 0 = system's", SECONDS)
@@ -887,6 +897,7 @@ class FieldSpec:
     default: Any  #: dataclasses.MISSING when required
     ref: str | None
     doc: str
+    example: Any = None  #: a typical value for the CLI's help; None = none given
 
 
 _SPECS: dict[type, dict[str, FieldSpec]] = {}
@@ -902,7 +913,7 @@ def specs(cls: type) -> dict[str, FieldSpec]:
             if f.default_factory is not dataclasses.MISSING:
                 default = f.default_factory()
             out[f.name] = FieldSpec(f.name, f.metadata["check"], default, f.metadata["ref"],
-                                    f.metadata["doc"])
+                                    f.metadata["doc"], f.metadata.get("example"))
         _SPECS[cls] = out
     return out
 

@@ -31,7 +31,9 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from . import fastyaml
-from .loader import ConfigError, ConfigIssue, load_file, load_text
+from .loader import (
+    ConfigError, ConfigIssue, check_syntax, load_file, load_text, yaml_issue,
+)
 from .schema import (
     DEFAULT_USERS, EMPTY, ChoiceC, Line, LinesFile, NestedC, RoutingGroup, SeqC, StrC, TableC,
     TargetC, Trunk, TrunksFile, User, UsersFile, specs,
@@ -125,11 +127,8 @@ def read_document(path: Path) -> tuple[Any, str]:
     try:
         return round_trip_yaml().load(text), text
     except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError([ConfigIssue(Path(path).name, line, "",
-                                       f"YAML syntax error: {problem}")]) from None
+        check_syntax(Path(path).name, text)  # the server's words for the mistake
+        raise ConfigError([yaml_issue(Path(path).name, exc, text)]) from None
 
 
 _PLAIN_OK = re.compile(r"[A-Za-z][A-Za-z0-9._@/-]*")

@@ -13,10 +13,20 @@ reply. ``args`` is optional and must be an object. ``op`` names a handler the
 server was started with, or one of the built-ins ``ping``, ``subscribe`` and
 ``unsubscribe``.
 
-Server -> client, a reply (exactly one per request, in request order)::
+Server -> client, a reply (one per request, in request order)::
 
     {"id": 1, "ok": true, "result": ...}
     {"id": 1, "ok": false, "error": "one clear line"}
+
+A listing (registrations, calls, CDRs, user states) is a reply in several
+frames, so that no frame outgrows ``MAX_FRAME`` however many rows there are::
+
+    {"id": 1, "ok": true, "rows": [{...}, ...], "more": true}
+    {"id": 1, "ok": true, "rows": [...], "more": false}
+
+The rows are taken in one piece when the request arrives (a consistent view)
+and sent in pages of about ``PAGE_CHARS``; the client joins them. An error
+frame may end a listing early.
 
 A frame that cannot be read as a request still gets an error reply, with the id
 echoed when one could be read and null otherwise. Nothing a client sends closes
@@ -42,6 +52,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -54,11 +65,13 @@ __all__ = [
     "BadRequest",
     "ControlError",
     "Request",
+    "Rows",
     "Subscription",
     "encode_error",
     "encode_event",
     "encode_request",
     "encode_result",
+    "encode_rows",
     "parse_frame_untrusted",
     "parse_request_untrusted",
     "parse_subscribe_args_untrusted",
@@ -73,6 +86,8 @@ BUILTIN_OPS: Final = frozenset({"ping", "subscribe", "unsubscribe"})
 
 #: Longest frame the server reads (the websocket layer closes on larger ones).
 MAX_FRAME: Final = 256 * 1024
+#: A listing's rows go out in frames of about this many characters.
+PAGE_CHARS: Final = 64 * 1024
 _MAX_OP: Final = 64
 _MAX_ID: Final = 128
 _MAX_ERROR: Final = 300
@@ -106,6 +121,12 @@ class Request:
     id: RequestId
     op: str
     args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """A handler's listing: sent as a series of frames (see the module doc)."""
+    rows: list[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +255,9 @@ def parse_frame_untrusted(text: str | bytes) -> dict[str, Any]:
             raise BadMessage("reply 'ok' must be a boolean")
         if not obj["ok"] and not isinstance(obj.get("error"), str):
             raise BadMessage("error reply without an 'error' string")
+        if "rows" in obj and (not isinstance(obj["rows"], list)
+                              or not isinstance(obj.get("more"), bool)):
+            raise BadMessage("listing frame needs a 'rows' list and a boolean 'more'")
     elif "event" in obj:
         if not isinstance(obj["event"], str):
             raise BadMessage("event name must be a string")
@@ -278,6 +302,25 @@ def encode_request(rid: RequestId, op: str, args: dict[str, Any] | None = None) 
 def encode_result(rid: RequestId, result: Any) -> str:
     """Raises ``TypeError``/``ValueError`` when ``result`` has no JSON form."""
     return _dumps({"id": rid, "ok": True, "result": result})
+
+
+def encode_rows(rid: RequestId, rows: list[Any], page_chars: int = PAGE_CHARS) -> Iterator[str]:
+    """The frames of a listing: pages of about ``page_chars``, the last with ``more``
+    false (an empty listing is one empty page). Raises ``TypeError``/``ValueError`` for
+    a row with no JSON form, or one too long for a frame."""
+    head = f'{{"id":{_dumps(rid)},"ok":true,"more":'
+    page: list[str] = []
+    size = 0
+    for row in rows:
+        text = _dumps(row)
+        if len(text) > MAX_FRAME - len(head) - 64:
+            raise ValueError(f"a row of {len(text)} characters does not fit in a frame")
+        if page and size + len(text) > page_chars:
+            yield f'{head}true,"rows":[{",".join(page)}]}}'
+            page, size = [], 0
+        page.append(text)
+        size += len(text) + 1
+    yield f'{head}false,"rows":[{",".join(page)}]}}'
 
 
 def encode_error(rid: RequestId, message: str) -> str:

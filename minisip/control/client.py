@@ -40,6 +40,7 @@ __all__ = [
     "ControlError",
     "ControlTimeout",
     "ServerNotRunning",
+    "StaleSocket",
     "call",
     "connect",
     "request",
@@ -49,6 +50,10 @@ __all__ = [
 
 class ServerNotRunning(ControlError):
     """Nothing listens on the control socket (file missing or connection refused)."""
+
+
+class StaleSocket(ServerNotRunning):
+    """The socket file is there but nothing listens: a server died without removing it."""
 
 
 class ControlTimeout(ControlError):
@@ -68,10 +73,12 @@ class ControlConnection:
         self._events: collections.deque[dict[str, Any]] = collections.deque()
 
     async def request(self, op: str, args: dict[str, Any] | None = None) -> Any:
-        """Send one request and return its result; ``ControlError`` on an error reply."""
+        """Send one request and return its result (a listing's rows joined in one
+        list); ``ControlError`` on an error reply."""
         rid = self._next_id
         self._next_id += 1
         await self._send(encode_request(rid, op, args))
+        rows: list[Any] = []
         while True:
             frame = await self._receive()
             if "event" in frame:
@@ -83,9 +90,13 @@ class ControlConnection:
                 if frame.get("id") is None and not frame["ok"]:
                     raise ControlError(frame["error"])
                 continue
-            if frame["ok"]:
+            if not frame["ok"]:
+                raise ControlError(frame["error"])
+            if "rows" not in frame:
                 return frame.get("result")
-            raise ControlError(frame["error"])
+            rows += frame["rows"]  # a listing: pages until "more" is false
+            if not frame["more"]:
+                return rows
 
     async def subscribe(
         self, topics: Iterable[str], filter: dict[str, str] | None = None
@@ -140,8 +151,12 @@ async def connect(path: Path | str) -> AsyncIterator[ControlConnection]:
     path = os.fspath(path)
     try:
         stream = await trio.open_unix_socket(path)
-    except (FileNotFoundError, ConnectionRefusedError):
+    except FileNotFoundError:
         raise ServerNotRunning(f"no minisip server is listening on {path}") from None
+    except ConnectionRefusedError:
+        raise StaleSocket(f"no minisip server is running: {path} is left from one that "
+                          f"did not stop cleanly (the next `minisip serve` replaces it)"
+                          ) from None
     except PermissionError:
         raise ControlError(f"permission denied on {path} (run as the server's user)") from None
     except OSError as exc:

@@ -25,7 +25,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -176,6 +176,14 @@ class _ConnectionFactory:
                 nursery.cancel_scope.cancel()
 
 
+def _pages(req: Request, result: api.Rows) -> Iterator[str]:
+    try:
+        yield from api.encode_rows(req.id, result.rows)
+    except (TypeError, ValueError) as exc:
+        log.error("control op %r returned a row with no JSON form: %s", req.op, exc)
+        yield api.encode_error(req.id, f"{req.op} failed: a row is not JSON: {exc}")
+
+
 class _Session:
     """One client connection: reads requests, answers them, pumps events."""
 
@@ -197,9 +205,9 @@ class _Session:
                 message = await self.ws.get_message()
             except ConnectionClosed:
                 return
-            reply = await self.answer(message)
             try:
-                await self.ws.send_message(reply)
+                for reply in await self.answer(message):
+                    await self.ws.send_message(reply)
             except ConnectionClosed:
                 return
             if self.unpumped is not None:
@@ -208,25 +216,29 @@ class _Session:
                 self.nursery.start_soon(self.pump, self.unpumped)
                 self.unpumped = None
 
-    async def answer(self, message: str | bytes) -> str:
+    async def answer(self, message: str | bytes) -> Iterator[str]:
+        """The reply frames: one, or a listing's pages (encoded as they are sent)."""
         try:
             req = api.parse_request_untrusted(message)
         except api.BadRequest as exc:
-            return api.encode_error(exc.request_id, exc.reason)
+            return iter([api.encode_error(exc.request_id, exc.reason)])
         except BadMessage as exc:
-            return api.encode_error(None, exc.reason)
+            return iter([api.encode_error(None, exc.reason)])
         try:
             result = await self.dispatch(req)
         except (ControlError, BadMessage) as exc:
-            return api.encode_error(req.id, str(exc))
+            return iter([api.encode_error(req.id, str(exc))])
         except Exception as exc:
             log.exception("control op %r failed", req.op)
-            return api.encode_error(req.id, f"{req.op} failed: {type(exc).__name__}: {exc}")
+            return iter([api.encode_error(req.id,
+                                          f"{req.op} failed: {type(exc).__name__}: {exc}")])
+        if isinstance(result, api.Rows):
+            return _pages(req, result)
         try:
-            return api.encode_result(req.id, result)
+            return iter([api.encode_result(req.id, result)])
         except (TypeError, ValueError) as exc:
             log.error("control op %r returned a result with no JSON form: %s", req.op, exc)
-            return api.encode_error(req.id, f"{req.op} failed: result is not JSON: {exc}")
+            return iter([api.encode_error(req.id, f"{req.op} failed: result is not JSON: {exc}")])
 
     async def dispatch(self, req: Request) -> Any:
         if req.op == "ping":

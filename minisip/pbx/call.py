@@ -149,6 +149,8 @@ class Call:
     a_tag: str = field(default_factory=new_tag)
     timers: list[Timer] = field(default_factory=list)
     final_status: int = 0
+    #: sides ("A", "B") that have put the other party on hold
+    holding: set[str] = field(default_factory=set)
     cause: str = ""
     released_by: str = ""
     # In-dialog relays in flight: our client transaction key -> (server txn request, leg it came on)
@@ -258,8 +260,8 @@ class Call:
         headers = [("Via", via),
                    ("Max-Forwards", str(max(0, (mf if mf is not None else 70) - 1))),
                    ("From", f"{self.pbx.display_for(self.caller)}<sip:{self.caller}@"
-                            f"{self.pbx.domain}>;tag={new_tag()}"),
-                   ("To", f"<sip:{user}@{self.pbx.domain}>"),
+                            f"{self.pbx.domain_for(peer)}>;tag={new_tag()}"),
+                   ("To", f"<sip:{user}@{self.pbx.domain_for(peer)}>"),
                    ("Call-ID", new_call_id()), ("CSeq", "1 INVITE"),
                    ("Contact", our_contact), *self.pbx.common_headers(),
                    *[(n, v) for n, v in relayed_headers(a_inv) if n not in _OWN_HEADERS]]
@@ -545,6 +547,8 @@ class Call:
             return make_response(req, 481)
         if req.method == "PRACK":
             return make_response(req, 200)
+        if req.method in ("INVITE", "UPDATE") and req.body:
+            self._note_hold(leg.side, req.body)
         if self.media is not None:
             answered = self._media_request(leg, other, req)
             if answered is not None:
@@ -555,6 +559,17 @@ class Call:
         key = self.pbx.send_request(fwd, other.peer, self._on_relay_response, other)
         self.pending[key] = (req, leg)
         return None
+
+    def _note_hold(self, side: str, body: bytes) -> None:
+        """Who holds whom, for `minisip calls` (media or not, relayed or not)."""
+        try:
+            held = is_hold(body)
+        except BadMessage:
+            return  # not SDP we can read: the relay passes it on as it is
+        if held:
+            self.holding.add(side)
+        else:
+            self.holding.discard(side)
 
     def _on_relay_response(self, leg: Leg, resp: Response, key: object = None) -> None:
         entry = self.pending.get(key) if key is not None else None
@@ -727,7 +742,9 @@ class Call:
         media = self.media.stats() if self.media is not None else self.media_stats
         return {"media": media or None,
                 "call_id": self.a.invite.call_id, "caller": self.caller,
-                "callee": self.callee, "dialed": self.dialed, "state": self.state.value,
+                "callee": self.callee, "dialed": self.dialed,
+                "state": "held" if self.holding and self.state is CallState.TALKING
+                else self.state.value,
                 "route": self.route, "setup_time": self.setup_time,
                 "answer_time": self.answer_time,
                 "devices": sum(1 for b in self.b_legs if b.state is not LegState.GONE),

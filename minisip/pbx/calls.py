@@ -106,9 +106,15 @@ class CallController:
             pbx.route_method(method, self._keepalive)
 
     # -- what Call needs -----------------------------------------------------------
-    @property
-    def domain(self) -> str:
-        return self.snapshot().system.domain or "minisip"
+    def domain_for(self, peer: Peer) -> str:
+        """Our users' domain as ``peer`` should write it: system.yaml's ``domain``, or
+        by default our own address as ``peer`` reaches it, so a phone calling the
+        caller back reaches this server (a bare name like "minisip" resolves nowhere)."""
+        domain = self.snapshot().system.domain
+        if domain:
+            return domain
+        host = self.core.local_address(peer)[0]
+        return f"[{host}]" if ":" in host else host
 
     def local_via_contact(self, peer: Peer, user: str) -> tuple[str, str]:
         return self.core.via_for(peer), self.core.contact_for(peer, user)

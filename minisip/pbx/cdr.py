@@ -101,22 +101,42 @@ class CdrStore:
 
     def query(self, *, user: str | None = None, since: float | None = None,
               limit: int = 100) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM cdr WHERE 1=1", []
-        if user:
-            sql += " AND (caller = ? OR final = ?)"
-            args += [user, user]
-        if since is not None:
-            sql += " AND setup_time >= ?"
-            args.append(since)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
-        cur = self.db.execute(sql, args)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return query(self.db, user=user, since=since, limit=limit)
 
     def close(self) -> None:
         self.commit()
         self.db.close()
+
+
+def query(db: sqlite3.Connection, *, user: str | None = None, since: float | None = None,
+          limit: int = 100) -> list[dict[str, Any]]:
+    """Records newest first: a user's calls (either side), since a time, at most
+    ``limit`` (0 = all)."""
+    sql, args = "SELECT * FROM cdr WHERE 1=1", []
+    if user:
+        sql += " AND (caller = ? OR final = ?)"
+        args += [user, user]
+    if since is not None:
+        sql += " AND setup_time >= ?"
+        args.append(since)
+    sql += " ORDER BY id DESC LIMIT ?"
+    args.append(limit if limit > 0 else -1)
+    cur = db.execute(sql, args)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def read_cdrs(data_dir: Path, **filters: Any) -> list[dict[str, Any]] | None:
+    """``query`` on ``data_dir``'s cdr.db opened read-only (the CLI: no server needed,
+    nothing created or changed); None when there is no cdr.db."""
+    path = data_dir / "cdr.db"
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return query(db, **filters)
+    finally:
+        db.close()
 
 
 def as_dict(record: CdrRecord) -> dict[str, Any]:

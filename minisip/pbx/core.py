@@ -18,7 +18,7 @@ from ..sip.peer import Peer
 from ..transaction import events as ev
 from ..transaction.layer import TransactionLayer
 from ..transport.driver import DROP
-from .guard import is_scanner
+from .guard import is_scanner, security_event
 from .registrar import Registrar
 from .timers import TimerHeap
 
@@ -63,6 +63,7 @@ class Pbx:
         }
         self._client: dict[object, tuple[OnResponse | None, Any]] = {}
         self.scanners_dropped = 0
+        self._scanner_logged: dict[str, float] = {}  #: source -> when last logged
 
     def route_method(self, method: str, handler: Handler) -> None:
         self._methods[method] = handler
@@ -79,8 +80,10 @@ class Pbx:
         statelessly, the RFC's own example: half of all registration traffic then
         never creates a transaction that would live for Timer J (32 s).
         """
-        if is_scanner(req.headers.get("User-Agent")):
+        agent = req.headers.get("User-Agent")
+        if is_scanner(agent):
             self.scanners_dropped += 1  # no answer at all: scanners learn nothing
+            self._scanner_event(peer, agent or "", now)
             return DROP
         try:
             if req.method == "REGISTER" and "authorization" not in req.headers:
@@ -93,6 +96,17 @@ class Pbx:
         except BadMessage as exc:
             return make_response(req, exc.status or 400, exc.reason, to_tag=new_tag())
         return None
+
+    def _scanner_event(self, peer: Peer, agent: str, now: float) -> None:
+        # A scan sends thousands of requests: one log line per source and second
+        # is enough for fail2ban, and keeps the log readable.
+        last = self._scanner_logged.get(peer.host)
+        if last is not None and now - last < 1.0:
+            return
+        if len(self._scanner_logged) > 10_000:
+            self._scanner_logged.clear()
+        self._scanner_logged[peer.host] = now
+        security_event("scanner_dropped", peer, user_agent=agent[:80])
 
     def _on_request(self, event: ev.RequestReceived, now: float) -> None:
         req = event.request

@@ -64,6 +64,21 @@ class Binding:
                 self.registered_at)
 
 
+def read_bindings(db_path: Path, now: float) -> list[Binding]:
+    """The unexpired bindings stored in ``db_path``, read-only: what phones were
+    registered when the server last ran (the CLI, when no server runs)."""
+    db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT * FROM bindings WHERE expires_at > ? ORDER BY aor, contact",
+                          (now,)).fetchall()
+    finally:
+        db.close()
+    return [Binding(aor, contact, expires_at, q, call_id, cseq, Peer(transport, host, port),
+                    ua, instance, registered_at)
+            for (aor, contact, expires_at, q, call_id, cseq, transport, host, port, ua,
+                 instance, registered_at) in rows]
+
+
 class LocationService:
     def __init__(self, db_path: Path | None,
                  on_state: Callable[[str, bool], None] | None = None,

@@ -16,7 +16,7 @@ from ..sip.digest import AuthResult, DigestAuthenticator
 from ..sip.errors import BadMessage
 from ..sip.message import Request, Response, make_response, new_tag
 from ..sip.peer import Peer
-from .guard import AuthGuard
+from .guard import AuthGuard, security_event
 from .location import Binding, LocationService
 
 
@@ -45,6 +45,7 @@ class Registrar:
         self.registered = 0
         self.challenged = 0
         self.refused = 0
+        self.auth_failed = 0  #: wrong password or unknown user (logged as auth_failed)
 
     # -- authentication ----------------------------------------------------------
     def authenticate(self, req: Request, peer: Peer, now: float, *,
@@ -74,7 +75,12 @@ class Registrar:
         if result is AuthResult.STALE:
             return self._challenge(req, now, proxy=proxy, stale=True)
         if result is not AuthResult.REPLAY:
-            self.guard.failure(peer.host, user, now)
+            self.auth_failed += 1
+            security_event("auth_failed", peer, user=user, method=req.method)
+            scope = self.guard.failure(peer.host, user, now)
+            if scope is not None:
+                security_event("auth_blocked", peer, user=user, scope=scope,
+                               seconds=int(self.guard.block_seconds))
         return self._challenge(req, now, proxy=proxy)
 
     def _challenge(self, req: Request, now: float, *, proxy: bool,

@@ -23,7 +23,7 @@ def test_shipped_configs_load_with_the_manuals_defaults() -> None:
     assert (s.outgroup_prefix, s.voice_prompts) == ("9", "en")
     assert (s.udp_port, s.tcp_port, s.tls_port) == (5060, 5060, 6060)
     assert s.listen == ("0.0.0.0", "::")
-    assert (s.sip_address, s.domain, s.realm, s.data_dir) == ("", "minisip", "minisip", "data")
+    assert (s.sip_address, s.domain, s.realm, s.data_dir) == ("", "", "minisip", "../data")
     assert (s.timers.t1, s.timers.t2, s.timers.t4) == (0.5, 4.0, 5.0)
     assert (s.registration.min_expires, s.registration.max_expires,
             s.registration.default_expires) == (60, 3600, 3600)
