@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test venv peers lint bench clean
+.PHONY: serve test venv peers lint bench clean install-check
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,18 +15,30 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Real SIP peers for the interop tests (Debian packages; CI runs as root):
-# sipp (sip-tester), socat (TLS in front of sipp), baresip (a real softphone).
-PEERS := sip-tester socat baresip-core
+# sipp (sip-tester), socat (TLS in front of sipp), baresip (a real softphone),
+# systemd (systemd-analyze verifies contrib/minisip.service).
+PEERS := sip-tester socat baresip-core systemd
 peers:
-	@command -v sipp >/dev/null && command -v socat >/dev/null && command -v baresip >/dev/null || { \
+	@command -v sipp >/dev/null && command -v socat >/dev/null && command -v baresip >/dev/null \
+	  && command -v systemd-analyze >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(PEERS); }
 
 serve: $(STAMP)
-	$(BIN)/minisip serve --config-dir configs --data-dir data
+	@echo "minisip is installed in $(VENV)/bin: 'export PATH=$$PWD/$(VENV)/bin:\$$PATH' (or 'pipx install .') puts it on your PATH"
+	$(BIN)/minisip serve --config-dir configs
 
 test: $(STAMP) peers
 	$(BIN)/python -m pytest
+
+# What a user does (README "Install"): pip install . into a fresh environment, then
+# the minisip command works from its PATH. CI runs it once after the tests.
+install-check:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  $(PY) -m venv "$$tmp/venv" && \
+	  "$$tmp/venv/bin/pip" install -q . && \
+	  PATH="$$tmp/venv/bin:$$PATH" && \
+	  minisip --version && minisip user list --config-dir configs
 
 lint: $(STAMP)
 	$(BIN)/pip install -q ruff

@@ -141,7 +141,7 @@ def make_table_app(kind: str, tbl: Table, summary: Callable[[str, Any], dict[str
         _edit(tbl.add, target(ctx, config_dir, None).config_dir, name, **fields)
         write(f"{kind} {name} added")
 
-    a = "an" if kind[0] in "aeiou" else "a"
+    a = "an" if kind[0] in "aeio" else "a"  # an external line, a user
     add.__doc__ = (f"Add {a} {kind}" + (f" (required: {', '.join(required)})" if required else "")
                    + f". Example: minisip {tbl.key[:-1]} add NAME "
                    + " ".join(f"--{n.replace('_', '-')} {_shell_word(s.example)}"

@@ -21,7 +21,7 @@ import trio.testing
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from minisip.control import client
-from minisip.control.api import ControlError
+from minisip.control.api import MAX_FRAME, ControlError, Rows
 from minisip.control.events import EventBus
 from minisip.control.server import ControlSocketInUse, serve_control
 
@@ -43,7 +43,17 @@ async def sleepy(args: dict[str, Any]) -> Any:
     return "awake"
 
 
-HANDLERS = {"echo": echo, "explode": explode, "refuse": refuse, "sleepy": sleepy}
+async def listing(args: dict[str, Any]) -> Any:
+    # Rows of about 100 characters: `count` of them outgrow one frame many times over.
+    return Rows([{"n": n, "pad": "x" * 80} for n in range(args.get("count", 0))])
+
+
+async def bad_listing(args: dict[str, Any]) -> Any:
+    return Rows([{"n": 1}, {"n": object()}])
+
+
+HANDLERS = {"echo": echo, "explode": explode, "refuse": refuse, "sleepy": sleepy,
+            "listing": listing, "bad_listing": bad_listing}
 
 
 @pytest.fixture
@@ -285,3 +295,37 @@ def test_call_works_from_plain_synchronous_code(sock_path: Path) -> None:
         thread.join(5)
     with pytest.raises(client.ServerNotRunning):
         client.call(sock_path, "ping", timeout=1)
+
+
+async def test_a_listing_larger_than_a_frame_arrives_whole_in_pages(server: Server) -> None:
+    count = 3 * MAX_FRAME // 100  # about three frames' worth, sent as a dozen pages
+    with trio.fail_after(10):
+        async with client.connect(server.path) as conn:
+            rows = await conn.request("listing", {"count": count})
+            assert [r["n"] for r in rows] == list(range(count))
+            assert await conn.request("listing", {"count": 0}) == []
+            assert await conn.request("echo", {"after": 1}) == {"after": 1}  # still in step
+
+
+async def test_listing_pages_stay_under_the_frame_limit_on_the_wire(server: Server) -> None:
+    with trio.fail_after(10):
+        async with raw_websocket(server.path) as ws:
+            await ws.send_message(json.dumps({"id": 7, "op": "listing",
+                                              "args": {"count": 10_000}}))
+            frames = []
+            while True:
+                frame = json.loads(await ws.get_message())
+                frames.append(frame)
+                if not frame["more"]:
+                    break
+    assert len(frames) > 10 and all(f["id"] == 7 and f["ok"] for f in frames)
+    assert sum(len(f["rows"]) for f in frames) == 10_000
+    assert max(len(json.dumps(f)) for f in frames) < MAX_FRAME // 2
+
+
+async def test_a_row_with_no_json_form_ends_the_listing_with_an_error(server: Server) -> None:
+    with trio.fail_after(5):
+        async with client.connect(server.path) as conn:
+            with pytest.raises(ControlError, match="not JSON"):
+                await conn.request("bad_listing")
+            assert await conn.request("ping") == "pong"
