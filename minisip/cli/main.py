@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from typer._click.exceptions import ClickException
     except ImportError:  # typer before 0.29 used click itself
-        from click.exceptions import ClickException  # type: ignore[no-redef]
+        from click.exceptions import ClickException  # type: ignore[no-redef,import-not-found]
 
     command = get_command(app)
     try:

@@ -20,8 +20,9 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from ..config.schema import ListC, NestedC, SeqC, TableC, specs, walk
-from ..config.store import LINES, TRUNKS, USERS, Table
+from ..config.schema import (
+    FILES, LinesFile, ListC, NestedC, SeqC, TableC, TrunksFile, UsersFile, specs, walk,
+)
 from .common import Target, emit_json, fail, request, table, target, write, yaml_text
 
 ConfigDir = Annotated[Optional[Path], typer.Option(
@@ -31,8 +32,8 @@ DataDir = Annotated[Optional[Path], typer.Option(
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _entry_cls(tbl: Table) -> type:
-    check = specs(tbl.file_cls)[tbl.key].check
+def _entry_cls(file_cls: type, key: str) -> type:
+    check = specs(file_cls)[key].check
     assert isinstance(check, TableC)
     return check.cls
 
@@ -85,7 +86,7 @@ def _with_options(fn: Callable[..., None], extra: list[inspect.Parameter]) -> Ca
     return fn
 
 
-def _parse_items(tbl: Table, items: list[str] | None, options: dict[str, str | None]
+def _parse_items(tbl: Any, items: list[str] | None, options: dict[str, str | None]
                  ) -> dict[str, Any]:
     """key=value words and --key options, typed by the schema (``number=0086`` stays
     text); an option wins over an item for the same key."""
@@ -93,7 +94,8 @@ def _parse_items(tbl: Table, items: list[str] | None, options: dict[str, str | N
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            fail(f"{item!r}: expected key=value (e.g. {examples(_entry_cls(tbl), 1)})")
+            fail(f"{item!r}: expected key=value (e.g. "
+                 f"{examples(_entry_cls(tbl.file_cls, tbl.key), 1)})")
         raw[key.strip()] = value
     raw.update({k: v for k, v in options.items() if v is not None})
     return _edit(tbl.parse_items, raw) if raw else {}
@@ -121,13 +123,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def make_table_app(kind: str, tbl: Table, summary: Callable[[str, Any], dict[str, Any]],
+def make_table_app(kind: str, store_name: str, file_cls: type, key: str,
+                   summary: Callable[[str, Any], dict[str, Any]],
                    live: Callable[[Target, list[dict[str, Any]], str | None], None] | None = None
                    ) -> typer.Typer:
-    """A Typer app with add/list/show/set/remove for one configuration table."""
-    cls = _entry_cls(tbl)
+    """A Typer app with add/list/show/set/remove for one configuration table
+    (``store_name``: its Table in config/store.py, imported when a command runs, so
+    that help and other commands do not load ruamel)."""
+    cls = _entry_cls(file_cls, key)
+    file = next(n for n, c in FILES.items() if c is file_cls)
     app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                      help=f"Manage {kind}s ({tbl.file}).")
+                      help=f"Manage {kind}s ({file}).")
+
+    def table_of() -> Any:
+        from ..config import store
+        return getattr(store, store_name)
+
     options = _value_options(cls)
     names = [p.name for p in options]
     required = [n for n, s in specs(cls).items() if s.default is dataclasses.MISSING]
@@ -137,13 +148,14 @@ def make_table_app(kind: str, tbl: Table, summary: Callable[[str, Any], dict[str
 
     def add(ctx: typer.Context, name: str, items: Items = None,
             config_dir: ConfigDir = None, **values: str | None) -> None:
+        tbl = table_of()
         fields = _parse_items(tbl, items, values)
         _edit(tbl.add, target(ctx, config_dir, None).config_dir, name, **fields)
         write(f"{kind} {name} added")
 
     a = "an" if kind[0] in "aeio" else "a"  # an external line, a user
     add.__doc__ = (f"Add {a} {kind}" + (f" (required: {', '.join(required)})" if required else "")
-                   + f". Example: minisip {tbl.key[:-1]} add NAME "
+                   + f". Example: minisip {key[:-1]} add NAME "
                    + " ".join(f"--{n.replace('_', '-')} {_shell_word(s.example)}"
                               for n, s in specs(cls).items() if s.example is not None
                               and n in required + ["password"]) + ".")
@@ -151,6 +163,7 @@ def make_table_app(kind: str, tbl: Table, summary: Callable[[str, Any], dict[str
 
     def set_(ctx: typer.Context, name: str, items: Items = None,
              config_dir: ConfigDir = None, **values: str | None) -> None:
+        tbl = table_of()
         fields = _parse_items(tbl, items, values)
         if not fields:
             fail(f"nothing to set: give key=value items or options, e.g. {examples(cls, 1)}")
@@ -163,7 +176,7 @@ def make_table_app(kind: str, tbl: Table, summary: Callable[[str, Any], dict[str
     @app.command("remove")
     def remove(ctx: typer.Context, name: str, config_dir: ConfigDir = None) -> None:
         """Remove one entry."""
-        _edit(tbl.remove, target(ctx, config_dir, None).config_dir, name)
+        _edit(table_of().remove, target(ctx, config_dir, None).config_dir, name)
         write(f"{kind} {name} removed")
 
     @app.command("show")
@@ -171,7 +184,7 @@ def make_table_app(kind: str, tbl: Table, summary: Callable[[str, Any], dict[str
              data_dir: DataDir = None, json: Json = False) -> None:
         """Every item of one entry, defaults filled in (the password is not shown)."""
         t = target(ctx, config_dir, data_dir)
-        entry = _plain(_edit(tbl.get, t.config_dir, name))
+        entry = _plain(_edit(table_of().get, t.config_dir, name))
         entry.pop("password", None)
         rows = [{"name": name, **entry}]
         if live is not None:
@@ -186,7 +199,7 @@ def make_table_app(kind: str, tbl: Table, summary: Callable[[str, Any], dict[str
               json: Json = False) -> None:
         """All entries, with live state when the server runs."""
         t = target(ctx, config_dir, data_dir)
-        entries = _edit(tbl.get_all, t.config_dir)
+        entries = _edit(table_of().get_all, t.config_dir)
         rows = [{"name": n, **summary(n, e)} for n, e in entries.items()]
         if live is not None:
             live(t, rows, None)
@@ -218,9 +231,9 @@ def _user_live(t: Target, rows: list[dict[str, Any]], user: str | None) -> None:
         r["contacts"] = s["contacts"] if s else []
 
 
-user_app = make_table_app("user", USERS, _user_summary, _user_live)
-line_app = make_table_app("external line", LINES, lambda n, line: {
+user_app = make_table_app("user", "USERS", UsersFile, "users", _user_summary, _user_live)
+line_app = make_table_app("external line", "LINES", LinesFile, "lines", lambda n, line: {
     "type": line.type, "account": line.account, "server": line.server, "port": line.port,
     "outgoing_group_id": line.outgoing_group_id})
-trunk_app = make_table_app("SIP trunk", TRUNKS, lambda n, t: {
+trunk_app = make_table_app("SIP trunk", "TRUNKS", TrunksFile, "trunks", lambda n, t: {
     k: getattr(t, k) for k in ("address", "port", "transport", "outgoing_group_id")})

@@ -167,12 +167,13 @@ def _parse(name: str, data: bytes, *, lines: bool = False) -> _Doc:
     try:
         return _Doc(name, yaml.load(text), lines)
     except YAMLError as exc:
+        error: Exception = exc
         if not lines:  # the CLI's round-trip loader words it: say it the same way
             try:
                 YAML(typ="rt").load(text)
             except YAMLError as rt_exc:
-                exc = rt_exc
-        raise _SyntaxIssue(yaml_issue(name, exc, text)) from None
+                error = rt_exc
+        raise _SyntaxIssue(yaml_issue(name, error, text)) from None
 
 
 def check_syntax(name: str, text: str) -> None:
