@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -220,3 +221,24 @@ def run_sipp(scenario: str, port: int, *, remote: str = "127.0.0.1",
              **kw: object) -> SippResult:
     """Run one sipp client scenario against ``remote:port`` to its end."""
     return start_sipp(scenario, remote=f"{remote}:{port}", **kw).wait()  # type: ignore[arg-type]
+
+
+# -- fail2ban: the shipped filter, with <HOST> expanded as fail2ban/server/failregex.py does --
+_F2B_IP4 = r"(?:\d{1,3}\.){3}\d{1,3}"
+_F2B_IP6 = r"(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|(?<=:):)"
+F2B_HOST = (rf"(?:\[?(?:(?:::f{{4,6}}:)?(?P<ip4>{_F2B_IP4})|(?P<ip6>{_F2B_IP6}))\]?"
+            rf"|(?P<dns>[\w\-.^_]*\w))")
+
+
+def failregex() -> re.Pattern[str]:
+    """contrib/fail2ban's failregex (which the README shows word for word), compiled."""
+    text = (REPO / "contrib" / "fail2ban" / "minisip-filter.conf").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("failregex = "))
+    assert line in (REPO / "README.md").read_text()
+    return re.compile(line.removeprefix("failregex = ").replace("<HOST>", F2B_HOST))
+
+
+def banned_host(regex: re.Pattern[str], line: str) -> str | None:
+    """The address fail2ban would ban for ``line``, or None when it does not match."""
+    m = regex.search(line)
+    return None if m is None else (m.group("ip4") or m.group("ip6") or m.group("dns"))

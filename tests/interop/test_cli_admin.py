@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
-    REPO, ServerProcess, make_server, options_ping, run_sipp, start_sipp,
+    REPO, ServerProcess, banned_host, failregex, make_server, options_ping, run_sipp, start_sipp,
 )
 from tests.interop.pyphone import PyPhone
 
@@ -41,26 +41,6 @@ def one_error(out: subprocess.CompletedProcess[str]) -> str:
     lines = out.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     return lines[0]
-
-
-# -- fail2ban: its <HOST> tag, as fail2ban/server/failregex.py expands it ------------------
-_IP4 = r"(?:\d{1,3}\.){3}\d{1,3}"
-_IP6 = r"(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|(?<=:):)"
-F2B_HOST = (rf"(?:\[?(?:(?:::f{{4,6}}:)?(?P<ip4>{_IP4})|(?P<ip6>{_IP6}))\]?"
-            rf"|(?P<dns>[\w\-.^_]*\w))")
-
-
-def failregex() -> re.Pattern[str]:
-    """The filter shipped in contrib/, which the README shows word for word."""
-    text = (REPO / "contrib" / "fail2ban" / "minisip-filter.conf").read_text()
-    line = next(x for x in text.splitlines() if x.startswith("failregex = "))
-    assert line in (REPO / "README.md").read_text()
-    return re.compile(line.removeprefix("failregex = ").replace("<HOST>", F2B_HOST))
-
-
-def banned_host(regex: re.Pattern[str], line: str) -> str | None:
-    m = regex.search(line)
-    return None if m is None else (m.group("ip4") or m.group("ip6") or m.group("dns"))
 
 
 # ---------------------------------------------------------------------------------------
