@@ -296,7 +296,7 @@ class Server:
         user = require_arg(args, "user", str, default=None)
         if user is not None and user not in self.holder.current.users:
             raise ControlError(f"no user {user!r} in users.yaml")
-        return user  # type: ignore[no-any-return]
+        return user
 
     def registrations(self, args: dict[str, Any]) -> Rows:
         user = self._known_user(args)

@@ -175,3 +175,18 @@ def test_importing_the_client_leaves_trio_and_websockets_unloaded() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_listing_is_pages_under_the_frame_limit_the_last_saying_no_more() -> None:
+    from minisip.control.api import MAX_FRAME, encode_rows, parse_frame_untrusted
+
+    assert [json.loads(f) for f in encode_rows(3, [])] == [
+        {"id": 3, "ok": True, "more": False, "rows": []}]
+    rows = [{"n": n, "text": "é" * 50} for n in range(5000)]
+    frames = [parse_frame_untrusted(f) for f in encode_rows("x", rows, page_chars=10_000)]
+    assert [f["more"] for f in frames] == [True] * (len(frames) - 1) + [False]
+    assert [r for f in frames for r in f["rows"]] == rows
+    with pytest.raises(ValueError, match="does not fit"):
+        list(encode_rows(1, [{"big": "x" * MAX_FRAME}]))
+    with pytest.raises(BadMessage, match="'rows' list"):
+        parse_frame_untrusted('{"id": 1, "ok": true, "rows": {}, "more": false}')
