@@ -29,6 +29,10 @@ ConfigDir = Annotated[Optional[Path], typer.Option(
     "--config-dir", help="Directory of the YAML configuration [default: configs].")]
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Directory of live state. Default: system.yaml's data_dir.")]
+# Edits touch only the YAML files; they take --data-dir too, so that every command
+# accepts the same global options in either place.
+EditDataDir = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Accepted like every command's; edits need only the YAML files.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -147,7 +151,8 @@ def make_table_app(kind: str, store_name: str, file_cls: type, key: str,
     Items = Annotated[Optional[list[str]], typer.Argument(help=items_help, show_default=False)]
 
     def add(ctx: typer.Context, name: str, items: Items = None,
-            config_dir: ConfigDir = None, **values: str | None) -> None:
+            config_dir: ConfigDir = None, data_dir: EditDataDir = None,
+            **values: str | None) -> None:
         tbl = table_of()
         fields = _parse_items(tbl, items, values)
         _edit(tbl.add, target(ctx, config_dir, None).config_dir, name, **fields)
@@ -162,7 +167,8 @@ def make_table_app(kind: str, store_name: str, file_cls: type, key: str,
     app.command("add")(_with_options(add, options))
 
     def set_(ctx: typer.Context, name: str, items: Items = None,
-             config_dir: ConfigDir = None, **values: str | None) -> None:
+             config_dir: ConfigDir = None, data_dir: EditDataDir = None,
+            **values: str | None) -> None:
         tbl = table_of()
         fields = _parse_items(tbl, items, values)
         if not fields:
@@ -174,7 +180,8 @@ def make_table_app(kind: str, store_name: str, file_cls: type, key: str,
     app.command("set")(_with_options(set_, options))
 
     @app.command("remove")
-    def remove(ctx: typer.Context, name: str, config_dir: ConfigDir = None) -> None:
+    def remove(ctx: typer.Context, name: str, config_dir: ConfigDir = None,
+               data_dir: EditDataDir = None) -> None:
         """Remove one entry."""
         _edit(table_of().remove, target(ctx, config_dir, None).config_dir, name)
         write(f"{kind} {name} removed")

@@ -79,6 +79,9 @@ def test_global_options_stand_before_or_after_the_command(
         rc, out, err = cli(*args)
         assert rc == 0, err
         assert "555" in [u["name"] for u in json.loads(out)]
+    for command in (["user", "set", "555", "display_name=Z"], ["user", "remove", "555"],
+                    ["user", "add", "555", "--password", "s3cret"]):  # same options everywhere
+        assert cli(*command, "--config-dir", configs, "--data-dir", str(tmp_path))[0] == 0
     monkeypatch.setenv("MINISIP_CONFIG_DIR", configs)
     rc, out, _ = cli("user", "list", "--json")
     assert rc == 0 and "555" in out
