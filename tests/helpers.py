@@ -217,6 +217,18 @@ def start_sipp(scenario: str, *, remote: str | None = None, port: int = 0,
     return Sipp(proc, stat, timeout)
 
 
+def sipp_device(server: ServerProcess, user: str, scenario: str, workdir: Path, *,
+                calls: int = 1, timeout: float = 30.0, extra: tuple[str, ...] = ()) -> Sipp:
+    """A phone of ``user``: a sipp server on its own port, registered with that Contact."""
+    port = free_port((socket.SOCK_DGRAM,))
+    uas = start_sipp(scenario, port=port, calls=calls, timeout=timeout, workdir=workdir,
+                     extra=extra)
+    reg = run_sipp("register_contact.xml", server.port, users=[(user, user)],
+                   extra=("-key", "contact_port", str(port)), workdir=workdir)
+    assert reg.ok, reg.output + server.log()
+    return uas
+
+
 def run_sipp(scenario: str, port: int, *, remote: str = "127.0.0.1",
              **kw: object) -> SippResult:
     """Run one sipp client scenario against ``remote:port`` to its end."""

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ..sip.errors import BadMessage
-from .rtp import RtpPacket
+from .rtp import RtpPacket, parse_rtp_untrusted
 
 EVENT_DIGITS = "0123456789*#ABCD"
 DIGIT_EVENTS = {d: i for i, d in enumerate(EVENT_DIGITS)}
@@ -146,6 +146,16 @@ class DtmfReceiver:
             self._pending = (key, ev)
             self._pending_since = now
         return out
+
+    def tap_untrusted(self, data: memoryview, now: float) -> list[DtmfDigit] | None:
+        """A relayed datagram: None when it is not one of our events (let it pass),
+        else the digits it completes (a broken event packet completes none)."""
+        if len(data) < 2 or (data[1] & 0x7F) != self.payload_type:
+            return None
+        try:
+            return self.feed(parse_rtp_untrusted(bytes(data)), now)
+        except BadMessage:
+            return []
 
     def expire(self, now: float, after: float = 1.0) -> list[DtmfDigit]:
         """Report an event whose end never came, ``after`` seconds after its last packet."""

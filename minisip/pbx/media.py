@@ -19,7 +19,6 @@ import trio
 from ..media.dtmf import DtmfDigit, DtmfReceiver
 from ..media.player import Player
 from ..media.relay import MediaIO, PortPool, PortsExhausted, RelaySession
-from ..media.rtp import parse_rtp_untrusted
 from ..media.sdp_media import MediaDescription, parse_sdp_untrusted, rewrite_sdp
 from ..sip.errors import BadMessage
 from ..sip.peer import Peer
@@ -118,16 +117,11 @@ class CallMedia:
     def _tap(self, receiver: DtmfReceiver, side: str, data: memoryview, now: float) -> bool:
         """Events become digits (then SIP INFO); they are not forwarded (RFC 3264 5.1:
         the other party did not accept telephone-event)."""
-        if (data[1] & 0x7F) != receiver.payload_type:
-            return False
-        try:
-            packet = parse_rtp_untrusted(bytes(data))
-        except BadMessage:
-            return True
-        for digit in receiver.feed(packet, now):
+        digits = receiver.tap_untrusted(data, now)
+        for digit in digits or ():
             if self.on_digit is not None:
                 self.on_digit(side, digit)
-        return True
+        return digits is not None
 
     def wants_events(self, side: str) -> bool:
         """True when ``side`` reads keys as RFC 4733 but the other party sends INFO."""

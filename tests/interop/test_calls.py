@@ -1,7 +1,6 @@
 """Calls between local users through the B2BUA, with sipp on both sides."""
 from __future__ import annotations
 
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -9,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (ServerProcess, Sipp, free_port, make_server, need, run_sipp,
-                           start_sipp)
+from tests.helpers import (ServerProcess, Sipp, make_server, need, run_sipp,
+                           sipp_device)
 
 pytestmark = pytest.mark.interop
 
@@ -39,12 +38,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 def device(server: ServerProcess, user: str, scenario: str, tmp_path: Path,
            calls: int = 1) -> Sipp:
     """A callee device: a sipp server registered as ``user`` on its own port."""
-    port = free_port((socket.SOCK_DGRAM,))
-    uas = start_sipp(scenario, port=port, calls=calls, timeout=30, workdir=tmp_path)
-    reg = run_sipp("register_contact.xml", server.port, users=[(user, user)],
-                   extra=("-key", "contact_port", str(port)), workdir=tmp_path)
-    assert reg.ok, reg.output + server.log()
-    return uas
+    return sipp_device(server, user, scenario, tmp_path, calls=calls)
 
 
 def cdrs(server: ServerProcess) -> list[dict[str, object]]:

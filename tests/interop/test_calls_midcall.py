@@ -10,7 +10,6 @@ the scenario of the side that receives it, so a wrong relay fails that sipp.
 from __future__ import annotations
 
 import re
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +19,8 @@ import pytest
 import trio
 
 from minisip.control.client import request as control_request
-from tests.helpers import (ServerProcess, Sipp, SippResult, free_port, make_server, need,
-                           run_sipp, start_sipp)
+from tests.helpers import (ServerProcess, Sipp, SippResult, make_server, need,
+                           run_sipp, sipp_device, start_sipp)
 
 pytestmark = pytest.mark.interop
 
@@ -82,12 +81,7 @@ def any_server(request: pytest.FixtureRequest,
 
 def device(server: ServerProcess, user: str, scenario: str, tmp_path: Path) -> Sipp:
     """A callee device: a sipp server registered as ``user`` on its own port."""
-    port = free_port((socket.SOCK_DGRAM,))
-    uas = start_sipp(scenario, port=port, timeout=15, workdir=tmp_path, extra=TRACE)
-    reg = run_sipp("register_contact.xml", server.port, users=[(user, user)],
-                   extra=("-key", "contact_port", str(port)), workdir=tmp_path)
-    assert reg.ok, reg.output + server.log()
-    return uas
+    return sipp_device(server, user, scenario, tmp_path, timeout=15, extra=TRACE)
 
 
 def call(server: ServerProcess, caller: str, callee: str, scenario: str, tmp_path: Path,

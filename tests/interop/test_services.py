@@ -4,7 +4,6 @@ sipp phones (pyphone where a test measures when a device starts ringing)."""
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ServerProcess, Sipp, free_port, make_server, need, run_sipp, start_sipp
+from tests.helpers import ServerProcess, Sipp, make_server, need, run_sipp, sipp_device, start_sipp
 from tests.interop.pyphone import PyPhone
 
 pytestmark = pytest.mark.interop
@@ -41,12 +40,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def device(server: ServerProcess, user: str, scenario: str, tmp_path: Path,
            calls: int = 1) -> Sipp:
-    port = free_port((socket.SOCK_DGRAM,))
-    uas = start_sipp(scenario, port=port, calls=calls, timeout=30, workdir=tmp_path)
-    reg = run_sipp("register_contact.xml", server.port, users=[(user, user)],
-                   extra=("-key", "contact_port", str(port)), workdir=tmp_path)
-    assert reg.ok, reg.output + server.log()
-    return uas
+    return sipp_device(server, user, scenario, tmp_path, calls=calls)
 
 
 def dial(server: ServerProcess, caller: str, number: str, scenario: str,

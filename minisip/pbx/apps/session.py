@@ -20,7 +20,6 @@ import trio
 
 from ...media.dtmf import DtmfReceiver, parse_info_untrusted
 from ...media.prompts import prompt_path
-from ...media.rtp import parse_rtp_untrusted
 from ...media.sdp_media import answer_offer_untrusted, make_offer
 from ...sip.errors import BadMessage
 from ...sip.message import Request, Response, make_response
@@ -73,16 +72,10 @@ class AppSession:
 
     def _tap(self, data: memoryview, now: float) -> bool:
         """Events from the caller become digits; its voice goes on to the relay's B side."""
-        r = self._receiver
-        if r is None or (data[1] & 0x7F) != r.payload_type:
-            return False
-        try:
-            packet = parse_rtp_untrusted(bytes(data))
-        except BadMessage:
-            return True
-        for d in r.feed(packet, now):
+        digits = self._receiver.tap_untrusted(data, now) if self._receiver else None
+        for d in digits or ():
             self._push(d.digit)
-        return True
+        return digits is not None
 
     def _push(self, digit: str) -> None:
         try:
