@@ -38,6 +38,7 @@ from .pbx.calls import CallController
 from .pbx.cdr import CdrStore
 from .pbx.core import Pbx
 from .pbx.guard import AuthGuard
+from .pbx.lines.manager import LineManager
 from .pbx.location import Binding, LocationService
 from .pbx.registrar import Registrar, RegistrarPolicy
 from .sip.digest import DigestAuthenticator
@@ -149,7 +150,7 @@ class Server:
         t = system.timers
         self.layer = TransactionLayer(Timers(t1=t.t1, t2=t.t2, t4=t.t4))
         self.registrar = Registrar(self.location, self.auth, self.guard, self._password_of,
-                                   lambda: _policy(self.holder.current))
+                                   lambda: _policy(self.holder.current), self._open_gateway)
         self.driver = SipDriver(self.layer, self._handle_events, self._commit,
                                 trace=self._trace)
         self.driver.advertised = system.sip_address
@@ -157,8 +158,9 @@ class Server:
                        local_address=self.driver.local_address)
         self.driver.stateless = self.pbx.stateless
         self.cdr = CdrStore(self.data_dir)
+        self.lines = LineManager(self.pbx, self.location, lambda: self.holder.current)
         self.calls = CallController(self.pbx, self.location, lambda: self.holder.current,
-                                    self.cdr, t1=t.t1, t2=t.t2)
+                                    self.cdr, t1=t.t1, t2=t.t2, lines=self.lines)
         self.media_io = MediaIO()
         self.calls.media_io = self.media_io
         self.calls.port_pool = PortPool(system.rtp_port_min, system.rtp_port_max)
@@ -180,9 +182,19 @@ class Server:
 
     def _password_of(self, user: str) -> str | None:
         u = self.holder.current.users.get(user)
-        return u.password if u is not None else None
+        if u is not None:
+            return u.password
+        gateway = self.lines.gateway_account(user)  # a type 1 line's gateway registering
+        return gateway.password if gateway is not None and gateway.password else None
+
+    def _open_gateway(self, aor: str) -> bool:
+        gateway = self.lines.gateway_account(aor)
+        return gateway is not None and not gateway.password
 
     def _user_state(self, user: str, online: bool) -> None:
+        if user not in self.holder.current.users and self.lines.gateway_account(user):
+            self.lines.gateway_changed(user)
+            return
         self.bus.publish("users", "user_state",
                          {"user": user, "state": "online" if online else "offline"})
 
@@ -214,9 +226,13 @@ class Server:
         for user in self._default_passwords:
             if user not in before:  # a hand edit gave a user its name as password
                 warn_default_password(user)
-        for aor in [a for a in self.location.aors() if a not in snap.users]:
+        gateways = {line.account for line in snap.lines.values() if line.type == 1}
+        for aor in [a for a in self.location.aors()
+                    if a not in snap.users and a not in gateways]:
             self.location.remove_all(aor)  # a deleted user's phones are unregistered
         self.location.commit()
+        self.lines.configure(snap)
+        self.driver.flush()  # registrations of new or changed lines leave now
         log.info("configuration reloaded: %d users", len(snap.users))
         self.bus.publish("reloads", "reloaded", {"users": len(snap.users)})
 
@@ -243,6 +259,7 @@ class Server:
             for transport, port, c in (("tcp", tcp_port, None), ("tls", tls_port, ctx)):
                 if port:
                     listener = StreamListener(host, port, transport, c)
+                    listener.server_name = self.lines.resolver.name_for
                     with _naming(transport, host, port):
                         await listener.bind()
                     self.streams.append(listener)
@@ -272,7 +289,8 @@ class Server:
                        "error": str(h.last_error) if h.last_error else None},
             "data_dir": str(self.data_dir.absolute()),
             "users": len(h.current.users),
-            "online": sum(1 for _ in self.location.aors()),
+            "online": sum(1 for a in self.location.aors() if a in h.current.users),
+            "lines": self._line_summary(),
             "calls": len(self.calls.calls),
             "calls_completed": self.calls.completed,
             "bindings": self.location.count(),
@@ -297,6 +315,18 @@ class Server:
         if user is not None and user not in self.holder.current.users:
             raise ControlError(f"no user {user!r} in users.yaml")
         return user
+
+    def _line_summary(self) -> dict[str, Any]:
+        states = self.lines.states()
+        return {"configured": len(states),
+                "online": sum(1 for s in states if s["state"] == "online"),
+                "offline": sorted(f"{s['line']} ({s['reason']})" for s in states
+                                  if s["state"] != "online"),
+                "trunks": len(self.holder.current.trunks),
+                "calls": sum(self.lines.usage.calls.values())}
+
+    def line_states(self, args: dict[str, Any]) -> Rows:
+        return Rows(self.lines.states())
 
     def registrations(self, args: dict[str, Any]) -> Rows:
         user = self._known_user(args)
@@ -338,7 +368,8 @@ class Server:
         if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):
             raise ControlError("argument 'since' must be a number (seconds since the epoch)")
         return Rows(self.cdr.query(user=user, since=since,
-                                   limit=require_arg(args, "limit", int, default=100)))
+                                   limit=require_arg(args, "limit", int, default=100),
+                                   line=require_arg(args, "line", str, default=None)))
 
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
         error = await trio.to_thread.run_sync(self.holder.reload)
@@ -351,7 +382,7 @@ class Server:
             return fn(args)
         sync = {"status": self.status, "registrations": self.registrations,
                 "user_states": self.user_states, "calls": self.live_calls,
-                "cdr": self.cdr_query}
+                "cdr": self.cdr_query, "line_states": self.line_states}
         out: dict[str, Any] = {k: (lambda a, f=f: wrap(f, a)) for k, f in sync.items()}
         out["reload"] = self.reload
         return out
@@ -371,6 +402,10 @@ class Server:
                 self.calls.apps = starters(self.opts.config_dir, nursery.start_soon,
                                            lambda: self.holder.current.system.voice_prompts)
                 self.calls.flush = self.driver.flush
+                await nursery.start(self.lines.resolver.run)
+                self.lines.flush = self.driver.flush
+                self.lines.configure(self.holder.current)  # lines start registering
+                self.driver.flush()
                 await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
                 if self._edited_since_load():  # an edit between our load and the watcher
                     await self.reload({})
@@ -391,6 +426,7 @@ class Server:
                 task_status.started(self.info())
         finally:
             self.calls.release_all("shutdown")
+            self.lines.stop()  # unregister from providers: the REGISTERs leave with the flush
             self.driver.flush()
             self.location.close()
             self.cdr.close()

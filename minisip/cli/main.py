@@ -110,6 +110,11 @@ def status(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir =
         lines.append(f"  data       {st['data_dir']}")
     lines.append(f"  users      {st['users']} configured, {st['online']} online, "
                  f"{st['bindings']} registered devices")
+    ext = st.get("lines") or {}
+    if ext.get("configured") or ext.get("trunks"):
+        lines.append(f"  lines      {ext['online']} of {ext['configured']} online, "
+                     f"{ext['trunks']} trunks, {ext['calls']} calls on them")
+        lines += [f"  offline    {off}" for off in ext.get("offline", [])]
     lines.append(f"  calls      {st['calls']} in progress, {st['calls_completed']} completed")
     lines.append("  counters   " + ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
     if st.get("security"):

@@ -238,9 +238,24 @@ def _user_live(t: Target, rows: list[dict[str, Any]], user: str | None) -> None:
         r["contacts"] = s["contacts"] if s else []
 
 
+_LINE_LIVE = ("state", "reason", "expires", "registrations", "calls", "outgoing")
+
+
+def _line_live(t: Target, rows: list[dict[str, Any]], line: str | None) -> None:
+    """State (online/offline and why), registration expiry and calls, from the server."""
+    states = request(t, "line_states", required=False)
+    by_name = {s["line"]: s for s in states or ()}
+    for r in rows:
+        live = by_name.get(r["name"])
+        if live is None:
+            r["state"] = "(no server)" if states is None else "unknown"
+            continue
+        r.update({k: live[k] for k in _LINE_LIVE})
+
+
 user_app = make_table_app("user", "USERS", UsersFile, "users", _user_summary, _user_live)
 line_app = make_table_app("external line", "LINES", LinesFile, "lines", lambda n, line: {
     "type": line.type, "account": line.account, "server": line.server, "port": line.port,
-    "outgoing_group_id": line.outgoing_group_id})
+    "outgoing_group_id": line.outgoing_group_id}, _line_live)
 trunk_app = make_table_app("SIP trunk", "TRUNKS", TrunksFile, "trunks", lambda n, t: {
     k: getattr(t, k) for k in ("address", "port", "transport", "outgoing_group_id")})

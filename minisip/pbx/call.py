@@ -35,14 +35,17 @@ from ..sip.peer import Peer
 from ..media.dtmf import DtmfDigit, make_info, parse_info_untrusted
 from ..media.prompts import prompt_path
 from ..media.sdp_media import is_hold
+from ..sip.digest import authorization_for
 from ..sip.errors import BadMessage
 from .cdr import CdrRecord
+from .legspec import LegSpec
+from .lines.outgoing import without_100rel
 from .media import CallMedia
 from .services.plan import End, Kind, Outcome, Plan, Step, Target, combine, outcome_of
 from .timers import Timer
 
 if TYPE_CHECKING:
-    from .core import Pbx
+    from .calls import CallController
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,12 @@ def _failure_rank(status: int) -> tuple[int, int]:
     return (3, status)
 
 
-_CAUSES = {486: "busy", 600: "busy", 480: "unavailable", 487: "cancelled", 408: "no answer",
+#: failures that end the search for a way out: the callee is busy, not the line broken
+_BUSY = frozenset({486, 600})
+#: challenges a leg answers with its credentials before the failure stands
+_MAX_CHALLENGES = 2
+
+CAUSES = {486: "busy", 600: "busy", 480: "unavailable", 487: "cancelled", 408: "no answer",
            404: "not found", 603: "declined", 403: "forbidden", 503: "service unavailable"}
 
 # Headers carried from one leg's request or response to the other's.
@@ -130,11 +138,33 @@ class Leg:
     ack: Request | None = None  #: our last ACK to this leg's 2xx, resent on a retransmit
     step: int = 0  #: the plan step that sent it (B-legs)
     target: int = -1  #: the index of its target in that step
+    spec: LegSpec | None = None  #: what this B-leg was made from
+    reason: str = ""  #: reason phrase of the last final response
+    challenges: int = 0  #: 401/407 answered on this leg
+    slot: bool = False  #: holds a slot of its line or trunk (given back when it ends)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A way out that could not take the call (a limit, an offline line): no INVITE left."""
+    exit: str
+    number: str  #: the called number it would have sent
+    caller_number: str
+    status: int
+    reason: str
+
+
+def _exit_of(tried: Any) -> str:
+    """The line or trunk of a tried way out (a Leg or a Refused), "" for none."""
+    if isinstance(tried, Refused):
+        return tried.exit
+    spec = getattr(tried, "spec", None)
+    return spec.exit if spec is not None else ""
 
 
 @dataclass(eq=False)
 class Call:
-    pbx: "Pbx"
+    pbx: "CallController"  #: the controller: sending, timers, snapshot, bookkeeping
     a: Leg
     caller: str
     dialed: str
@@ -180,6 +210,14 @@ class Call:
     _on_end: Callable[[End], None] | None = None
     app: Any = None  #: the app answering the caller (pbx/apps), instead of a B-leg
     answered_user: str | None = None  #: the user whose device answered (not an app)
+    # -- the outside world (pbx/lines) -----------------------------------------------
+    line_in: str = ""  #: the line or trunk the call came in on ("" = from a user)
+    local_caller: bool = True  #: the caller is a local user, not an outside number
+    caller_number: str = ""  #: the caller number after the dial plan
+    #: NUMBER targets of the current step: the lines/trunks each has still to try
+    exits: dict[int, list[str]] = field(default_factory=dict)
+    tried: list[Leg | Refused] = field(default_factory=list)  #: ways out tried, in order
+    reason: str = ""  #: why the call failed, when a way out said so
 
     # -- state ----------------------------------------------------------------------
     def _set_state(self, new: CallState) -> None:
@@ -237,38 +275,130 @@ class Call:
 
     def _launch(self, i: int, target: Target) -> None:
         if target.kind is Kind.USER:
-            devices = self.pbx.devices(target.name, target.latest_only)
-            if not devices:
+            specs = self.pbx.device_legs(self, target.name, target.latest_only)
+            if not specs:
                 self._target_done(i, Outcome.UNREACHABLE, 480, "User is offline")
                 return
             if not self.callee:
                 self.callee = target.name
             self._ring(target.name)
-            for contact, peer in devices:
-                self._invite(i, target.name, contact, peer)
+            for spec in specs:
+                self._send_leg(i, spec)
         elif target.kind is Kind.APP:
             if not self.pbx.start_app(self, target):
                 self._target_done(i, Outcome.FAILED, 503, f"{target.name} is not available")
         else:
-            self._target_done(i, Outcome.FAILED, 503, "External lines are not available yet")
+            assert target.route is not None
+            if not self.callee:
+                self.callee = target.name
+            self.exits[i] = list(target.route.candidates)
+            self._next_exit(i)
 
-    def _invite(self, i: int, user: str, contact: str, peer: Peer) -> None:
-        """Send an INVITE for target ``i`` to one device (``contact`` at ``peer``)."""
+    def _send_leg(self, i: int, spec: LegSpec) -> Leg:
+        """Send the INVITE of a B-leg for target ``i``."""
         a_inv = self.a.invite
         mf = a_inv.max_forwards
-        via, our_contact = self.pbx.local_via_contact(peer, self.caller)
+        via, our_contact = self.pbx.local_via_contact(spec.peer, spec.contact_user)
+        own = self.pbx.common_headers()
+        if spec.strip_100rel:
+            own = [(n, without_100rel(v) if n == "Supported" else v) for n, v in own]
+        display = '"' + spec.display.replace("\\", "\\\\").replace('"', '\\"') + '" ' \
+            if spec.display else ""
         headers = [("Via", via),
                    ("Max-Forwards", str(max(0, (mf if mf is not None else 70) - 1))),
-                   ("From", f"{self.pbx.display_for(self.caller)}<sip:{self.caller}@"
-                            f"{self.pbx.domain_for(peer)}>;tag={new_tag()}"),
-                   ("To", f"<sip:{user}@{self.pbx.domain_for(peer)}>"),
-                   ("Call-ID", new_call_id()), ("CSeq", "1 INVITE"),
-                   ("Contact", our_contact), *self.pbx.common_headers(),
+                   *spec.headers,
+                   ("From", f"{display}<{spec.from_uri}>;tag={new_tag()}"),
+                   ("To", spec.to), ("Call-ID", new_call_id()), ("CSeq", "1 INVITE"),
+                   ("Contact", our_contact), *own,
                    *[(n, v) for n, v in relayed_headers(a_inv) if n not in _OWN_HEADERS]]
-        req = Request("INVITE", contact, headers, self._sdp("A", a_inv.body))
-        leg = Leg("B", peer, req, None, user, step=self.step_no, target=i)
+        req = Request("INVITE", spec.uri, headers, self._sdp("A", a_inv.body))
+        leg = Leg("B", spec.peer, req, None, spec.callee, step=self.step_no, target=i,
+                  spec=spec, slot=bool(spec.exit))
         self.b_legs.append(leg)
-        leg.key = self.pbx.send_request(req, peer, self._on_b_response, leg)
+        leg.key = self.pbx.send_request(req, spec.peer, self._on_b_response, leg)
+        return leg
+
+    # -- ways out: the lines and trunks of a NUMBER target, in turn ----------------------
+    def _next_exit(self, i: int) -> None:
+        """Send target ``i``'s leg through its next line or trunk that can take the call;
+        when none is left, the target failed with the last failure (refusals count)."""
+        assert self.step is not None
+        route = self.step.targets[i].route
+        assert route is not None
+        exits = self.exits.get(i, [])
+        while exits:
+            name = exits.pop(0)
+            got = self.pbx.exit_leg(self, route, name)
+            if isinstance(got, LegSpec):
+                leg = self._send_leg(i, got)
+                self.tried.append(leg)
+                seconds = got.no_answer_time or self.pbx.snapshot().system.no_answer_time
+                self._after(seconds, self._exit_no_answer, leg)
+                return
+            self.tried.append(Refused(name, route.number, route.caller_number, *got))
+        last = self.tried[-1] if self.tried else None
+        if isinstance(last, Refused):
+            status, reason = last.status, last.reason
+        else:
+            status, reason = 503, "No external line available"
+        self.reason = reason
+        self._target_done(i, outcome_of(status), status, reason)
+
+    def _exit_no_answer(self, leg: Leg) -> None:
+        """The line's no_answer_time passed while the outside number rang."""
+        if leg.state in (LegState.CALLING, LegState.EARLY) and leg.step == self.step_no \
+                and self.planning:
+            self._cancel_leg(leg)
+            self.exits.pop(leg.target, None)
+            self._target_done(leg.target, Outcome.NO_ANSWER, 480, "No Answer")
+
+    def _exit_failed(self, leg: Leg, resp: Response) -> None:
+        """A way out failed: busy ends the target, anything else tries the next exit."""
+        status, reason = resp.status, resp.reason
+        if status not in _BUSY and self.exits.get(leg.target):
+            self._next_exit(leg.target)
+            return
+        if status in (401, 407):  # the provider's challenge was ours to answer, not the caller's
+            status, reason, resp = 403, f"{_exit_of(leg)}: credentials refused ({reason})", None
+        self.reason = reason
+        self._target_done(leg.target, outcome_of(status), status, reason, resp)
+
+    def _authenticate(self, leg: Leg, resp: Response) -> bool:
+        """Answer a provider's 401/407 with the leg's credentials: the same INVITE again
+        (new branch, next CSeq) with an Authorization. False: the failure stands."""
+        spec = leg.spec
+        header = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+        challenges = resp.headers.get_all(header)
+        stale = any("stale=true" in c.lower().replace(" ", "") for c in challenges)
+        if (spec is None or spec.credentials is None or not self.planning
+                or leg.step != self.step_no
+                or (leg.challenges >= _MAX_CHALLENGES - 1 and not stale)):
+            return False
+        old = leg.invite
+        name = "Authorization" if resp.status == 401 else "Proxy-Authorization"
+        for challenge in challenges:
+            try:
+                value = authorization_for(challenge, "INVITE", old.uri, *spec.credentials)
+            except BadMessage:
+                continue  # an algorithm we do not speak: the next challenge
+            via, _ = self.pbx.local_via_contact(leg.peer, spec.contact_user)
+            headers = [("Via", via)] + [
+                (n, v) for n, v in old.headers if n.lower() not in (
+                    "via", "cseq", "authorization", "proxy-authorization")]
+            headers += [("CSeq", f"{old.cseq[0] + 1} INVITE"), (name, value)]
+            leg.invite = Request("INVITE", old.uri, headers, old.body)
+            leg.challenges += 1
+            leg.state, leg.dialog, leg.rseq, leg.cancel_pending = (
+                LegState.CALLING, None, None, False)
+            leg.key = self.pbx.send_request(leg.invite, leg.peer, self._on_b_response, leg)
+            return True
+        return False
+
+    def _give_back(self, leg: Leg) -> None:
+        """The leg's line or trunk has one call less."""
+        if leg.slot and leg.spec is not None:
+            leg.slot = False
+            self.pbx.exit_released(leg.spec.exit)
 
     def _ring(self, user: str) -> None:
         if user not in self.ringing_users:
@@ -392,6 +522,7 @@ class Call:
             leg.dialog, leg.state = dialog, LegState.CONFIRMED
             if leg is not self.winner:
                 self._bye(leg)
+                self._give_back(leg)
             return
         leg.dialog, leg.state = dialog, LegState.CONFIRMED
         self.winner = leg
@@ -399,7 +530,7 @@ class Call:
         for other in self.b_legs:
             if other is not leg and other.state in (LegState.CALLING, LegState.EARLY):
                 self._cancel_leg(other, reason="SIP;cause=200;text=\"Call completed elsewhere\"")
-        self._answered_by(leg.user, leg.user)
+        self._answered_by(leg.user, None if _exit_of(leg) else leg.user)  # a number: no user
         if not unanswered:  # handed on: the caller talks to the relay already
             self._sdp("B", resp.body)
             return
@@ -408,8 +539,10 @@ class Call:
         self.final_status = 200
         resp_a = self._respond_a(resp.status, resp.reason, resp)
         self._await_ack(resp_a, self.a)
-        if self.max_duration > 0:
-            self._after(self.max_duration, self._max_duration)
+        limits = [d for d in (self.max_duration, leg.spec.max_duration if leg.spec else 0)
+                  if d > 0]
+        if limits:
+            self._after(min(limits), self._max_duration)
 
     def _ack(self, leg: Leg, dialog: Dialog, cseq: int, body: bytes = b"") -> None:
         via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
@@ -418,8 +551,15 @@ class Call:
         self.pbx.send_stateless(leg.ack, leg.peer)
 
     def _b_failure(self, leg: Leg, resp: Response) -> None:
+        leg.reason = resp.reason
+        if resp.status in (401, 407) and self._authenticate(leg, resp):
+            return
         leg.state = LegState.GONE
+        self._give_back(leg)
         if leg.step != self.step_no or not self.planning:
+            return
+        if leg.spec is not None and leg.spec.exit:
+            self._exit_failed(leg, resp)
             return
         mine = [b for b in self.b_legs if b.step == leg.step and b.target == leg.target]
         if resp.status >= 600:  # RFC 3261 16.7: a 6xx ends the search among the devices
@@ -682,7 +822,7 @@ class Call:
     def _fail(self, status: int, reason: str | None, source: Response | None, *,
               released_by: str, cause: str | None = None) -> None:
         self.final_status = status
-        self.cause = cause or _CAUSES.get(status, f"{status}")
+        self.cause = cause or CAUSES.get(status, f"{status}")
         self.released_by = released_by
         self._respond_a(status, reason, source)
         self._end()
@@ -713,6 +853,8 @@ class Call:
         for t in self.timers:
             t.cancel()
         self.timers.clear()
+        for leg in self.b_legs:
+            self._give_back(leg)
         for user in list(self.ringing_users):
             self._unring(user)
         if self.app is not None:  # the app's task tree goes with the call
@@ -725,17 +867,40 @@ class Call:
 
     # -- records ----------------------------------------------------------------------------
     def cdrs(self) -> list[CdrRecord]:
+        """The O-CDR (the caller's half), a T-CDR for the users' devices that rang (or the
+        app that answered), and one per line or trunk tried, in order (refusals too)."""
         end = time.time()
         duration = end - self.answer_time if self.answer_time else 0.0
-        common = dict(call_id=self.a.invite.call_id, caller=self.caller, dialed=self.dialed,
-                      final=self.callee, route=self.route, setup_time=self.setup_time,
-                      answer_time=self.answer_time, end_time=end,
-                      duration=round(duration, 3), status=self.final_status,
-                      cause=self.cause or "normal", released_by=self.released_by or "caller",
-                      steps=" | ".join(self.history), **_media_columns(self.media_stats))
-        out = [CdrRecord(kind="O", **common)]  # type: ignore[arg-type]
-        if self.b_legs or self.app is not None:
-            out.append(CdrRecord(kind="T", **common))  # type: ignore[arg-type]
+        last = self.winner or (self.tried[-1] if self.tried else None)
+        common: dict[str, Any] = dict(
+            call_id=self.a.invite.call_id, caller=self.caller, dialed=self.dialed,
+            final=self.callee, route=self.route, setup_time=self.setup_time,
+            answer_time=self.answer_time, end_time=end, duration=round(duration, 3),
+            status=self.final_status, cause=self.cause or "normal",
+            released_by=self.released_by or "caller", steps=" | ".join(self.history),
+            line_in=self.line_in, line_out=_exit_of(last),
+            caller_number=self.caller_number or self.caller, reason=self.reason,
+            **_media_columns(self.media_stats))
+        out = [CdrRecord(kind="O", **common)]
+        if self.app is not None or any(not _exit_of(b) for b in self.b_legs):
+            out.append(CdrRecord(kind="T", **common | {"line_out": ""}))
+        for t in self.tried:
+            half: dict[str, Any] = {"line_out": _exit_of(t)}
+            if isinstance(t, Refused):
+                half |= {"final": t.number, "caller_number": t.caller_number,
+                         "status": t.status, "reason": t.reason, "released_by": "pbx"}
+            else:
+                if t.spec is not None:
+                    half |= {"final": t.spec.callee, "caller_number": t.spec.caller_number}
+                half |= {"status": 200, "reason": ""} if t is self.winner else {
+                    "status": t.last_status if t.last_status >= 300 else self.final_status,
+                    "reason": t.reason or self.reason}
+            if t is not self.winner:
+                status = half["status"]
+                half |= {"answer_time": None, "duration": 0.0,
+                         "cause": common["cause"] if status == self.final_status
+                         else CAUSES.get(status, str(status))}
+            out.append(CdrRecord(kind="T", **(common | half)))
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -746,7 +911,8 @@ class Call:
                 "state": "held" if self.holding and self.state is CallState.TALKING
                 else self.state.value,
                 "route": self.route, "setup_time": self.setup_time,
-                "answer_time": self.answer_time,
+                "answer_time": self.answer_time, "line_in": self.line_in,
+                "line_out": _exit_of(self.winner or (self.tried[-1] if self.tried else None)),
                 "devices": sum(1 for b in self.b_legs if b.state is not LegState.GONE),
                 "step": str(self.step) if self.step is not None else "",
                 "ringing": sorted(self.ringing_users)}

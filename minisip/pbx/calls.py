@@ -22,15 +22,17 @@ from typing import Any
 
 from ..dialog.dialog import DialogId
 from ..media.relay import MediaIO, PortPool
-from ..sip.errors import BadMessage
 from ..sip.message import Request, Response, make_response, new_tag
 from ..sip.peer import Peer
-from ..sip.uri import parse_uri_untrusted
-from .call import Call, CallState, Leg
-from .cdr import CdrStore
+from .call import CAUSES, Call, CallState, Leg
+from .cdr import CdrRecord, CdrStore
 from .core import ALLOW, SUPPORTED, Pbx
 from .dialplan import Route, RouteKind, route_call
-from .location import Binding, LocationService
+from .legspec import LegSpec
+from .lines.incoming import Origin, incoming_route
+from .lines.manager import LineManager
+from .lines.outgoing import Refusal
+from .location import LocationService, device_peer
 from .media import CallMedia, needs_relay
 from .services import plan_route
 from .services.black_white_list import screen
@@ -50,31 +52,15 @@ def _trusted(host: str, networks: tuple[str, ...]) -> bool:
     return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-def device_peer(b: Binding) -> Peer:
-    """Where requests to a registered device go.
-
-    Over TCP/TLS: the connection it registered on. Over UDP: its Contact, unless
-    the Contact's address differs from where the REGISTER came from, i.e. the
-    phone is behind NAT and only the source address reaches it.
-    """
-    if b.source.reliable:
-        return b.source
-    try:
-        uri = parse_uri_untrusted(b.contact)
-    except BadMessage:
-        return b.source
-    if uri.host == b.source.host:
-        return Peer("udp", uri.host, uri.port or 5060)
-    return b.source
-
-
 class CallController:
     def __init__(self, pbx: Pbx, location: LocationService, snapshot: Callable[[], Any],
-                 cdr: CdrStore | None, *, t1: float, t2: float) -> None:
+                 cdr: CdrStore | None, *, t1: float, t2: float,
+                 lines: LineManager | None = None) -> None:
         self.core = pbx
         self.location = location
         self.snapshot = snapshot
         self.cdr = cdr
+        self.lines = lines  #: external lines and trunks (None: a PBX without them)
         self.t1, self.t2 = t1, t2
         self.timers = pbx.timers
         self.now = pbx.now
@@ -121,10 +107,7 @@ class CallController:
 
     def display_for(self, user: str) -> str:
         u = self.snapshot().users.get(user)
-        name = getattr(u, "display_name", "") if u is not None else ""
-        if not name:
-            return ""
-        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '" '
+        return getattr(u, "display_name", "") if u is not None else ""
 
     def common_headers(self) -> list[tuple[str, str]]:
         return [("Allow", ALLOW), ("Supported", SUPPORTED)]
@@ -159,30 +142,66 @@ class CallController:
     def on_invite(self, req: Request, peer: Peer, now: float) -> Response | None:
         if req.call_id in self.calls:  # a second INVITE of a call we already have
             return make_response(req, 482, "Loop Detected", to_tag=new_tag())
+        dialed = req.request_uri.user or ""
+        origin = self.lines.origin(req, peer) if self.lines is not None else None
+        if origin is not None:
+            return self._incoming(req, peer, origin, dialed)
         snap = self.snapshot()
         caller = self._caller(req, peer, now)
         if isinstance(caller, Response):
             return caller
         user = snap.users[caller]
         if not self._room(caller, user.max_concurrent_calls):
-            return make_response(req, 486, "Caller has too many calls", to_tag=new_tag())
+            return self._refuse(req, 486, "Caller has too many calls", caller, dialed)
         if self.outgoing.get(caller, 0) >= user.max_concurrent_outgoing_calls:
-            return make_response(req, 403, "Outgoing call limit reached", to_tag=new_tag())
-        dialed = req.request_uri.user or ""
-        route = route_call(snap, caller, dialed)
-        plan = self.plan_for(caller, dialed, route)
-        a = Leg("A", peer, req, None, caller)
-        target = route.target if route.kind is not RouteKind.REJECT else str(route.status)
-        call = Call(self, a, caller, dialed, f"{route.kind.value}:{target}",
+            return self._refuse(req, 403, "Outgoing call limit reached", caller, dialed)
+        self._start(req, peer, caller, dialed, route_call(snap, caller, dialed),
                     max_duration=float(user.max_duration or 0))
+        return None
+
+    def _incoming(self, req: Request, peer: Peer, origin: Origin, dialed: str
+                  ) -> Response | None:
+        """A call from a line or trunk: not challenged, routed for an outside caller."""
+        assert self.lines is not None
+        caller = req.from_addr.uri.user or "anonymous"
+        refused = self.lines.usage.refusal(origin.name, origin.exit, outgoing=False)
+        if refused is not None:
+            return self._refuse(req, *refused, caller, dialed, line_in=origin.name)
+        self.lines.usage.take(origin.name, outgoing=False)
+        self._start(req, peer, caller, dialed,
+                    incoming_route(self.snapshot(), origin, caller, dialed),
+                    line_in=origin.name, max_duration=0.0)
+        return None
+
+    def _start(self, req: Request, peer: Peer, caller: str, dialed: str, route: Route, *,
+               max_duration: float, line_in: str = "") -> None:
+        """A new Call executing the plan of ``route``."""
+        plan = self.plan_for(caller, dialed, route)
+        target = route.target if route.kind is not RouteKind.REJECT else str(route.status)
+        call = Call(self, Leg("A", peer, req, None, caller), caller, dialed,
+                    f"{route.kind.value}:{target}", max_duration=max_duration)
+        call.line_in, call.local_caller = line_in, not line_in
+        call.caller_number = route.caller_number or caller
         self.calls[req.call_id] = call
         if req.branch:
             self._by_branch[req.branch] = call
-        self._count(self.active, caller, +1)
-        self._count(self.outgoing, caller, +1)
+        if call.local_caller:
+            self._count(self.active, caller, +1)
+            self._count(self.outgoing, caller, +1)
         self.core.publish("calls", "call_started", call.summary() | {"users": [caller]})
         call.start(plan)
-        return None
+
+    def _refuse(self, req: Request, status: int, reason: str, caller: str, dialed: str, *,
+                line_in: str = "") -> Response:
+        """Answer a call refused before it was planned (a limit), and leave its CDR."""
+        if self.cdr is not None:
+            now = time.time()
+            self.cdr.add([CdrRecord(
+                call_id=req.call_id, kind="O", caller=caller, dialed=dialed, final=dialed,
+                route="", setup_time=now, answer_time=None, end_time=now, duration=0.0,
+                status=status, cause=CAUSES.get(status, str(status)), released_by="pbx",
+                line_in=line_in, caller_number=caller, reason=reason)])
+        return make_response(req, status, reason, to_tag=new_tag())
 
     def plan_for(self, caller: str, number: str, route: Route | None = None) -> Plan:
         """What a call from ``caller`` to ``number`` does: the black/white list, then the
@@ -196,11 +215,27 @@ class CallController:
     def challenge(self, req: Request, peer: Peer, now: float) -> Response | None:
         """The 407 for an INVITE without credentials, or None for a caller trusted
         by address (it goes on to a transaction like any authenticated INVITE)."""
+        if self.lines is not None and self.lines.origin(req, peer) is not None:
+            return None  # a line or trunk: never challenged
+        stranger = self._untrusted_trunk(req, peer)
+        if stranger is not None:
+            return stranger
         u = self.snapshot().users.get(req.from_addr.uri.user or "")
         if u is not None and _trusted(peer.host, u.allowed_ips):
             return None
         auth = self.core.registrar.authenticate(req, peer, now, proxy=True)
         return auth if isinstance(auth, Response) else None
+
+    def _untrusted_trunk(self, req: Request, peer: Peer) -> Response | None:
+        """403 for a call from a trunk's host that is not the trunk (another port) and
+        not from a local user either."""
+        if self.lines is None or (req.from_addr.uri.user or "") in self.snapshot().users:
+            return None
+        trunk = self.lines.untrusted_trunk(peer)
+        if trunk is None:
+            return None
+        return make_response(req, 403, f"Not trunk {trunk}'s address and port",
+                             to_tag=new_tag())
 
     def _caller(self, req: Request, peer: Peer, now: float) -> str | Response:
         snap = self.snapshot()
@@ -208,10 +243,14 @@ class CallController:
         u = snap.users.get(from_user)
         if u is not None and _trusted(peer.host, u.allowed_ips):
             return from_user  # authorized by address instead of digest (FEATURES.md)
+        stranger = self._untrusted_trunk(req, peer)
+        if stranger is not None:
+            return stranger
         auth = self.core.registrar.authenticate(req, peer, now, proxy=True)
         if isinstance(auth, Response):
             return auth
-        if auth != from_user and from_user:
+        if (auth != from_user and from_user) or auth not in snap.users:
+            # (a gateway's account authenticates its REGISTER, but calls as no user)
             return make_response(req, 403, "Authenticated user does not match From",
                                  to_tag=new_tag())
         return auth
@@ -228,6 +267,16 @@ class CallController:
             bindings = [max(bindings, key=lambda b: b.registered_at)]
         return [(b.contact, device_peer(b)) for b in bindings]
 
+    def device_legs(self, call: Call, user: str, latest_only: bool = False) -> list[LegSpec]:
+        """The legs to ``user``'s devices: From the caller (an outside caller as the
+        number the dial plan made of it), To the user, at the domain each device knows."""
+        caller = call.caller if call.local_caller else call.caller_number or call.caller
+        display = self.display_for(call.caller) if call.local_caller else ""
+        return [LegSpec(uri=contact, peer=peer, to=f"<sip:{user}@{self.domain_for(peer)}>",
+                        from_uri=f"sip:{caller}@{self.domain_for(peer)}", display=display,
+                        contact_user=call.caller, callee=user, caller_number=caller)
+                for contact, peer in self.devices(user, latest_only)]
+
     def prepare_media(self, call: Call, step: Step) -> None:
         """Open the call's relay when this step needs it and it has none yet: the
         policy says so for the caller or a user about to ring, or minisip answers."""
@@ -239,8 +288,11 @@ class CallController:
         bindings = [b for t in step.targets if t.kind is Kind.USER
                     for b in self.location.bindings(t.name)]
         app = any(t.kind is Kind.APP for t in step.targets)
-        caller_cfg = snap.users.get(call.caller)
-        flagged = any(u.relay_media for u in users) or bool(caller_cfg and caller_cfg.relay_media)
+        caller_cfg = snap.users.get(call.caller) if call.local_caller else None
+        exits = [call.line_in, *(n for t in step.targets if t.kind is Kind.NUMBER and t.route
+                                 for n in t.route.candidates)]
+        flagged = any(u.relay_media for u in users) or bool(
+            caller_cfg and caller_cfg.relay_media) or any(self._exit_relays(n) for n in exits)
         a = call.a
         if not app and not needs_relay(snap.system.relay_media, flagged, a.invite.body, a.peer,
                                        [(b.contact, b.source) for b in bindings]):
@@ -252,6 +304,30 @@ class CallController:
                                     a_addr, b_addr, a.invite.call_id, self.spawn)
         if call.media is not None:
             call.media.on_digit = call.digit_to_info
+
+    def _exit_relays(self, name: str) -> bool:
+        """A line's or trunk's ``relay_media``."""
+        snap = self.snapshot()
+        exit_ = snap.lines.get(name) or snap.trunks.get(name)
+        return bool(exit_ is not None and exit_.relay_media)
+
+    def exit_leg(self, call: Call, route: Route, name: str) -> LegSpec | Refusal:
+        """The leg of ``route`` through line or trunk ``name`` (its slot taken), or why
+        it cannot take the call now."""
+        if self.lines is None:
+            return 503, "External lines are not available"
+        got = self.lines.leg(name, route, domain=self.domain_for(call.a.peer),
+                             local_host=lambda p: self.core.local_address(p)[0])
+        if isinstance(got[0], LegSpec):
+            spec, refined = got
+            call.caller_number = refined.caller_number
+            self.lines.usage.take(name, outgoing=True)
+            return spec
+        return got  # type: ignore[return-value]
+
+    def exit_released(self, name: str) -> None:
+        if self.lines is not None:
+            self.lines.usage.give_back(name, outgoing=True)
 
     def start_app(self, call: Call, target: Any) -> bool:
         """minisip answers ``call`` as app ``target.name``; False when it cannot."""
@@ -325,7 +401,7 @@ class CallController:
         if new is CallState.TALKING and call.media is not None and timeout:
             call.timers.append(self.timers.schedule(self.now() + timeout, call.check_media,
                                                     float(timeout)))
-        if new is CallState.ANSWERED:
+        if new is CallState.ANSWERED and call.local_caller:
             self._count(self.talking, call.caller, +1)
         self.core.publish("calls", "call_state", call.summary() | {
             "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
@@ -337,10 +413,13 @@ class CallController:
         for leg in (call.a, *call.b_legs):
             if leg.dialog is not None:
                 self._dialogs.pop(leg.dialog.id, None)
-        self._count(self.active, call.caller, -1)
-        self._count(self.outgoing, call.caller, -1)
-        if call.answer_time is not None:
-            self._count(self.talking, call.caller, -1)
+        if call.local_caller:
+            self._count(self.active, call.caller, -1)
+            self._count(self.outgoing, call.caller, -1)
+            if call.answer_time is not None:
+                self._count(self.talking, call.caller, -1)
+        if call.line_in and self.lines is not None:
+            self.lines.usage.give_back(call.line_in, outgoing=False)
         if call.answered_user:
             self.user_talking(call.answered_user, -1)
         self.completed += 1

@@ -40,6 +40,11 @@ class CdrRecord:
     b_lost: int = 0
     a_jitter_ms: float = 0.0
     b_jitter_ms: float = 0.0
+    # The outside world (added later: older cdr.db files gain these columns on open):
+    line_in: str = ""  #: the line or trunk the call came in on ("" = from a local user)
+    line_out: str = ""  #: the line or trunk it left on (a T-CDR: the one it tried)
+    caller_number: str = ""  #: the caller number after the dial plan, as presented
+    reason: str = ""  #: why it failed, as the caller was told ("Line x offline: ...")
 
     @property
     def answered(self) -> bool:
@@ -64,9 +69,11 @@ class CdrStore:
         self.db.execute(f"CREATE TABLE IF NOT EXISTS cdr (id INTEGER PRIMARY KEY, {cols})")
         have = {row[1] for row in self.db.execute("PRAGMA table_info(cdr)")}
         for f in fields(CdrRecord):  # a data dir from an older minisip gains new columns
-            if f.name not in have:
+            if f.name not in have:  # old rows read as the field's default, not NULL
+                default = f" DEFAULT {f.default!r}" if isinstance(f.default, str | int | float) \
+                    else ""
                 self.db.execute(f"ALTER TABLE cdr ADD COLUMN {f.name} "
-                                f"{_SQL_TYPES[str(f.type).split(' ')[0]]}")
+                                f"{_SQL_TYPES[str(f.type).split(' ')[0]]}{default}")
         self.db.execute("CREATE INDEX IF NOT EXISTS cdr_setup ON cdr (setup_time)")
 
     def add(self, records: list[CdrRecord]) -> None:
@@ -100,8 +107,8 @@ class CdrStore:
                 w.writerows(day_rows)
 
     def query(self, *, user: str | None = None, since: float | None = None,
-              limit: int = 100) -> list[dict[str, Any]]:
-        return query(self.db, user=user, since=since, limit=limit)
+              limit: int = 100, line: str | None = None) -> list[dict[str, Any]]:
+        return query(self.db, user=user, since=since, limit=limit, line=line)
 
     def close(self) -> None:
         self.commit()
@@ -109,13 +116,16 @@ class CdrStore:
 
 
 def query(db: sqlite3.Connection, *, user: str | None = None, since: float | None = None,
-          limit: int = 100) -> list[dict[str, Any]]:
-    """Records newest first: a user's calls (either side), since a time, at most
-    ``limit`` (0 = all)."""
-    sql, args = "SELECT * FROM cdr WHERE 1=1", []
+          limit: int = 100, line: str | None = None) -> list[dict[str, Any]]:
+    """Records newest first: a user's calls (either side), a line's or trunk's (in or
+    out), since a time, at most ``limit`` (0 = all)."""
+    sql, args = "SELECT * FROM cdr WHERE 1=1", list[Any]()
     if user:
         sql += " AND (caller = ? OR final = ?)"
         args += [user, user]
+    if line:
+        sql += " AND (line_in = ? OR line_out = ?)"
+        args += [line, line]
     if since is not None:
         sql += " AND setup_time >= ?"
         args.append(since)

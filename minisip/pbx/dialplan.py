@@ -44,7 +44,8 @@ is routed to such line to try again"), each name once. No candidate left: 503.
 Who is a local caller
 ---------------------
 The caller is looked up in ``snapshot.users`` under the number given (before the
-caller transition). A caller that is not a user (a call arriving on a line or trunk)
+caller transition), unless ``route_call(..., local=False)`` says the call came in on
+a line or trunk. A caller that is not a user (a call arriving on a line or trunk)
 has call right 0, cannot use feature codes, and gets no outgroup-prefix outside calls:
 it reaches local numbers and the ``analyze_called`` routes an administrator allowed at
 call right 0, so the PBX is not an open relay for toll calls.
@@ -389,12 +390,17 @@ def _unmatched(call: _Call, dialed: str) -> Route:
     return reject(*NOT_FOUND, dialed, call.caller_number)
 
 
-def route_call(snapshot: Snapshot, caller: str, dialed: str) -> Route:
-    """Where a call from ``caller`` (a user name, or an outside number) to ``dialed`` goes."""
+def route_call(snapshot: Snapshot, caller: str, dialed: str, *, local: bool = True) -> Route:
+    """Where a call from ``caller`` (a user name, or an outside number) to ``dialed`` goes.
+
+    ``local=False``: the call came in on a line or trunk, so ``caller`` is an outside
+    number even when it looks like a user's (an outside ``100`` has no rights of 100's).
+    """
     plan = snapshot.dialplan
     rule = longest_prefix(plan.analyze_caller, caller)
     caller_number = _transform(plan, rule[1].transition, caller) if rule else caller
-    call = _Call(snapshot, caller, snapshot.users.get(caller), caller_number)
+    user = snapshot.users.get(caller) if local else None
+    call = _Call(snapshot, caller, user, caller_number)
     if not dialed:
         return reject(*INCOMPLETE, dialed, caller_number)
     if call.user is not None:

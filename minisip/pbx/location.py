@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..sip.errors import BadMessage
 from ..sip.peer import Peer
+from ..sip.uri import parse_uri_untrusted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (
@@ -77,6 +79,22 @@ def read_bindings(db_path: Path, now: float) -> list[Binding]:
                     ua, instance, registered_at)
             for (aor, contact, expires_at, q, call_id, cseq, transport, host, port, ua,
                  instance, registered_at) in rows]
+def device_peer(b: Binding) -> Peer:
+    """Where requests to a registered device go.
+
+    Over TCP/TLS: the connection it registered on. Over UDP: its Contact, unless
+    the Contact's address differs from where the REGISTER came from, i.e. the
+    phone is behind NAT and only the source address reaches it.
+    """
+    if b.source.reliable:
+        return b.source
+    try:
+        uri = parse_uri_untrusted(b.contact)
+    except BadMessage:
+        return b.source
+    if uri.host == b.source.host:
+        return Peer("udp", uri.host, uri.port or 5060)
+    return b.source
 
 
 class LocationService:

@@ -36,8 +36,11 @@ _NO_PASSWORD = hmac.new(b"minisip", b"unknown-user", "sha256").hexdigest()
 class Registrar:
     def __init__(self, location: LocationService, auth: DigestAuthenticator,
                  guard: AuthGuard, password_of: Callable[[str], str | None],
-                 policy: Callable[[], RegistrarPolicy]) -> None:
+                 policy: Callable[[], RegistrarPolicy],
+                 open_account: Callable[[str], bool] = lambda aor: False) -> None:
         self.location = location
+        #: accounts that register without authentication (a type 1 line without password)
+        self.open_account = open_account
         self.auth = auth
         self.guard = guard
         self.password_of = password_of
@@ -95,10 +98,10 @@ class Registrar:
         to_uri = req.to_addr.uri
         if to_uri.scheme not in ("sip", "sips"):
             raise BadMessage("To must be a SIP URI")
-        auth = self.authenticate(req, peer, now)
+        aor = to_uri.user or ""
+        auth = aor if self.open_account(aor) else self.authenticate(req, peer, now)
         if isinstance(auth, Response):
             return auth
-        aor = to_uri.user or ""
         if aor != auth:
             self.refused += 1
             return make_response(req, 403, "Authenticated user does not match To",

@@ -1,11 +1,16 @@
 """TCP and TLS listeners: one task per connection, framed by Content-Length.
 
-Each connection reads into a ``StreamFramer`` and hands whole messages up
-synchronously; writes go through a bounded queue drained by the connection's
-own writer task, so a peer that stops reading cannot block anyone else (its
-queue fills, and the connection is dropped). A TLS handshake and the first
-bytes of a message are bounded in time; an idle connection is closed after
-``IDLE_TIMEOUT`` (phones keep theirs open with CRLF pings or re-REGISTERs).
+Connections are accepted, or opened on demand: ``send`` to a peer we have no
+connection with (a provider or trunk over TCP/TLS) dials it in the listener's
+nursery and queues the message until the connection is up; a TLS client
+verifies the peer's certificate against the system's CAs (``SSL_CERT_FILE``
+adds one) for the name ``server_name(peer)`` gives. Each connection reads into a
+``StreamFramer`` and hands whole messages up synchronously; writes go through a
+bounded queue drained by the connection's own writer task, so a peer that stops
+reading cannot block anyone else (its queue fills, and the connection is dropped).
+A TLS handshake and the first bytes of a message are bounded in time; an idle
+connection is closed after ``IDLE_TIMEOUT`` (phones keep theirs open with CRLF pings
+or re-REGISTERs).
 """
 from __future__ import annotations
 
@@ -34,7 +39,8 @@ T = TypeVar("T")
 
 
 class Connection:
-    def __init__(self, stream: trio.abc.Stream, peer: Peer, local: tuple[str, int]) -> None:
+    def __init__(self, stream: trio.abc.Stream | None, peer: Peer,
+                 local: tuple[str, int]) -> None:
         self.stream = stream
         self.peer = peer
         self.local = local  #: our address on this connection, for Via and Contact
@@ -60,7 +66,12 @@ class StreamListener:
         self.connections: dict[Peer, Connection] = {}
         self.accepted = 0
         self.rejected = 0
+        self.dialed = 0
         self.sock: trio.socket.SocketType | None = None
+        #: the name a TLS peer's certificate must carry (its host name in the config)
+        self.server_name: Callable[[Peer], str | None] = lambda peer: None
+        self._nursery: trio.Nursery | None = None
+        self._handlers: tuple[OnMessage, Callable[[], None]] | None = None
 
     @property
     def name(self) -> str:
@@ -79,17 +90,49 @@ class StreamListener:
         self.port = sock.getsockname()[1]
 
     def send(self, data: bytes, peer: Peer) -> bool:
-        conn = self.connections.get(peer)
+        conn = self.connections.get(peer) or self._dial(peer)
         return conn.send(data) if conn is not None else False
 
+    def _dial(self, peer: Peer) -> Connection | None:
+        """A new outgoing connection to ``peer``, connecting in the background."""
+        if self._nursery is None or self._handlers is None or peer.transport != self.transport \
+                or len(self.connections) >= MAX_CONNECTIONS or (":" in peer.host) != (
+                    ":" in self.host):
+            return None
+        conn = Connection(None, peer, (self.host, self.port))
+        self.connections[peer] = conn
+        self.dialed += 1
+        self._nursery.start_soon(self._connect, conn, *self._handlers)
+        return conn
+
+    async def _connect(self, conn: Connection, on_message: OnMessage,
+                       on_batch_end: Callable[[], None]) -> None:
+        peer = conn.peer
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                tcp = await trio.open_tcp_stream(peer.host, peer.port)
+        except (OSError, trio.TooSlowError) as exc:
+            log.info("%s: cannot connect: %s", peer, exc)
+            self.connections.pop(peer, None)
+            conn.send_channel.close()
+            return
+        # Via and Contact name our listening port: new requests come to it, not here.
+        conn.local = (tcp.socket.getsockname()[0], self.port)
+        stream: trio.abc.Stream = tcp
+        if self.transport == "tls":
+            stream = trio.SSLStream(tcp, ssl.create_default_context(),
+                                    server_hostname=self.server_name(peer) or peer.host)
+        await self._run(conn, stream, on_message, on_batch_end)
+
     def local_for(self, peer: Peer) -> tuple[str, int] | None:
-        conn = self.connections.get(peer)
-        return conn.local if conn is not None else None
+        conn = self.connections.get(peer)  # (a connection still dialing: not known yet)
+        return conn.local if conn is not None and conn.stream is not None else None
 
     async def serve(self, on_message: OnMessage, on_batch_end: Callable[[], None]) -> None:
         assert self.sock is not None
         listener = trio.SocketListener(self.sock)
         async with trio.open_nursery() as nursery:
+            self._nursery, self._handlers = nursery, (on_message, on_batch_end)
             async with listener:
                 while True:
                     stream = await listener.accept()
@@ -114,6 +157,13 @@ class StreamListener:
             stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
         conn = Connection(stream, peer, local)
         self.connections[peer] = conn
+        await self._run(conn, stream, on_message, on_batch_end)
+
+    async def _run(self, conn: Connection, stream: trio.abc.Stream, on_message: OnMessage,
+                   on_batch_end: Callable[[], None]) -> None:
+        """Handshake (TLS), then read and write ``conn`` until either side ends it."""
+        conn.stream = stream
+        peer = conn.peer
         try:
             with conn.cancel_scope:
                 if isinstance(stream, trio.SSLStream):
@@ -129,18 +179,21 @@ class StreamListener:
         except Exception:  # one connection's trouble never stops the listener
             log.exception("%s: connection failed", peer)
         finally:
-            del self.connections[peer]
+            if self.connections.get(peer) is conn:
+                del self.connections[peer]
             conn.send_channel.close()
             await trio.aclose_forcefully(stream)
 
     async def _reader(self, conn: Connection, on_message: OnMessage,
                       on_batch_end: Callable[[], None]) -> None:
         framer = StreamFramer()
+        stream = conn.stream
+        assert stream is not None
         while True:
             # Idle between messages is allowed for long; half a message is not.
             timeout = MESSAGE_TIMEOUT if framer.pending else IDLE_TIMEOUT
             with trio.move_on_after(timeout):
-                data = await _guard(conn.stream.receive_some(65536))
+                data = await _guard(stream.receive_some(65536))
                 if not data:
                     return
                 framer.feed(data)
@@ -159,8 +212,10 @@ class StreamListener:
             return  # timed out
 
     async def _writer(self, conn: Connection) -> None:
+        stream = conn.stream
+        assert stream is not None
         async for data in conn.receive_channel:
-            if await _guard(conn.stream.send_all(data), False) is False:
+            if await _guard(stream.send_all(data), False) is False:
                 conn.cancel_scope.cancel()
                 return
 

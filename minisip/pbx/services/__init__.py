@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from ..dialplan import EXIT_KINDS, Route, RouteKind
 from . import feature_codes, hunt_group, local_user, ring_group
-from .plan import Ctx, End, Kind, Plan, Step, Target, finish
+from .plan import Ctx, End, Kind, Outcome, Plan, Step, Target, finish
 
 #: services of later issues (moving calls, apps): the dial plan knows them, nothing runs them
 NOT_YET = frozenset({"directed_pickup", "group_pickup", "call_park", "call_retrieve",
@@ -36,10 +36,17 @@ def _service(ctx: Ctx, route: Route, label: str) -> Plan:
     return End(404, "Number not found", "not found")
 
 
+def relay_failure(outcome: Outcome) -> End:
+    """An outside number that did not answer: the caller hears the last line's answer as
+    it was (the far end's 486 or 404, or why no line could take the call)."""
+    return finish(outcome) if outcome is Outcome.NO_ANSWER else End(0, "", outcome.value)
+
+
 def _outside(ctx: Ctx, route: Route, label: str) -> Plan:
+    # No step timeout: each line or trunk tried rings for its own no_answer_time.
     target = Target(Kind.NUMBER, route.number, route=route)
-    return ctx.step((target,), float(ctx.snap.system.no_answer_time),
-                    label or f"{route.kind.value} {route.target}".rstrip(), finish)
+    return ctx.step((target,), 0.0, label or f"{route.kind.value} {route.target}".rstrip(),
+                    relay_failure)
 
 
 _PLANNERS: dict[RouteKind, Callable[[Ctx, Route, str], Plan]] = {
