@@ -824,7 +824,8 @@ class Call:
         self.final_status = status
         self.cause = cause or CAUSES.get(status, f"{status}")
         self.released_by = released_by
-        self._respond_a(status, reason, source)
+        told = self._respond_a(status, reason, source)
+        self.reason = told.reason if status != 487 else ""  # the CDR says what the caller heard
         self._end()
 
     def hangup(self, *, released_by: str, cause: str, skip: Leg | None = None) -> None:
