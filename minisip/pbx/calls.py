@@ -1,6 +1,8 @@
 """Call control: admits new calls, plans them, and finds the call of a request.
 
-A new INVITE is authenticated (407, like REGISTER's 401), checked against the
+A new INVITE from a line or trunk (``pbx/lines``: known by its source address) is
+not challenged and is routed for an outside caller; any other is authenticated
+(407, like REGISTER's 401), checked against the
 caller's limits (manual section 3.2) and the black/white list, routed by the
 dial plan, planned by the services (pbx/services: who rings, in turn or
 together, and what busy, no answer and unreachable lead to) and handed to a
