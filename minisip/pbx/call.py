@@ -358,10 +358,11 @@ class Call:
         if status not in _BUSY and self.exits.get(leg.target):
             self._next_exit(leg.target)
             return
+        source: Response | None = resp
         if status in (401, 407):  # the provider's challenge was ours to answer, not the caller's
-            status, reason, resp = 403, f"{_exit_of(leg)}: credentials refused ({reason})", None
+            status, reason, source = 403, f"{_exit_of(leg)}: credentials refused ({reason})", None
         self.reason = reason
-        self._target_done(leg.target, outcome_of(status), status, reason, resp)
+        self._target_done(leg.target, outcome_of(status), status, reason, source)
 
     def _authenticate(self, leg: Leg, resp: Response) -> bool:
         """Answer a provider's 401/407 with the leg's credentials: the same INVITE again
