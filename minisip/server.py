@@ -37,6 +37,7 @@ from .pbx.apps import starters
 from .pbx.calls import CallController
 from .pbx.cdr import CdrStore
 from .pbx.core import Pbx
+from .pbx.events import EventService
 from .pbx.guard import AuthGuard
 from .pbx.lines.manager import LineManager
 from .pbx.location import Binding, LocationService
@@ -164,6 +165,11 @@ class Server:
         self.media_io = MediaIO()
         self.calls.media_io = self.media_io
         self.calls.port_pool = PortPool(system.rtp_port_min, system.rtp_port_max)
+        self.events = EventService(self.pbx, self.calls, self.location,
+                                   lambda: self.holder.current,
+                                   self.data_dir / "registrations.db", self.bus.publish)
+        # A change's NOTIFY delay counts from its datagram's arrival in the socket.
+        self.events.notifier.lag = lambda: max((u.delay for u in self.udp), default=0.0)
         self.driver.wall_timers.append(self.location)
         self.driver.mono_timers.append(self.pbx.timers)
         self.udp: list[UdpListener] = []
@@ -176,6 +182,7 @@ class Server:
         # End of a receive batch, before its responses leave: what they confirm is on disk.
         self.location.commit()
         self.cdr.commit()
+        self.events.commit()
 
     def _handle_events(self, now: float) -> None:
         self.pbx.handle_events(now)
@@ -197,6 +204,7 @@ class Server:
             return
         self.bus.publish("users", "user_state",
                          {"user": user, "state": "online" if online else "offline"})
+        self.events.user_state(user, online)
 
     def _binding_event(self, event: str, b: Binding) -> None:
         if self.bus.wants("registrations"):
@@ -231,6 +239,7 @@ class Server:
                     if a not in snap.users and a not in gateways]:
             self.location.remove_all(aor)  # a deleted user's phones are unregistered
         self.location.commit()
+        self.events.reloaded(snap)
         self.lines.configure(snap)
         self.driver.flush()  # registrations of new or changed lines leave now
         log.info("configuration reloaded: %d users", len(snap.users))
@@ -301,6 +310,7 @@ class Server:
                 "bad_messages": self.driver.bad_messages,
                 "shed_overload": self.driver.shed,
             },
+            "events": self.events.stats(),
             "security": {
                 "auth_failed": self.registrar.auth_failed,
                 "blocks": self.guard.blocks,
@@ -362,6 +372,9 @@ class Server:
             calls = [c for c in calls if user in (c["caller"], c["callee"])]
         return Rows(calls)
 
+    def presence(self, args: dict[str, Any]) -> Rows:
+        return Rows(self.events.overview(self._known_user(args)))
+
     def cdr_query(self, args: dict[str, Any]) -> Rows:
         user = self._known_user(args)
         since = args.get("since")
@@ -382,7 +395,8 @@ class Server:
             return fn(args)
         sync = {"status": self.status, "registrations": self.registrations,
                 "user_states": self.user_states, "calls": self.live_calls,
-                "cdr": self.cdr_query, "line_states": self.line_states}
+                "cdr": self.cdr_query, "line_states": self.line_states,
+                "presence": self.presence}
         out: dict[str, Any] = {k: (lambda a, f=f: wrap(f, a)) for k, f in sync.items()}
         out["reload"] = self.reload
         return out
@@ -430,6 +444,7 @@ class Server:
             self.driver.flush()
             self.location.close()
             self.cdr.close()
+            self.events.close()
 
     def _edited_since_load(self) -> bool:
         sources = self.holder.current.sources

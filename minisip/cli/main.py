@@ -17,6 +17,7 @@ import typer
 from .common import DEFAULT_CONFIG_DIR, Target, emit_json, fail, one_line, request, table
 from .common import target as _target
 from .common import write
+from .presence import presence
 from .tables import line_app, trunk_app, user_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -241,6 +242,9 @@ def trace(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = 
     from .trace import run_trace
 
     run_trace(_target(ctx, config_dir, data_dir), user, call_id, count, json)
+
+
+app.command()(presence)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -349,6 +349,35 @@ class Security:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Subscriptions:
+    min_expires: int = opt(60, "shortest subscription accepted (s); shorter gets 423",
+                           IntC(1, 86400))
+    max_expires: int = opt(3600, "longest subscription granted (s); longer is cut down",
+                           IntC(1, 86400))
+    default_expires: int = opt(3600, "granted when the phone asks for no particular time (s)",
+                               IntC(1, 86400))
+    max_per_user: int = opt(100, "subscriptions one user's phones may hold; more get 403 "
+                                 "(subscribe_all_presence users are exempt)", IntC(1, 100000))
+    max_total: int = opt(20000, "subscriptions the whole server holds; more get 503",
+                         IntC(1, 10_000_000))
+    notify_rate: int = opt(10, "NOTIFYs per second one subscription may get (bursts of as "
+                               "many); faster changes are merged into the next NOTIFY",
+                           IntC(1, 100))
+
+    @classmethod
+    def _check(cls, v: dict[str, Any]) -> Iterable[tuple[str, str]]:
+        yield from Registration._check(v)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Messages:
+    store_per_user: int = opt(20, "messages kept for a user with no device online; more get "
+                                  "480; 0 = keep none", IntC(0, 10000))
+    keep_seconds: int = opt(604800, "stored messages not delivered within this long are "
+                                    "deleted (s)", IntC(1, 31536000))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SystemConfig:
     outgroup_prefix: str = opt("9", "dialled before an outside number; may be empty",
                                DialC())
@@ -385,6 +414,9 @@ class SystemConfig:
     media_timeout: int = opt(0, "release an answered call whose relayed media stopped for "
                                 "this long (s); 0 = never", IntC(0, 86400))
     security: Security = opt(Security(), "brute-force protection")
+    subscriptions: Subscriptions = opt(Subscriptions(), "SUBSCRIBE/NOTIFY limits (presence, "
+                                                        "busy lamps, voicemail lamps)")
+    messages: Messages = opt(Messages(), "text messages (SIP MESSAGE) for offline users")
     no_answer_time: int = opt(30, "default ringing time before a call counts as not "
                                   "answered (s)", IntC(1, 3600))
     metrics_port: int = opt(0, "Prometheus metrics over HTTP on this port; 0 = off",
@@ -478,10 +510,11 @@ class User:
     operator_overstep: bool = opt(False, "cannot be broken into", BoolC())
     do_not_disturb: bool = opt(False, "callers get busy treatment (set by *78, cleared by "
                                       "*79)", BoolC())
-    subscribe_all_presence: bool = opt(False, "receives every user's presence (busy for "
-                                              "the server; operators only)", BoolC())
-    presence_group: int = opt(0, "sees presence only within this group; 0 = no group",
-                              GROUP_ID)
+    subscribe_all_presence: bool = opt(False, "may watch every user's presence and calls, "
+                                              "with no group or per-user limit (operators)",
+                                       BoolC())
+    presence_group: int = opt(0, "watches presence and calls only of users with the same "
+                                 "group; 0 = the users in no group", GROUP_ID)
     music_on_hold: bool = opt(True, "play music to the other party when put on hold",
                               BoolC())
     relay_media: bool = opt(False, "relay this user's media through the server (NAT)",

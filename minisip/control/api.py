@@ -79,7 +79,8 @@ __all__ = [
 ]
 
 #: Topics a client may subscribe to. The server publishes on these names.
-TOPICS: Final = frozenset({"users", "registrations", "calls", "reloads", "sip", "lines"})
+TOPICS: Final = frozenset({"users", "registrations", "calls", "reloads", "sip", "lines",
+                          "presence"})
 #: Keys of a subscription filter; an event passes when its data names the value.
 FILTER_KEYS: Final = frozenset({"user", "call_id", "line"})
 BUILTIN_OPS: Final = frozenset({"ping", "subscribe", "unsubscribe"})

@@ -405,11 +405,13 @@ class Call:
         if user not in self.ringing_users:
             self.ringing_users.add(user)
             self.pbx.user_ringing(user, +1)
+            self.pbx.on_change(self)
 
     def _unring(self, user: str) -> None:
         if user in self.ringing_users:
             self.ringing_users.discard(user)
             self.pbx.user_ringing(user, -1)
+            self.pbx.on_change(self)
 
     def _target_done(self, i: int, outcome: Outcome, status: int, reason: str | None,
                      resp: Response | None = None) -> None:
@@ -711,6 +713,7 @@ class Call:
             self.holding.add(side)
         else:
             self.holding.discard(side)
+        self.pbx.on_change(self)  # busy lamps show hold (events/dialog.py)
 
     def _on_relay_response(self, leg: Leg, resp: Response, key: object = None) -> None:
         entry = self.pending.get(key) if key is not None else None

@@ -14,7 +14,6 @@ here and release every index entry, so nothing outlives the call.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import time
@@ -30,6 +29,7 @@ from .call import CAUSES, Call, CallState, Leg
 from .cdr import CdrRecord, CdrStore
 from .core import ALLOW, SUPPORTED, Pbx
 from .dialplan import Route, RouteKind, route_call
+from .identity import trusted as _trusted
 from .legspec import LegSpec
 from .lines.incoming import Origin, incoming_route
 from .lines.manager import LineManager
@@ -41,17 +41,6 @@ from .services.black_white_list import screen
 from .services.plan import Ctx, Kind, Plan, Step
 
 log = logging.getLogger(__name__)
-
-
-def _trusted(host: str, networks: tuple[str, ...]) -> bool:
-    """Is ``host`` in one of a user's ``allowed_ips`` (addresses or networks)?"""
-    if not networks:
-        return False
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 class CallController:
@@ -85,6 +74,8 @@ class CallController:
         self.spawn: Any = None  #: nursery.start_soon, for players (music on hold, DTMF)
         #: sends what the layers queued (the driver's flush): for SIP that media started
         self.flush: Callable[[], None] = lambda: None
+        #: told of every change a watcher may see (start, state, who rings, hold): events/
+        self.on_change: Callable[[Call], None] = lambda call: None
         pbx.calls = self
         pbx.route_method("INVITE", self.on_invite)
         pbx.route_method("CANCEL", self.on_cancel)
@@ -192,6 +183,7 @@ class CallController:
             self._count(self.outgoing, caller, +1)
         self.core.publish("calls", "call_started", call.summary() | {"users": [caller]})
         call.start(plan)
+        self.on_change(call)
 
     def _refuse(self, req: Request, status: int, reason: str, caller: str, dialed: str, *,
                 line_in: str = "") -> Response:
@@ -407,6 +399,7 @@ class CallController:
             self._count(self.talking, call.caller, +1)
         self.core.publish("calls", "call_state", call.summary() | {
             "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
+        self.on_change(call)
 
     def call_ended(self, call: Call) -> None:
         self.calls.pop(call.a.invite.call_id, None)

@@ -24,7 +24,8 @@ from .timers import TimerHeap
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, NOTIFY"
+ALLOW = ("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, NOTIFY, "
+         "SUBSCRIBE, PUBLISH")
 SUPPORTED_EXTENSIONS = frozenset({"path", "outbound", "gruu", "100rel", "replaces", "timer"})
 SUPPORTED = "100rel, path, outbound, replaces, timer"
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
@@ -62,11 +63,18 @@ class Pbx:
             ev.TransportFailure: self._on_timeout,
         }
         self._client: dict[object, tuple[OnResponse | None, Any]] = {}
+        self._dialog_owners: dict[str, Callable[[Request], bool]] = {}
+        self.allow_events = ""  #: event packages served (RFC 6665 Allow-Events), if any
         self.scanners_dropped = 0
         self._scanner_logged: dict[str, float] = {}  #: source -> when last logged
 
-    def route_method(self, method: str, handler: Handler) -> None:
+    def route_method(self, method: str, handler: Handler, *,
+                     owns: Callable[[Request], bool] | None = None) -> None:
+        """``owns``: which of the method's requests with a To tag are the handler's, as
+        it keeps dialogs of its own (subscriptions do); the others go to the calls."""
         self._methods[method] = handler
+        if owns is not None:
+            self._dialog_owners[method] = owns
 
     # -- transaction events ---------------------------------------------------------
     def handle_events(self, now: float) -> None:
@@ -119,7 +127,9 @@ class Pbx:
 
     def _dispatch(self, req: Request, peer: Peer, now: float) -> Response | None:
         if req.to_tag is not None and self.calls is not None and req.method not in _OUT_OF_DIALOG:
-            return self.calls.in_dialog(req, peer, now)
+            owns = self._dialog_owners.get(req.method)
+            if owns is None or not owns(req):
+                return self.calls.in_dialog(req, peer, now)
         handler = self._methods.get(req.method)
         if handler is None:
             return self._not_supported(req)
@@ -192,9 +202,11 @@ class Pbx:
 
     # -- simple methods ------------------------------------------------------------
     def _options(self, req: Request, peer: Peer, now: float) -> Response:
-        return make_response(req, 200, to_tag=new_tag(), headers=[
-            ("Allow", ALLOW), ("Supported", SUPPORTED), ("Accept", "application/sdp"),
-            ("Server", self.server_header)])
+        headers = [("Allow", ALLOW), ("Supported", SUPPORTED), ("Accept", "application/sdp"),
+                   ("Server", self.server_header)]
+        if self.allow_events:
+            headers.append(("Allow-Events", self.allow_events))
+        return make_response(req, 200, to_tag=new_tag(), headers=headers)
 
     def _not_supported(self, req: Request) -> Response:
         if req.method in ALLOW:

@@ -142,7 +142,9 @@ class Baresip:
 
     def __init__(self, workdir: Path, user: str, password: str, registrar: tuple[str, int], *,
                  source_wav: Path, rtp_ports: tuple[int, int] = (46000, 46999),
-                 proxy_port: int = 0) -> None:
+                 proxy_port: int = 0, modules: tuple[str, ...] = (),
+                 contacts: tuple[str, ...] = (), text_ui: bool = False,
+                 account_params: str = "") -> None:
         self.user = user
         self.dir = workdir / f"baresip-{user}"
         self.rec_dir = self.dir / "rec"
@@ -154,8 +156,13 @@ class Baresip:
         outbound = f';outbound="sip:127.0.0.1:{proxy_port}"' if proxy_port else ""
         (self.dir / "accounts").write_text(
             f"<{self.aor};transport=udp>;auth_pass={password};regint=600;answermode=auto"
-            f";audio_codecs=PCMU,PCMA;ptime=20{outbound}\n")
-        (self.dir / "contacts").write_text("")
+            f";audio_codecs=PCMU,PCMA;ptime=20{outbound}{account_params}\n")
+        (self.dir / "contacts").write_text("".join(c + "\n" for c in contacts))
+        # text_ui: the stdio UI prints what reaches the user (messages) to the log; it
+        # needs a stdin it can poll, so the phone then gets a pipe that stays open.
+        self.text_ui = text_ui
+        apps = "".join(f"module_app\t\t{m}\n" for m in
+                       (("stdio.so",) if text_ui else ()) + modules)
         (self.dir / "config").write_text(f"""\
 poll_method		epoll
 sip_listen		127.0.0.1:{self.sip_port}
@@ -183,7 +190,7 @@ module			g711.so
 module			aufile.so
 module			aubridge.so
 module			sndfile.so
-module_tmp		account.so
+{apps}module_tmp		account.so
 module_app		menu.so
 module_app		ctrl_tcp.so
 ctrl_tcp_listen		127.0.0.1:{self.ctrl_port}
@@ -206,7 +213,8 @@ statmode_default	off
         assert exe, "baresip is not installed"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([exe, "-4", "-f", str(self.dir)], cwd=self.dir,
-                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stdin=subprocess.PIPE if self.text_ui
+                                         else subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
@@ -266,6 +274,8 @@ statmode_default	off
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
         if self._sock is not None:
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)

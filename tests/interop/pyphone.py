@@ -83,6 +83,9 @@ class PyPhone:
         self.rtp_log: list[Received] = []
         self.infos: list[tuple[float, Request]] = []  #: (time.monotonic() of arrival, INFO)
         self.requests: list[Request] = []  #: every request received, retransmissions not
+        self.arrived_at: list[float] = []  #: time.monotonic() of each of ``requests``
+        self._arrived = threading.Condition()
+        self.subscriptions: dict[str, Dialog] = {}  #: Call-ID -> our SUBSCRIBE dialogs
         self._invites: queue.Queue[tuple[Request, tuple[str, int]]] = queue.Queue()
         self._responses: dict[str, queue.Queue[Response]] = {}
         self._answered: dict[tuple[str, str], bytes] = {}  # (branch, method) -> response sent
@@ -148,7 +151,10 @@ class PyPhone:
             self._answered[(msg.branch or "", "INVITE")] = b""  # being answered by the test
             self._invites.put((msg, addr))
             return
-        self.requests.append(msg)
+        with self._arrived:
+            self.requests.append(msg)
+            self.arrived_at.append(time.monotonic())
+            self._arrived.notify_all()
         resp = make_response(msg, 200)
         if msg.method == "INVITE":  # re-INVITE: answer with our SDP, the direction mirrored
             offer = parse_sdp_untrusted(msg.body).audio() if msg.body else None
@@ -276,12 +282,15 @@ class PyPhone:
         self._acks[invite_branch] = ack.to_bytes()
         self._send(ack)
 
-    def answer_incoming(self, *, sdp_dtmf: bool = True, timeout: float = 10.0) -> Request:
-        """Wait for a new INVITE, send 180 then 200 with our SDP, wait for the ACK."""
+    def answer_incoming(self, *, sdp_dtmf: bool = True, timeout: float = 10.0,
+                        ring: float = 0.0) -> Request:
+        """Wait for a new INVITE, send 180, ring ``ring`` seconds, send 200 with our SDP,
+        wait for the ACK."""
         self.sdp_dtmf = sdp_dtmf
         invite, addr = self._invites.get(timeout=timeout)
         tag = new_tag()
         self._answer(invite, make_response(invite, 180, to_tag=tag), addr)
+        time.sleep(ring)
         ok = make_response(invite, 200, to_tag=tag, headers=[("Contact", self.contact)])
         self._with_sdp(ok)
         self._learn_sdp(invite.body)
@@ -334,6 +343,84 @@ class PyPhone:
         resp = self._transact(self._in_dialog("BYE"))
         self.dialog = None
         return resp
+
+    # -- out-of-dialog requests with 407 authentication ----------------------------------
+    def send(self, method: str, uri: str, *, headers: tuple[tuple[str, str], ...] = (),
+             body: bytes = b"", call_id: str | None = None, tag: str | None = None,
+             to: str | None = None) -> Response:
+        """A non-INVITE request to ``uri`` (To ``to``), answering a 407 once."""
+        call_id, tag, auth = call_id or new_call_id(), tag or new_tag(), None
+        for cseq in (1, 2):
+            hdrs = [("Via", self._via(new_branch())), ("Max-Forwards", "70"),
+                    ("From", f"<sip:{self.user}@{self.domain}>;tag={tag}"),
+                    ("To", f"<{to or uri}>"), ("Call-ID", call_id), ("CSeq", f"{cseq} {method}"),
+                    *headers]
+            if auth:
+                hdrs.append(("Proxy-Authorization", auth))
+            resp = self._transact(Request(method, uri, hdrs, body))
+            if resp.status != 407:
+                return resp
+            auth = authorization_for(resp.headers.get("Proxy-Authenticate") or "", method, uri,
+                                     self.user, self.password)
+        return resp
+
+    def subscribe(self, user: str, event: str, *, expires: int | None = 600,
+                  accept: str | None = None) -> Response:
+        """SUBSCRIBE to ``user``'s ``event``; a 2xx keeps the dialog in ``subscriptions``."""
+        uri = f"sip:{user}@{self.domain}"
+        call_id, tag = new_call_id(), new_tag()
+        headers = [("Event", event), ("Contact", self.contact)]
+        if expires is not None:
+            headers.append(("Expires", str(expires)))
+        if accept is not None:
+            headers.append(("Accept", accept))
+        resp = self.send("SUBSCRIBE", uri, headers=tuple(headers), call_id=call_id, tag=tag)
+        if 200 <= resp.status < 300:
+            self.subscriptions[call_id] = Dialog(
+                call_id, tag, resp.to_tag or "", f"<sip:{self.user}@{self.domain}>", f"<{uri}>",
+                str(resp.contacts[0].uri), [], resp.cseq[0])
+        return resp
+
+    def resubscribe(self, call_id: str, event: str, expires: int) -> Response:
+        """Refresh (or, with 0, end) a subscription inside its dialog."""
+        d = self.subscriptions[call_id]
+        d.cseq += 1
+        req = Request("SUBSCRIBE", d.target, [
+            ("Via", self._via(new_branch())), ("Max-Forwards", "70"),
+            ("From", f"{d.local_uri};tag={d.local_tag}"),
+            ("To", f"{d.remote_uri};tag={d.remote_tag}"),
+            ("Call-ID", d.call_id), ("CSeq", f"{d.cseq} SUBSCRIBE"), ("Event", event),
+            ("Contact", self.contact), ("Expires", str(expires))])
+        return self._transact(req)
+
+    def message(self, user: str, text: str) -> Response:
+        return self.send("MESSAGE", f"sip:{user}@{self.domain}", body=text.encode(),
+                         headers=(("Content-Type", "text/plain"),))
+
+    def wait_requests(self, method: str, count: int, *, call_id: str | None = None,
+                      timeout: float = 5.0) -> list[Request]:
+        """The first ``count`` requests of ``method`` (in ``call_id``) received, in order."""
+        def found() -> list[Request]:
+            return [r for r in self.requests if r.method == method
+                    and (call_id is None or r.call_id == call_id)]
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(found()) >= count, timeout):
+                raise TimeoutError(f"{self.user}: {len(found())} of {count} {method} in "
+                                   f"{timeout}s: {[r.body[:200] for r in found()]}")
+            return found()[:count]
+
+    def wait_for(self, method: str, match: Callable[[Request], bool], *,
+                 call_id: str | None = None, timeout: float = 5.0) -> Request:
+        """The first request of ``method`` (in ``call_id``) that ``match`` accepts."""
+        def found() -> Request | None:
+            return next((r for r in self.requests if r.method == method and match(r)
+                         and (call_id is None or r.call_id == call_id)), None)
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: found() is not None, timeout):
+                raise TimeoutError(f"{self.user}: no such {method} in {timeout}s")
+            hit = found()
+            assert hit is not None
+            return hit
 
     def received_infos(self) -> list[Request]:
         """The INFO requests received so far (each was answered 200)."""

@@ -1,0 +1,210 @@
+"""The dialog event package (RFC 4235): what a busy lamp field shows.
+
+A user's document lists the calls it is in, one ``<dialog>`` per call, seen
+from that user: the caller is the initiator; each user the call's plan rings,
+then the one who answered, a recipient. Their dialog states come from the
+call's state through the tables below; a ringing user appears once a device
+rings (18x: before that no lamp should blink), and leaves, terminated, when its
+step ends or another user answers.
+A call on hold stays confirmed, with ``+sip.rendering=no`` on the target of
+the side that put it on hold (as RFC 4235 section 4.1.6 and Asterisk do).
+A dialog is reported once as terminated when its call ends, then dropped:
+every NOTIFY carries the full state, so a later one simply lacks it.
+
+Directed pick-up: the dialog of a call that rings carries the Call-ID and the
+tags of the caller's dialog with minisip, the one the B2BUA can find
+(``CallController.calls`` is keyed by that Call-ID): ``local-tag`` is
+minisip's tag on it (standing in for the called user), ``remote-tag`` the
+caller's, and ``<remote>`` the caller's identity. A phone pressing a blinking
+key sends INVITE with ``Replaces`` naming that dialog. ``ringing(user)`` gives
+the same to code in the PBX.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from ..call import Call, CallState
+
+INITIATOR, RECIPIENT = "initiator", "recipient"
+
+#: call state -> the caller's RFC 4235 dialog state
+_CALLER: dict[CallState, str] = {
+    CallState.ROUTING: "trying", CallState.RINGING: "early", CallState.ANSWERED: "confirmed",
+    CallState.TALKING: "confirmed", CallState.ENDED: "terminated"}
+#: call state -> the state of a user whose devices ring; None: none rings yet (no 18x)
+_RINGING: dict[CallState, str | None] = {
+    CallState.ROUTING: None, CallState.RINGING: "early", CallState.ANSWERED: "early",
+    CallState.TALKING: "early", CallState.ENDED: None}
+#: call state -> the state of the user who answered
+_ANSWERED: dict[CallState, str | None] = {
+    CallState.ROUTING: None, CallState.RINGING: None, CallState.ANSWERED: "confirmed",
+    CallState.TALKING: "confirmed", CallState.ENDED: "terminated"}
+
+_BUSY = {"idle": 0, "calling": 1, "ringing": 2, "on hold": 3, "talking": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class DialogView:
+    """One call as one of its users sees it."""
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    direction: str
+    state: str
+    local_user: str
+    remote_user: str
+    remote_display: str
+    held_here: bool  #: this side put the call on hold
+    held_there: bool  #: the other side did
+
+
+def _sides(call: Call) -> list[tuple[str, str, str]]:
+    """(user, direction, dialog state) of each user the call concerns now."""
+    out = [(call.caller, INITIATOR, _CALLER[call.state])]
+    if call.answered_user is not None:
+        state = _ANSWERED[call.state]
+        if state is not None:
+            out.append((call.answered_user, RECIPIENT, state))
+    ringing = _RINGING[call.state]
+    if ringing is not None:  # users a plan step rings (after an answer too: a hand-on)
+        out += [(u, RECIPIENT, ringing) for u in sorted(call.ringing_users)
+                if u != call.answered_user]
+    return out
+
+
+class DialogPackage:
+    event = "dialog"
+    content_type = "application/dialog-info+xml"
+
+    def __init__(self, domain: Callable[[], str], display: Callable[[str], str]) -> None:
+        self.domain = domain
+        self.display = display  #: user -> display name ("" = none)
+        self.views: dict[str, dict[tuple[str, str], DialogView]] = {}
+        self._users_of: dict[str, set[str]] = {}  # call id -> users with a view of it
+        self._docs: dict[str, tuple[bytes, bytes]] = {}  # user -> document around version
+        self._ended: set[str] = set()  # users with a dialog reported as terminated
+
+    # -- state from calls ----------------------------------------------------------
+    def update(self, call: Call) -> set[str]:
+        """Take a call's new state; the users whose document changed."""
+        inv = call.a.invite
+        call_id, caller_tag = inv.call_id, inv.from_tag or ""
+        wanted: dict[tuple[str, str], DialogView] = {}
+        for user, direction, state in _sides(call):
+            caller_side = direction == INITIATOR
+            remote = (call.callee or call.dialed) if caller_side else call.caller
+            wanted[(user, direction)] = DialogView(
+                call_id, caller_tag if caller_side else call.a_tag,
+                call.a_tag if caller_side else caller_tag, direction, state, user, remote,
+                self.display(remote), ("A" if caller_side else "B") in call.holding,
+                ("B" if caller_side else "A") in call.holding)
+        changed: set[str] = set()
+        had = self._users_of.get(call_id, set())
+        for user in had:
+            for key, view in list(self.views.get(user, {}).items()):
+                if key[0] == call_id and (user, key[1]) not in wanted \
+                        and view.state != "terminated":  # a fork another device beat
+                    self.views[user][key] = _ended(view)
+                    changed.add(user)
+                    self._ended.add(user)
+        for (user, direction), view in wanted.items():
+            mine = self.views.get(user, {})
+            if view.state == "terminated" and (call_id, direction) not in mine:
+                continue  # ended before it was ever shown: nothing to report
+            mine = self.views.setdefault(user, mine)
+            if mine.get((call_id, direction)) != view:
+                mine[(call_id, direction)] = view
+                changed.add(user)
+                if view.state == "terminated":
+                    self._ended.add(user)
+        self._users_of[call_id] = had | {u for (u, d) in wanted
+                                         if (call_id, d) in self.views.get(u, {})}
+        for user in changed:
+            self._docs.pop(user, None)
+        return changed
+
+    def prune(self) -> None:
+        """Drop the dialogs reported as terminated: later documents omit them."""
+        for user in self._ended:
+            mine = self.views.get(user, {})
+            gone = [k for k, v in mine.items() if v.state == "terminated"]
+            for key in gone:
+                del mine[key]
+                users = self._users_of.get(key[0])
+                if users is not None:
+                    users.discard(user)
+                    if not users:
+                        del self._users_of[key[0]]
+            if gone:
+                self._docs.pop(user, None)
+            if not mine:
+                self.views.pop(user, None)
+        self._ended.clear()
+
+    # -- what a user is doing ----------------------------------------------------------
+    def activity(self, user: str) -> str:
+        """idle, calling, ringing, on hold or talking: the busiest of its calls."""
+        best = "idle"
+        for v in self.views.get(user, {}).values():
+            if v.state == "confirmed":
+                now = "on hold" if v.held_here or v.held_there else "talking"
+            elif v.state in ("trying", "early"):
+                now = "ringing" if v.direction == RECIPIENT else "calling"
+            else:
+                continue
+            if _BUSY[now] > _BUSY[best]:
+                best = now
+        return best
+
+    def ringing(self, user: str) -> list[DialogView]:
+        """The calls ringing ``user``'s phones, as directed pick-up needs them."""
+        return [v for v in self.views.get(user, {}).values()
+                if v.direction == RECIPIENT and v.state == "early"]
+
+    # -- the document ----------------------------------------------------------------------
+    def body(self, user: str, version: int) -> bytes:
+        doc = self._docs.get(user)
+        if doc is None:
+            doc = self._docs[user] = self._render(user)
+        return doc[0] + str(version).encode() + doc[1]
+
+    def _render(self, user: str) -> tuple[bytes, bytes]:
+        domain = self.domain()
+        head = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+                '<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="')
+        parts = [f'" state="full" entity="sip:{escape(user)}@{domain}">\n']
+        for v in self.views.get(user, {}).values():
+            local, remote = f"sip:{v.local_user}@{domain}", f"sip:{v.remote_user}@{domain}"
+            display = f" display={quoteattr(v.remote_display)}" if v.remote_display else ""
+            parts.append(
+                f"  <dialog id={quoteattr(f'{v.call_id}-{v.direction}')} "
+                f"call-id={quoteattr(v.call_id)} local-tag={quoteattr(v.local_tag)} "
+                f"remote-tag={quoteattr(v.remote_tag)} direction=\"{v.direction}\">\n"
+                f"    <state>{v.state}</state>\n"
+                f"    <local><identity>{escape(local)}</identity>"
+                f"{_target(local, v.held_here)}</local>\n"
+                f"    <remote><identity{display}>{escape(remote)}</identity>"
+                f"{_target(remote, v.held_there)}</remote>\n"
+                f"  </dialog>\n")
+        parts.append("</dialog-info>\n")
+        return head.encode(), "".join(parts).encode()
+
+    def summary(self, user: str) -> list[dict[str, Any]]:
+        return [{"call_id": v.call_id, "direction": v.direction, "state": v.state,
+                 "remote": v.remote_user} for v in self.views.get(user, {}).values()]
+
+
+def _ended(view: DialogView) -> DialogView:
+    return DialogView(view.call_id, view.local_tag, view.remote_tag, view.direction,
+                      "terminated", view.local_user, view.remote_user, view.remote_display,
+                      False, False)
+
+
+def _target(uri: str, held: bool) -> str:
+    if not held:
+        return f"<target uri={quoteattr(uri)}/>"
+    return (f"<target uri={quoteattr(uri)}>"
+            '<param pname="+sip.rendering" pval="no"/></target>')
