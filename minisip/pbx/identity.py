@@ -50,7 +50,8 @@ class Identity:
         auth = self.registrar.authenticate(req, peer, now, proxy=True)
         if isinstance(auth, Response):
             return auth
-        if auth != from_user and from_user:
+        if (auth != from_user and from_user) or auth not in self.users():
+            # (a line's gateway account authenticates its REGISTER, but is no user)
             return make_response(req, 403, "Authenticated user does not match From",
                                  to_tag=new_tag())
         return auth
