@@ -143,11 +143,10 @@ def test_message_reaches_every_device_or_waits_for_the_next_registration(
         assert [m.body for m in got] == [b"first", b"second"]
         assert all(m.headers.get("Date") for m in got)
         deadline = time.monotonic() + 5  # the phone's 200 to the second one may still travel
-        while (stats := stats(pbx))["messages_waiting"] \
-                and time.monotonic() < deadline:
+        while (counts := stats(pbx))["messages_waiting"] and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert (stats["messages_stored"], stats["messages_delivered_later"],
-                stats["messages_waiting"]) == (2, 2, 0)
+        assert (counts["messages_stored"], counts["messages_delivered_later"],
+                counts["messages_waiting"]) == (2, 2, 0)
 
 
 def test_subscriptions_survive_a_restart(tmp_path: Path) -> None:
