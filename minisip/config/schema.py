@@ -27,6 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, TypeVar
 
+from ..sip.digits import is_digits
 from .paths import DEFAULT_DATA_DIR
 
 T = TypeVar("T")
@@ -646,7 +647,7 @@ class CalledRoute:
         route, target = v["route"], v["target"]
         if route != "local_user" and not target:
             yield "target", f"is required for route {route}"
-        elif route == "outgoing_group" and not target.isdigit():
+        elif route == "outgoing_group" and not is_digits(target):
             yield "target", f"must be an outgoing group number, got {target!r}"
         elif route == "service" and target.split(":")[0] not in SERVICES:
             yield "target", ("must be one of voicemail, auto_attendant, hunt_group:NAME, "

@@ -19,6 +19,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
+from ..sip.digits import digits_untrusted, is_digits
 from ..sip.errors import BadMessage
 from .rtp import RtpPacket, parse_rtp_untrusted
 
@@ -197,9 +198,7 @@ def parse_info_untrusted(content_type: str, body: bytes) -> DtmfDigit:
         dur = fields.get("duration", "")
         duration = 250
         if dur:
-            if not dur.isdigit() or len(dur) > 6:
-                raise BadMessage(f"bad DTMF Duration {dur!r}")
-            duration = int(dur)
+            duration = digits_untrusted(dur, f"DTMF Duration {dur!r}", max_len=6)
         return DtmfDigit(digit, duration)
     if ctype == DTMF_PLAIN:
         return DtmfDigit(_signal_to_digit(text.strip()), 250)
@@ -209,7 +208,7 @@ def parse_info_untrusted(content_type: str, body: bytes) -> DtmfDigit:
 def _signal_to_digit(signal: str) -> str:
     if len(signal) == 1 and signal.upper() in DIGIT_EVENTS:
         return signal.upper()
-    if signal.isdigit() and len(signal) <= 2 and event_to_digit(int(signal)) is not None:
+    if is_digits(signal) and len(signal) <= 2 and event_to_digit(int(signal)) is not None:
         return event_to_digit(int(signal))  # type: ignore[return-value]
     raise BadMessage(f"bad DTMF Signal {signal!r}")
 

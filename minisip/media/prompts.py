@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..sip.digits import is_digits
+
 DEFAULT_LANGUAGE = "en"
 LANGUAGES = ("en", "zh")
 PROMPTS = ("welcome", "busy", "not_available", "no_answer", "leave_message", "goodbye",
@@ -43,4 +45,4 @@ def prompt_path(language: str, name: str, *, root: Path | None = None) -> Path:
 
 def digit_paths(language: str, number: str | int, *, root: Path | None = None) -> list[Path]:
     """The prompts that read a number digit by digit ("parked at slot" + "7")."""
-    return [prompt_path(language, f"digits/{d}", root=root) for d in str(number) if d.isdigit()]
+    return [prompt_path(language, f"digits/{d}", root=root) for d in str(number) if is_digits(d)]

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..sip import sdp as sip_sdp
+from ..sip.digits import is_digits
 from ..sip.errors import BadMessage
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -65,7 +66,7 @@ class MediaDescription:
     ptime: int | None = None
 
     def payload_types(self) -> list[int]:
-        return [int(f) for f in self.formats if f.isdigit()]
+        return [int(f) for f in self.formats if is_digits(f) and len(f) <= 3]
 
     def encoding(self, pt: int) -> tuple[str, int] | None:
         """(NAME, clock rate) from rtpmap, or the static table for 0 and 8."""
@@ -135,10 +136,11 @@ def parse_sdp_untrusted(body: bytes) -> SessionDescription:
                               direction=m.direction)
         for pt, enc in m.rtpmap.items():
             parts = enc.split("/")
-            if pt.isdigit() and len(parts) >= 2 and parts[1].isdigit():
+            if is_digits(pt) and len(pt) <= 3 and len(parts) >= 2 and is_digits(parts[1]) \
+                    and len(parts[1]) <= 9:
                 md.rtpmap[int(pt)] = (parts[0], int(parts[1]))
         for pt, params in m.fmtp.items():
-            if pt.isdigit():
+            if is_digits(pt) and len(pt) <= 3:
                 md.fmtp[int(pt)] = params
         rtcp = m.rtcp
         if rtcp is not None and rtcp[0] <= 65535:
@@ -146,7 +148,7 @@ def parse_sdp_untrusted(body: bytes) -> SessionDescription:
             md.rtcp_address = rtcp[1].address if rtcp[1] else None
         md.rtcp_mux = m.attribute("rtcp-mux") is not None
         ptime = m.attribute("ptime")
-        if ptime and ptime.strip().isdigit():
+        if ptime and is_digits(ptime.strip()) and len(ptime.strip()) <= 4:
             md.ptime = int(ptime.strip())
         media.append(md)
     return SessionDescription(sd.origin or "", sc.address if sc else None, sd.direction, media)

@@ -36,6 +36,7 @@ from ..media.dtmf import DtmfDigit, make_info, parse_info_untrusted
 from ..media.prompts import prompt_path
 from ..media.sdp_media import is_hold
 from ..sip.digest import authorization_for
+from ..sip.digits import is_digits
 from ..sip.errors import BadMessage
 from .cdr import CdrRecord
 from .legspec import LegSpec
@@ -481,8 +482,9 @@ class Call:
             leg.state = LegState.EARLY
         if resp.to_tag and leg.dialog is None and resp.contacts:
             leg.dialog = Dialog.as_uac(leg.invite, resp, leg.peer)
-        rseq = resp.headers.get("RSeq")
-        if "100rel" in (resp.headers.get("Require") or "") and rseq and rseq.isdigit():
+        rseq = (resp.headers.get("RSeq") or "").strip()
+        if "100rel" in (resp.headers.get("Require") or "") and is_digits(rseq) \
+                and len(rseq) <= 10:
             # RFC 3262 4: only the next RSeq is new; a retransmission is not PRACKed again.
             if leg.rseq is None or int(rseq) == leg.rseq + 1:
                 leg.rseq = int(rseq)

@@ -61,6 +61,7 @@ from operator import attrgetter
 from minisip.config.schema import (
     CalledRoute, DialPlan, FeatureCodes, RefineRule, Snapshot, User, longest_prefix,
 )
+from minisip.sip.digits import is_digits
 
 
 class RouteKind(enum.Enum):
@@ -204,7 +205,7 @@ def _check_argument(call: _Call, kind: Arg, arg: str) -> tuple[int, str] | None:
         return INCOMPLETE
     if kind is Arg.SLOT:
         park = call.snap.services.call_park
-        if not arg.isdigit() or not park.first_slot <= int(arg) <= park.last_slot:
+        if not is_digits(arg) or not park.first_slot <= int(arg) <= park.last_slot:
             return 404, f"No park slot {arg}"
     return None
 

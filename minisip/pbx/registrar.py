@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..sip.digest import AuthResult, DigestAuthenticator
+from ..sip.digits import digits_untrusted
 from ..sip.errors import BadMessage
-from ..sip.message import Request, Response, make_response, new_tag
+from ..sip.message import MAX_EXPIRES, Request, Response, make_response, new_tag
 from ..sip.peer import Peer
 from .guard import AuthGuard, security_event
 from .location import Binding, LocationService
@@ -120,10 +121,9 @@ class Registrar:
         updates: list[tuple[str, int, float | None, str]] = []
         for contact in req.contacts:
             raw = contact.params.get("expires")
-            try:
-                expires = int(raw) if raw is not None else default
-            except ValueError:
-                raise BadMessage("Bad Contact expires parameter") from None
+            expires = default if raw is None else min(
+                digits_untrusted(raw.strip(), "Contact expires parameter", max_len=20),
+                MAX_EXPIRES)
             if 0 < expires < policy.min_expires:
                 return make_response(req, 423, to_tag=new_tag(),
                                      headers=[("Min-Expires", str(policy.min_expires))])

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .digits import digits_untrusted, is_digits
 from .errors import BadMessage
 from .headers import Headers
 from .status import reason_phrase
@@ -42,7 +43,7 @@ def _headers(h: HeaderInput) -> Headers:
 
 def _digits_untrusted(v: str, what: str, limit: int | None = None) -> int:
     v = v.strip()
-    if not v or not v.isascii() or not v.isdigit():
+    if not is_digits(v):
         raise BadMessage(f"Bad {what} header")
     if limit is not None and len(v) > 10:
         return limit  # clamp without converting a huge string
@@ -54,9 +55,7 @@ def parse_cseq_untrusted(value: str) -> tuple[int, str]:
     if len(parts) != 2:
         raise BadMessage("Bad CSeq header")
     num, method = parts
-    if not num.isascii() or not num.isdigit() or len(num) > 10:
-        raise BadMessage("Bad CSeq header")
-    n = int(num)
+    n = digits_untrusted(num, "CSeq header")
     if n > MAX_CSEQ:
         raise BadMessage("Bad CSeq header: number too large")
     return n, method
@@ -111,9 +110,10 @@ def max_forwards_view_untrusted(values: list[str] | None) -> int | None:
     if len(values) > 1:
         raise BadMessage("Multiple Max-Forwards headers")
     v = values[0]
-    if not v.isascii() or not v.isdigit() or len(v) > 10 or int(v) > 255:
+    n = digits_untrusted(v, "Max-Forwards header")
+    if n > 255:
         raise BadMessage("Bad Max-Forwards header")
-    return int(v)
+    return n
 
 
 def contacts_view_untrusted(values: list[str] | None) -> list[Address]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from .digits import digits_untrusted, is_digits
 from .errors import BadMessage
 from .headers import _WIRE_NAMES, Entry, Headers, wire_name_untrusted
 from .message import (
@@ -128,9 +129,7 @@ def _body_untrusted(headers: Headers, rest: bytes) -> bytes:
     if len(cls) > 1:
         raise BadMessage("Multiple Content-Length headers")
     v = cls[0]
-    if not v.isascii() or not v.isdigit() or len(v) > 9:
-        raise BadMessage("Bad Content-Length header")
-    n = int(v)
+    n = digits_untrusted(v, "Content-Length header", max_len=9)
     if n > len(rest):
         raise BadMessage("Content-Length exceeds body")
     return rest if n == len(rest) else rest[:n]
@@ -204,7 +203,7 @@ def _parse_response_untrusted(first: str, lines: list[str], rest: bytes) -> Resp
     code, _, reason = tail.partition(" ")
     if version.upper() != SIP_VERSION:
         raise BadMessage("Bad status line")
-    if len(code) != 3 or not code.isascii() or not code.isdigit() or code[0] not in "123456":
+    if len(code) != 3 or not is_digits(code) or code[0] not in "123456":
         raise BadMessage("Bad status code")
     headers = _parse_headers_untrusted(lines)
     resp = Response.__new__(Response)
@@ -303,7 +302,7 @@ class StreamFramer:
             name, sep, value = line.partition(b":")
             if sep and name.strip(b" \t").lower() in _CL_NAMES:
                 v = value.strip()
-                if not v.isdigit() or len(v) > 9:
+                if not v.isdigit() or len(v) > 9:  # bytes.isdigit(): ASCII only
                     raise BadMessage("Bad Content-Length header")
                 n = int(v)
                 if found is not None and found != n:

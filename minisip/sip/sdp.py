@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .digits import is_digits
 from .errors import BadMessage
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -88,8 +89,8 @@ class Media:
         if len(parts) < 3:
             raise BadMessage("Bad SDP m= line")
         port, _, count = parts[1].partition("/")
-        if not port.isascii() or not port.isdigit() or int(port) > 65535 or (
-                count and not (count.isascii() and count.isdigit())):
+        if not is_digits(port) or len(port) > 5 or int(port) > 65535 or (
+                count and not is_digits(count)):
             raise BadMessage("Bad SDP m= line: port")
         return parts
 
@@ -191,7 +192,7 @@ class Media:
         if v is None:
             return None
         parts = v.split(maxsplit=1)
-        if not parts or not parts[0].isascii() or not parts[0].isdigit():
+        if not parts or not is_digits(parts[0]) or len(parts[0]) > 5:
             raise BadMessage("Bad SDP a=rtcp")
         conn = Connection.parse_untrusted(parts[1]) if len(parts) > 1 else None
         return int(parts[0]), conn
@@ -277,7 +278,7 @@ class SessionDescription:
         for ln in self.lines:
             if ln.type == "o":
                 parts = ln.value.split()
-                if len(parts) == 6 and parts[2].isdigit():
+                if len(parts) == 6 and is_digits(parts[2]):
                     parts[2] = str(int(parts[2]) + 1)
                     ln.value = " ".join(parts)
                 return

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from ._text import split_commas, split_outside_quotes
+from .digits import digits_untrusted
 from .errors import BadMessage
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
@@ -110,9 +111,7 @@ def _parse_hostport_untrusted(text: str, what: str) -> tuple[str, int | None]:
             raise BadMessage(f"Bad {what}")
         if not colon:
             return host.lower(), None
-    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
-        raise BadMessage(f"Bad {what}: port")
-    port = int(port_text)
+    port = digits_untrusted(port_text, f"{what}: port", max_len=5)
     if port > 65535:
         raise BadMessage(f"Bad {what}: port")
     return host.lower(), port

@@ -49,6 +49,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..sip.digits import is_digits
 from ..sip.errors import BadMessage
 from ..sip.message import Request, Response, make_response
 from ..sip.peer import Peer
@@ -402,6 +403,7 @@ def _via_destination(resp: Response) -> Peer | None:
     params = via.params
     transport = via.transport.lower()
     host = params.get("received") or via.host
-    rport = params.get("rport")
-    port = int(rport) if rport else via.port or _DEFAULT_PORTS.get(transport, 5060)
+    rport = params.get("rport") or ""
+    port = int(rport) if is_digits(rport) and len(rport) <= 5 and int(rport) <= 65535 \
+        else via.port or _DEFAULT_PORTS.get(transport, 5060)
     return Peer(transport, host, port)
