@@ -73,6 +73,11 @@ def _ip_literal(host: str) -> str:
         raise ValueError(f"not an IP address: {host!r}") from None
 
 
+def _mapped(host: str) -> str:
+    """An IPv4 address as a dual-stack IPv6 socket sends to it (RFC 4291 2.5.5.2)."""
+    return host if ":" in host else f"::ffff:{host}"
+
+
 class PortsExhausted(Exception):
     """No free RTP/RTCP port pair: answer the call with 503 (or relay nothing)."""
 
@@ -406,12 +411,13 @@ class RelayLeg:
         if rtp is None:
             return
         rtp = (_ip_literal(rtp[0]), int(rtp[1]))
-        if rtcp is None:
-            rtcp = (rtp[0], rtp[1] + 1)
+        rtcp = (rtp[0], rtp[1] + 1) if rtcp is None else (_ip_literal(rtcp[0]), int(rtcp[1]))
+        if self.rtp.sock.family == socket.AF_INET6:  # dual-stack: IPv4 peers as mapped addresses
+            rtp, rtcp = (_mapped(rtp[0]), rtp[1]), (_mapped(rtcp[0]), rtcp[1])
         if self.rtp.expected is not None and self.rtp.expected != rtp:
             self.unlatch()
         self.rtp.expected = rtp
-        self.rtcp.expected = (_ip_literal(rtcp[0]), int(rtcp[1]))
+        self.rtcp.expected = rtcp
 
     def unlatch(self) -> None:
         self.rtp.latched = None

@@ -1,32 +1,23 @@
-"""The media side of SDP: the relay's rewrite, hold detection, and offer/answer
-for minisip's own endpoint (PCMU 0, PCMA 8, telephone-event 101). Sans-IO.
+"""Offer/answer for minisip's own media endpoint (PCMU 0, PCMA 8, telephone-event 101).
 
-Parsing and line-preserving edits are ``minisip.sip.sdp``'s; this module adds
-the media decisions on top and keeps every line it does not change verbatim.
-Everything that reads a body from the wire may raise only ``BadMessage``
-(``NotAcceptable``, status 488, when offer and answer share no codec).
+SDP itself (parsing, the typed views, the relay's rewrite) is ``minisip.sip.sdp``,
+the one SDP model; this module only decides what minisip's endpoint offers and
+answers. Everything that reads a body from the wire may raise only
+``BadMessage`` (``NotAcceptable``, status 488, when offer and answer share no codec).
 """
 from __future__ import annotations
 
-import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..sip import sdp as sip_sdp
-from ..sip.digits import is_digits
 from ..sip.errors import BadMessage
+from ..sip.sdp import DIRECTIONS, Media, parse_sdp_untrusted
 
-DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly",
                      "recvonly": "sendonly", "inactive": "inactive"}
-#: ICE would lead the peers around the relay: these attributes are dropped on rewrite
-_ICE_ATTRIBUTES = frozenset(("candidate", "ice-ufrag", "ice-pwd", "ice-options",
-                             "remote-candidates", "end-of-candidates", "ice-lite", "ice-mismatch"))
-MAX_SDP = 65536
 _EVENT_LIST = re.compile(r"[0-9]{1,3}(-[0-9]{1,3})?(,[0-9]{1,3}(-[0-9]{1,3})?)*")
 #: our own codecs: name -> static payload type
 STATIC_PT = {"PCMU": 0, "PCMA": 8}
-TELEPHONE_EVENT = "telephone-event"
 
 
 class NotAcceptable(BadMessage):
@@ -34,173 +25,8 @@ class NotAcceptable(BadMessage):
         super().__init__(reason, 488)
 
 
-def _is_ip(addr: str) -> bool:
-    try:
-        ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_unspecified(addr: str) -> bool:
-    return addr in ("0.0.0.0", "::", "0:0:0:0:0:0:0:0")
-
-
 def _addr_type(addr: str) -> str:
     return "IP6" if ":" in addr else "IP4"
-
-
-@dataclass
-class MediaDescription:
-    media: str
-    port: int
-    proto: str
-    formats: list[str]
-    connection: str | None = None   #: effective address (media c= or session c=)
-    direction: str = "sendrecv"     #: effective (media attribute, else session, else sendrecv)
-    rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)  #: pt -> (name, rate)
-    fmtp: dict[int, str] = field(default_factory=dict)
-    rtcp_port: int | None = None
-    rtcp_address: str | None = None
-    rtcp_mux: bool = False
-    ptime: int | None = None
-
-    def payload_types(self) -> list[int]:
-        return [int(f) for f in self.formats if is_digits(f) and len(f) <= 3]
-
-    def encoding(self, pt: int) -> tuple[str, int] | None:
-        """(NAME, clock rate) from rtpmap, or the static table for 0 and 8."""
-        if pt in self.rtpmap:
-            name, rate = self.rtpmap[pt]
-            return name.upper() if name.lower() != TELEPHONE_EVENT else TELEPHONE_EVENT, rate
-        for name, spt in STATIC_PT.items():
-            if pt == spt:
-                return name, 8000
-        return None
-
-    @property
-    def on_hold(self) -> bool:
-        return (self.direction in ("sendonly", "inactive")
-                or (self.connection is not None and _is_unspecified(self.connection)))
-
-    @property
-    def rtp_address(self) -> tuple[str, int] | None:
-        """Where to send RTP, or None (stream rejected, c=0.0.0.0 hold, or not an IP literal:
-        a host name here would cost a blocking DNS look-up per packet)."""
-        if (self.port == 0 or self.connection is None or _is_unspecified(self.connection)
-                or not _is_ip(self.connection)):
-            return None
-        return self.connection, self.port
-
-    @property
-    def rtcp_target(self) -> tuple[str, int] | None:
-        rtp = self.rtp_address
-        if rtp is None:
-            return None
-        if self.rtcp_mux:
-            return rtp
-        addr = self.rtcp_address if self.rtcp_address and _is_ip(self.rtcp_address) else rtp[0]
-        return (addr, self.rtcp_port or rtp[1] + 1)
-
-
-@dataclass
-class SessionDescription:
-    origin: str
-    connection: str | None
-    direction: str | None
-    media: list[MediaDescription]
-
-    def audio(self) -> MediaDescription | None:
-        for m in self.media:
-            if m.media == "audio" and m.port != 0:
-                return m
-        return None
-
-    @property
-    def on_hold(self) -> bool:
-        a = self.audio()
-        return a is not None and a.on_hold
-
-
-def parse_sdp_untrusted(body: bytes) -> SessionDescription:
-    """The media view of an SDP body (built on ``minisip.sip.sdp``)."""
-    if len(body) > MAX_SDP:
-        raise BadMessage("SDP body too large")
-    sd = sip_sdp.parse_sdp_untrusted(bytes(body))
-    sc = sd.connection
-    media: list[MediaDescription] = []
-    for m in sd.media:
-        conn = m.effective_connection
-        md = MediaDescription(m.kind, m.port, m.proto, m.formats,
-                              connection=conn.address if conn else None,
-                              direction=m.direction)
-        for pt, enc in m.rtpmap.items():
-            parts = enc.split("/")
-            if is_digits(pt) and len(pt) <= 3 and len(parts) >= 2 and is_digits(parts[1]) \
-                    and len(parts[1]) <= 9:
-                md.rtpmap[int(pt)] = (parts[0], int(parts[1]))
-        for pt, params in m.fmtp.items():
-            if is_digits(pt) and len(pt) <= 3:
-                md.fmtp[int(pt)] = params
-        rtcp = m.rtcp
-        if rtcp is not None and rtcp[0] <= 65535:
-            md.rtcp_port = rtcp[0]
-            md.rtcp_address = rtcp[1].address if rtcp[1] else None
-        md.rtcp_mux = m.attribute("rtcp-mux") is not None
-        ptime = m.attribute("ptime")
-        if ptime and is_digits(ptime.strip()) and len(ptime.strip()) <= 4:
-            md.ptime = int(ptime.strip())
-        media.append(md)
-    return SessionDescription(sd.origin or "", sc.address if sc else None, sd.direction, media)
-
-
-def is_hold(body: bytes) -> bool:
-    """True when the SDP puts its audio on hold (sendonly/inactive, or c=0.0.0.0)."""
-    return parse_sdp_untrusted(body).on_hold
-
-
-# ---- relay rewrite ------------------------------------------------------------------------
-
-def rewrite_sdp(body: bytes, address: str, ports: list[int]) -> bytes:
-    """Point an SDP at the relay: ``address`` in c= lines, ``ports[i]`` in the i-th m= line.
-
-    Untrusted input (may raise only ``BadMessage``). What it keeps, on purpose:
-    c=0.0.0.0 (old-style hold must still read as hold), m= port 0 (a rejected
-    stream stays rejected), every other line byte for byte. m= lines beyond
-    ``len(ports)`` get port 0: nothing would relay them. An existing a=rtcp
-    becomes the relay's RTP+1 (with the address when the original named one);
-    ICE attributes are dropped, since they would lead the peers around the
-    relay. The o= line is left alone: its version moves when the party's does.
-    """
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        raise ValueError(f"relay address must be an IP address: {address!r}") from None
-    if len(body) > MAX_SDP:
-        raise BadMessage("SDP body too large")
-    sd = sip_sdp.parse_sdp_untrusted(bytes(body))
-    sc = sd.connection
-    if sc is not None and not _is_unspecified(sc.address):
-        sd.set_connection_address(address, media=False)
-    sd.lines = [ln for ln in sd.lines if not _is_ice(ln)]
-    for i, m in enumerate(sd.media):
-        port = ports[i] if i < len(ports) and m.port != 0 else 0
-        m.port = port
-        mc = m.connection
-        if mc is not None and not _is_unspecified(mc.address):
-            m.set_connection_address(address)
-        rtcp = m.rtcp
-        if rtcp is not None:
-            if port == 0:
-                m.remove_attribute("rtcp")
-            else:
-                m.set_rtcp(port + 1, address if rtcp[1] is not None else None)
-        m.lines = [ln for ln in m.lines if not _is_ice(ln)]
-    return sd.to_bytes()
-
-
-def _is_ice(line: sip_sdp.Line) -> bool:
-    return line.type == "a" and line.value.partition(":")[0] in _ICE_ATTRIBUTES
 
 
 # ---- our own endpoint ---------------------------------------------------------------------
@@ -253,20 +79,12 @@ def make_offer(address: str, port: int, *, session_id: int, version: int = 1,
     return _sdp(address, port, session_id, version, pts, dtmf_payload_type, direction, ptime, [])
 
 
-def _choose(m: MediaDescription, codecs: tuple[str, ...]) -> tuple[int, str] | None:
+def _choose(m: Media, codecs: tuple[str, ...]) -> tuple[int, str] | None:
     wanted = {c.upper() for c in codecs}
     for pt in m.payload_types():  # the offerer's order of preference
         enc = m.encoding(pt)
         if enc and enc[0] in wanted and enc[1] == 8000:
             return pt, enc[0]
-    return None
-
-
-def _telephone_event(m: MediaDescription) -> int | None:
-    for pt in m.payload_types():
-        enc = m.encoding(pt)
-        if enc and enc[0] == TELEPHONE_EVENT and enc[1] == 8000:
-            return pt
     return None
 
 
@@ -281,9 +99,9 @@ def answer_offer_untrusted(offer: bytes, address: str, port: int, *, session_id:
     Other streams are rejected with port 0, keeping the m= line count.
     """
     desc = parse_sdp_untrusted(offer)
-    chosen: tuple[int, MediaDescription, tuple[int, str]] | None = None
+    chosen: tuple[int, Media, tuple[int, str]] | None = None
     for i, m in enumerate(desc.media):
-        if m.media == "audio" and m.port != 0 and m.proto.upper().startswith("RTP/AVP"):
+        if m.kind == "audio" and m.port != 0 and m.proto.upper().startswith("RTP/AVP"):
             c = _choose(m, codecs)
             if c is not None:
                 chosen = (i, m, c)
@@ -291,12 +109,12 @@ def answer_offer_untrusted(offer: bytes, address: str, port: int, *, session_id:
     if chosen is None:
         raise NotAcceptable("no common audio codec (we have PCMU, PCMA)")
     index, m, (pt, name) = chosen
-    dtmf_pt = _telephone_event(m) if dtmf else None
+    dtmf_pt = m.event_payload_type() if dtmf else None
     ours = _narrow(direction, _ANSWER_DIRECTION[m.direction])
     rejected = []
     for i, other in enumerate(desc.media):
         if i != index:
-            line = f"m={other.media} 0 {other.proto} {' '.join(other.formats) or '0'}"
+            line = f"m={other.kind} 0 {other.proto} {' '.join(other.formats) or '0'}"
             if not (line.isascii() and line.isprintable()):
                 raise BadMessage("bad SDP m= line")
             rejected.append(line)
@@ -328,7 +146,7 @@ def negotiated_from_answer_untrusted(answer: bytes, *, offered_direction: str = 
         raise NotAcceptable("the answer has none of the codecs we offered")
     pt, name = c
     ours = _narrow(offered_direction, _ANSWER_DIRECTION[m.direction])
-    return Negotiated(name, pt, _telephone_event(m), m.rtp_address, m.rtcp_target, ours,
+    return Negotiated(name, pt, m.event_payload_type(), m.rtp_address, m.rtcp_target, ours,
                       m.ptime or 20)
 
 

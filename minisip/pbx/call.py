@@ -34,14 +34,13 @@ from ..sip.message import Request, Response, make_response, new_call_id, new_tag
 from ..sip.peer import Peer
 from ..media.dtmf import DtmfDigit, make_info, parse_info_untrusted
 from ..media.prompts import prompt_path
-from ..media.sdp_media import is_hold
 from ..sip.digest import authorization_for
 from ..sip.digits import is_digits
 from ..sip.errors import BadMessage
 from .cdr import CdrRecord
 from .legspec import LegSpec
 from .lines.outgoing import without_100rel
-from .media import CallMedia
+from .media import CallMedia, sdp_on_hold
 from .services.plan import End, Kind, Outcome, Plan, Step, Target, combine, outcome_of
 from .timers import Timer
 
@@ -708,7 +707,7 @@ class Call:
     def _note_hold(self, side: str, body: bytes) -> None:
         """Who holds whom, for `minisip calls` (media or not, relayed or not)."""
         try:
-            held = is_hold(body)
+            held = sdp_on_hold(body)
         except BadMessage:
             return  # not SDP we can read: the relay passes it on as it is
         if held:
@@ -753,7 +752,7 @@ class Call:
             return make_response(req, 200)
         if req.method in ("INVITE", "UPDATE") and req.body:
             holder = self.pbx.snapshot().users.get(leg.user)
-            if is_hold(req.body):
+            if sdp_on_hold(req.body):
                 if holder is not None and holder.music_on_hold:
                     lang = self.pbx.snapshot().system.voice_prompts
                     media.start_music(other.side, prompt_path(lang, "hold_music"))

@@ -293,8 +293,9 @@ class CallController:
             return
         a_addr = self.core.local_address(a.peer)[0]
         b_addr = self.core.local_address(device_peer(bindings[0]))[0] if bindings else a_addr
-        call.media = CallMedia.open(self.media_io, self.port_pool,
-                                    "::" if ":" in a_addr else "0.0.0.0",
+        # One dual-stack socket pair per leg when either party speaks IPv6.
+        bind = "::" if ":" in a_addr + b_addr else "0.0.0.0"
+        call.media = CallMedia.open(self.media_io, self.port_pool, bind,
                                     a_addr, b_addr, a.invite.call_id, self.spawn)
         if call.media is not None:
             call.media.on_digit = call.digit_to_info

@@ -1,9 +1,10 @@
 """A call's media relay: when to use one, and the SDP each party sees.
 
 The decision (``needs_relay``) follows system.yaml's ``relay_media``: always,
-never, or auto = when the caller or callee has ``relay_media`` set, or a party
+never, or auto = when the caller or callee has ``relay_media`` set, a party
 looks NATed (the address in its SDP, or in its Contact, is not the address its
-SIP arrives from). A relayed call owns a ``RelaySession``: every SDP going to
+SIP arrives from), or the two parties speak different address families (an
+IPv4 phone cannot send RTP to an IPv6-only one: the relay, on both, can). A relayed call owns a ``RelaySession``: every SDP going to
 the callee names leg B's port, every SDP going to the caller leg A's, and each
 party's own SDP address is given to its leg as a latching hint.
 """
@@ -19,14 +20,15 @@ import trio
 from ..media.dtmf import DtmfDigit, DtmfReceiver
 from ..media.player import Player
 from ..media.relay import MediaIO, PortPool, PortsExhausted, RelaySession
-from ..media.sdp_media import MediaDescription, parse_sdp_untrusted, rewrite_sdp
 from ..sip.errors import BadMessage
 from ..sip.peer import Peer
+from ..sip.sdp import Media, parse_sdp_untrusted, rewrite_for_relay_untrusted
+from ..sip.uri import parse_uri_untrusted
 
 log = logging.getLogger(__name__)
 
 
-def sdp_audio(body: bytes) -> MediaDescription | None:
+def sdp_audio(body: bytes) -> Media | None:
     """The first active audio stream of an SDP body, or None."""
     if not body:
         return None
@@ -42,9 +44,26 @@ def sdp_address(body: bytes) -> tuple[str, int] | None:
     return m.rtp_address if m is not None else None
 
 
+def sdp_on_hold(body: bytes) -> bool:
+    """True when an SDP body puts its audio on hold; False for no or unreadable SDP."""
+    if not body:
+        return False
+    try:
+        return parse_sdp_untrusted(body).on_hold
+    except BadMessage:
+        return False
+
+
 def looks_nated(body: bytes, peer: Peer) -> bool:
     where = sdp_address(body)
     return where is not None and where[0] not in (peer.host, "0.0.0.0", "::")
+
+
+def _contact_host(contact: str) -> str | None:
+    try:
+        return parse_uri_untrusted(contact).host
+    except BadMessage:
+        return None
 
 
 def needs_relay(policy: str, flagged: bool, a_body: bytes, a_peer: Peer,
@@ -55,7 +74,11 @@ def needs_relay(policy: str, flagged: bool, a_body: bytes, a_peer: Peer,
         return True
     if looks_nated(a_body, a_peer):
         return True
-    return any(peer.host not in contact for contact, peer in b_contacts)
+    v6 = ":" in a_peer.host
+    # A Contact host other than the REGISTER's source: behind NAT (compared whole:
+    # 10.0.0.1 is not 10.0.0.10). A device of the other address family: unreachable.
+    return any(_contact_host(contact) != peer.host or (":" in peer.host) != v6
+               for contact, peer in b_contacts)
 
 
 Spawn = Callable[..., None]  #: nursery.start_soon of the server's tree
@@ -76,7 +99,7 @@ class CallMedia:
         self.session = session
         self.address = {"A": a_address, "B": b_address}  # what each party is told
         self.spawn = spawn
-        self.audio: dict[str, MediaDescription | None] = {"A": None, "B": None}
+        self.audio: dict[str, Media | None] = {"A": None, "B": None}
         self._music: dict[str, trio.CancelScope] = {}  # side hearing music -> its player
         self._players: dict[str, Player] = {}
         self.on_digit: OnDigit | None = None  #: set by the call: a key to pass on as INFO
@@ -95,12 +118,7 @@ class CallMedia:
     def event_type(self, side: str) -> int | None:
         """The telephone-event payload type ``side`` offered/answered, or None (INFO)."""
         m = self.audio[side]
-        if m is None:
-            return None
-        for pt, (name, _rate) in m.rtpmap.items():
-            if name.lower() == "telephone-event":
-                return pt
-        return None
+        return m.event_payload_type() if m is not None else None
 
     def _configure_dtmf(self) -> None:
         # Only a party sending RFC 4733 to one that cannot read it needs a listener.
@@ -201,7 +219,7 @@ class CallMedia:
                 if m.rtp_address is not None:
                     leg.set_remote(m.rtp_address, m.rtcp_target)
             out = self.session.leg(other)
-            return rewrite_sdp(body, self.address[other], [out.rtp_port])
+            return rewrite_for_relay_untrusted(body, self.address[other], [out.rtp_port])
         except (BadMessage, ValueError) as exc:
             log.info("call %s: SDP from %s not relayed (%s)", self.session.call_id, side, exc)
             return body

@@ -1,14 +1,21 @@
-"""SDP (RFC 4566): parse, inspect, rewrite addresses and ports, serialize.
+"""SDP (RFC 4566): minisip's one SDP model. Parse, inspect, rewrite, serialize.
 
 A description is its lines, in order, each kept as (type, value, line ending):
 the session part, then one block per ``m=`` line. Unknown lines stay where they
 were, so an untouched description serializes to the bytes it came from. The
-accessors parse the few lines a PBX reads (``c=``, ``m=``, ``a=rtpmap``,
-direction, ``a=rtcp``); the setters rewrite just those lines (a media relay
-changes ``c=``, the ``m=`` port and ``a=rtcp``).
+accessors parse the few lines a PBX reads (``o=``, ``c=``, ``m=``, ``a=rtpmap``,
+``a=fmtp``, direction, ``a=rtcp``, ``a=ptime``) into typed values; the setters
+rewrite just those lines. ``rewrite_for_relay_untrusted`` is the media relay's
+edit (``c=``, ``o=``, the ``m=`` ports, ``a=rtcp``, ICE dropped);
+``minisip.media.sdp_media`` builds offer/answer for minisip's own endpoint on
+top of this model.
+
+Everything is validated at parse time, so the accessors of a parsed
+description never raise; the parser raises only ``BadMessage``.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from .digits import is_digits
@@ -16,6 +23,30 @@ from .errors import BadMessage
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 MAX_SDP_LINES = 2000
+MAX_SDP = 65536
+TELEPHONE_EVENT = "telephone-event"
+#: RFC 3551 static payload types minisip knows without an rtpmap: pt -> (name, clock rate)
+STATIC_PT = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
+#: ICE would lead the peers around the relay: these attributes are dropped on rewrite
+_ICE_ATTRIBUTES = frozenset(("candidate", "ice-ufrag", "ice-pwd", "ice-options",
+                             "remote-candidates", "end-of-candidates", "ice-lite", "ice-mismatch"))
+
+
+def _is_ip(addr: str) -> bool:
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return True
+
+
+def is_unspecified(addr: str) -> bool:
+    """0.0.0.0 or :: (RFC 2543 hold, or "no address yet")."""
+    return addr in ("0.0.0.0", "::", "0:0:0:0:0:0:0:0")
+
+
+def _payload_type(text: str) -> int | None:
+    return int(text) if is_digits(text) and len(text) <= 3 and int(text) <= 127 else None
 
 
 class Line:
@@ -149,23 +180,95 @@ class Media:
         _set_connection(self.lines, address, first_allowed=1)
 
     @property
-    def rtpmap(self) -> dict[str, str]:
-        """Payload type -> 'encoding/clock[/channels]' from a=rtpmap lines."""
-        out: dict[str, str] = {}
+    def connection_address(self) -> str | None:
+        """The effective connection address (this media's c=, else the session's)."""
+        c = self.effective_connection
+        return c.address if c is not None else None
+
+    @property
+    def rtpmap(self) -> dict[int, tuple[str, int]]:
+        """Payload type -> (encoding name, clock rate) from well-formed a=rtpmap lines."""
+        out: dict[int, tuple[str, int]] = {}
         for n, v in self.attributes:
             if n == "rtpmap" and v:
-                pt, _, enc = v.partition(" ")
-                out[pt] = enc.strip()
+                pt_text, _, enc = v.partition(" ")
+                parts = enc.strip().split("/")
+                pt = _payload_type(pt_text)
+                if pt is not None and len(parts) >= 2 and is_digits(parts[1]) \
+                        and len(parts[1]) <= 9:
+                    out[pt] = (parts[0], int(parts[1]))
         return out
 
     @property
-    def fmtp(self) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def fmtp(self) -> dict[int, str]:
+        """Payload type -> format parameters from a=fmtp lines."""
+        out: dict[int, str] = {}
         for n, v in self.attributes:
             if n == "fmtp" and v:
-                pt, _, params = v.partition(" ")
-                out[pt] = params.strip()
+                pt_text, _, params = v.partition(" ")
+                pt = _payload_type(pt_text)
+                if pt is not None:
+                    out[pt] = params.strip()
         return out
+
+    def payload_types(self) -> list[int]:
+        """The m= line's formats that are RTP payload types, in the offerer's order."""
+        return [pt for pt in map(_payload_type, self.formats) if pt is not None]
+
+    def encoding(self, pt: int) -> tuple[str, int] | None:
+        """(NAME, clock rate) of ``pt`` from rtpmap, or the static table; the name is upper
+        case, except ``telephone-event``."""
+        rtpmap = self.rtpmap
+        if pt in rtpmap:
+            name, rate = rtpmap[pt]
+            return (TELEPHONE_EVENT if name.lower() == TELEPHONE_EVENT else name.upper()), rate
+        return STATIC_PT.get(pt)
+
+    def event_payload_type(self) -> int | None:
+        """The telephone-event (RFC 4733) payload type at 8000 Hz offered here, or None."""
+        for pt in self.payload_types():
+            if self.encoding(pt) == (TELEPHONE_EVENT, 8000):
+                return pt
+        return None
+
+    @property
+    def ptime(self) -> int | None:
+        v = (self.attribute("ptime") or "").strip()
+        return int(v) if is_digits(v) and len(v) <= 4 else None
+
+    @property
+    def rtcp_mux(self) -> bool:
+        return self.attribute("rtcp-mux") is not None
+
+    @property
+    def on_hold(self) -> bool:
+        """sendonly/inactive, or the old c=0.0.0.0 hold."""
+        addr = self.connection_address
+        return self.direction in ("sendonly", "inactive") or (
+            addr is not None and is_unspecified(addr))
+
+    @property
+    def rtp_address(self) -> tuple[str, int] | None:
+        """Where to send RTP, or None (stream rejected, c=0.0.0.0 hold, or not an IP literal:
+        a host name here would cost a blocking DNS look-up per packet)."""
+        addr = self.connection_address
+        if self.port == 0 or addr is None or is_unspecified(addr) or not _is_ip(addr):
+            return None
+        return addr, self.port
+
+    @property
+    def rtcp_target(self) -> tuple[str, int] | None:
+        """Where to send RTCP: RTP's address with a=rtcp-mux, else a=rtcp, else RTP + 1."""
+        rtp = self.rtp_address
+        if rtp is None:
+            return None
+        if self.rtcp_mux:
+            return rtp
+        rtcp = self.rtcp
+        if rtcp is None:
+            return rtp[0], rtp[1] + 1
+        addr = rtcp[1].address if rtcp[1] is not None and _is_ip(rtcp[1].address) else rtp[0]
+        return addr, rtcp[0]
 
     @property
     def direction(self) -> str:
@@ -192,7 +295,7 @@ class Media:
         if v is None:
             return None
         parts = v.split(maxsplit=1)
-        if not parts or not is_digits(parts[0]) or len(parts[0]) > 5:
+        if not parts or not is_digits(parts[0]) or len(parts[0]) > 5 or int(parts[0]) > 65535:
             raise BadMessage("Bad SDP a=rtcp")
         conn = Connection.parse_untrusted(parts[1]) if len(parts) > 1 else None
         return int(parts[0]), conn
@@ -264,6 +367,28 @@ class SessionDescription:
                 return ln.value
         return None
 
+    def set_origin_address(self, address: str) -> None:
+        """Rewrite the o= line's address type and address (RFC 4566 5.2), if well formed."""
+        for ln in self.lines:
+            if ln.type == "o":
+                parts = ln.value.split()
+                if len(parts) == 6:
+                    parts[4:6] = [_addrtype(address), address]
+                    ln.value = " ".join(parts)
+                return
+
+    def audio(self) -> Media | None:
+        """The first audio stream not rejected (port 0), or None."""
+        for m in self.media:
+            if m.kind == "audio" and m.port != 0:
+                return m
+        return None
+
+    @property
+    def on_hold(self) -> bool:
+        a = self.audio()
+        return a is not None and a.on_hold
+
     @property
     def attributes(self) -> list[tuple[str, str | None]]:
         return _attributes(self.lines)
@@ -294,7 +419,9 @@ class SessionDescription:
 
 def parse_sdp_untrusted(body: bytes) -> SessionDescription:
     """An SDP body. Lines must be ``x=...``; blank lines are kept; v= must come first."""
-    raw = body.splitlines(keepends=True)
+    if len(body) > MAX_SDP:
+        raise BadMessage("SDP body too large")
+    raw = bytes(body).splitlines(keepends=True)
     if len(raw) > MAX_SDP_LINES:
         raise BadMessage("SDP too long")
     session: list[Line] = []
@@ -326,3 +453,46 @@ def parse_sdp_untrusted(body: bytes) -> SessionDescription:
         m.connection  # noqa: B018
         m.rtcp  # noqa: B018
     return sd
+
+
+def rewrite_for_relay_untrusted(body: bytes, address: str, ports: list[int]) -> bytes:
+    """Point an SDP at a media relay: ``address`` in o= and c= lines, ``ports[i]`` in the
+    i-th m= line.
+
+    What it keeps, on purpose: c=0.0.0.0 (old-style hold must still read as
+    hold), m= port 0 (a rejected stream stays rejected), every other line byte
+    for byte. m= lines beyond ``len(ports)`` get port 0: nothing would relay
+    them. An existing a=rtcp becomes the relay's RTP+1 (with the address when
+    the original named one); ICE attributes are dropped, since they would lead
+    the peers around the relay. The o= address follows the relay's, so a party
+    of the other address family reads an SDP of its own family (RFC 4566 5.2);
+    the o= version is the party's own and moves when the party's does.
+    """
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"relay address must be an IP address: {address!r}") from None
+    sd = parse_sdp_untrusted(body)
+    sd.set_origin_address(address)
+    sc = sd.connection
+    if sc is not None and not is_unspecified(sc.address):
+        sd.set_connection_address(address, media=False)
+    sd.lines = [ln for ln in sd.lines if not _is_ice(ln)]
+    for i, m in enumerate(sd.media):
+        port = ports[i] if i < len(ports) and m.port != 0 else 0
+        m.port = port
+        mc = m.connection
+        if mc is not None and not is_unspecified(mc.address):
+            m.set_connection_address(address)
+        rtcp = m.rtcp
+        if rtcp is not None:
+            if port == 0:
+                m.remove_attribute("rtcp")
+            else:
+                m.set_rtcp(port + 1, address if rtcp[1] is not None else None)
+        m.lines = [ln for ln in m.lines if not _is_ice(ln)]
+    return sd.to_bytes()
+
+
+def _is_ice(line: Line) -> bool:
+    return line.type == "a" and line.value.partition(":")[0] in _ICE_ATTRIBUTES

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from minisip.media import g711
 from minisip.media.dtmf import event_packets
 from minisip.media.rtp import RtpPacket, make_rtp, parse_rtp_untrusted
-from minisip.media.sdp_media import MediaDescription, parse_sdp_untrusted
+from minisip.sip.sdp import Media, parse_sdp_untrusted
 from minisip.sip.digest import authorization_for
 from minisip.sip.errors import BadMessage
 from minisip.sip.message import Request, Response, make_response, new_branch, new_call_id, new_tag
@@ -79,7 +79,7 @@ class PyPhone:
         self.sdp_dtmf = True
         self._sdp_version = 1
         self.dialog: Dialog | None = None
-        self.remote_sdp: MediaDescription | None = None  #: the other side's (the relay's)
+        self.remote_sdp: Media | None = None  #: the other side's (the relay's)
         self.rtp_log: list[Received] = []
         self.infos: list[tuple[float, Request]] = []  #: (time.monotonic() of arrival, INFO)
         self.requests: list[Request] = []  #: every request received, retransmissions not

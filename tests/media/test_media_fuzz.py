@@ -1,4 +1,4 @@
-"""Rule 4 for media: every ``_untrusted`` reader (and rewrite_sdp) raises only BadMessage.
+"""Rule 4 for media: every ``_untrusted`` reader raises only BadMessage.
 
 Fed whole, truncated at every byte, and with random byte flips (seeded, bounded).
 """
@@ -11,9 +11,9 @@ import pytest
 
 from minisip.media.dtmf import parse_event_untrusted, parse_info_untrusted
 from minisip.media.rtp import RtpPacket, parse_rtp_untrusted
-from minisip.media.sdp_media import (answer_offer_untrusted, negotiated_from_answer_untrusted,
-                                     parse_sdp_untrusted, rewrite_sdp)
+from minisip.media.sdp_media import answer_offer_untrusted, negotiated_from_answer_untrusted
 from minisip.sip.errors import BadMessage
+from minisip.sip.sdp import parse_sdp_untrusted, rewrite_for_relay_untrusted
 
 SDP = (b"v=0\r\no=alice 1 1 IN IP4 192.168.1.20\r\ns=-\r\nc=IN IP4 192.168.1.20\r\nt=0 0\r\n"
        b"m=audio 49170/2 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\n"
@@ -29,7 +29,7 @@ READERS: list[tuple[str, bytes, Callable[[bytes], object]]] = [
     ("telephone-event", RTP[-8:], parse_event_untrusted),
     ("info", INFO, lambda b: parse_info_untrusted("application/dtmf-relay", b)),
     ("sdp", SDP, parse_sdp_untrusted),
-    ("rewrite", SDP, lambda b: rewrite_sdp(b, "203.0.113.1", [30000, 30002])),
+    ("rewrite", SDP, lambda b: rewrite_for_relay_untrusted(b, "203.0.113.1", [30000, 30002])),
     ("answer", SDP, lambda b: answer_offer_untrusted(b, "10.0.0.1", 20000, session_id=1)),
     ("negotiated", SDP, negotiated_from_answer_untrusted),
 ]

@@ -1,12 +1,12 @@
-"""SDP for the relay (rewrite, hold) and for minisip's own endpoint (offer/answer)."""
+"""Offer/answer for minisip's own endpoint (the SDP model itself: tests/sip/test_sip_sdp.py)."""
 from __future__ import annotations
 
 import pytest
 
-from minisip.media.sdp_media import (NotAcceptable, answer_offer_untrusted, is_hold, make_offer,
-                                     negotiated_from_answer_untrusted, parse_sdp_untrusted,
-                                     rewrite_sdp)
+from minisip.media.sdp_media import (NotAcceptable, answer_offer_untrusted, make_offer,
+                                     negotiated_from_answer_untrusted)
 from minisip.sip.errors import BadMessage
+from minisip.sip.sdp import parse_sdp_untrusted, rewrite_for_relay_untrusted
 
 OFFER = (b"v=0\r\n"
          b"o=alice 2890844526 2890844526 IN IP4 192.168.1.20\r\n"
@@ -25,65 +25,11 @@ OFFER = (b"v=0\r\n"
          b"a=sendrecv\r\n")
 
 
-def test_rewrite_points_connection_ports_and_rtcp_at_the_relay() -> None:
-    out = rewrite_sdp(OFFER, "203.0.113.5", [30000])
-    assert out == (b"v=0\r\n"
-                   b"o=alice 2890844526 2890844526 IN IP4 192.168.1.20\r\n"
-                   b"s=-\r\n"
-                   b"c=IN IP4 203.0.113.5\r\n"
-                   b"t=0 0\r\n"
-                   b"m=audio 30000 RTP/AVP 8 0 101\r\n"
-                   b"a=rtpmap:8 PCMA/8000\r\n"
-                   b"a=rtpmap:0 PCMU/8000\r\n"
-                   b"a=rtpmap:101 telephone-event/8000\r\n"
-                   b"a=fmtp:101 0-15\r\n"
-                   b"a=rtcp:30001 IN IP4 203.0.113.5\r\n"
-                   b"a=ptime:20\r\n"
-                   b"a=sendrecv\r\n")
-
-
-def test_rewrite_handles_media_level_connection_extra_streams_and_ipv6() -> None:
-    sdp = (b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\n"
-           b"m=audio 4000 RTP/AVP 0\r\nc=IN IP4 10.0.0.1\r\na=rtcp:4001\r\n"
-           b"m=video 4002 RTP/AVP 96\r\nc=IN IP4 10.0.0.1\r\n")
-    out = parse_sdp_untrusted(rewrite_sdp(sdp, "2001:db8::1", [31000]))
-    audio, video = out.media
-    assert (audio.port, audio.connection, audio.rtcp_port) == (31000, "2001:db8::1", 31001)
-    assert video.port == 0  # nothing relays it: rejected rather than leaking the real address
-    assert b"c=IN IP6 2001:db8::1" in rewrite_sdp(sdp, "2001:db8::1", [31000])
-
-
-def test_rewrite_keeps_old_style_hold_and_rejected_streams() -> None:
-    held = OFFER.replace(b"c=IN IP4 192.168.1.20", b"c=IN IP4 0.0.0.0")
-    out = rewrite_sdp(held, "203.0.113.5", [30000])
-    assert b"c=IN IP4 0.0.0.0" in out
-    assert is_hold(out)
-    rejected = OFFER.replace(b"m=audio 49170", b"m=audio 0")
-    out = rewrite_sdp(rejected, "203.0.113.5", [30000])
-    assert b"m=audio 0 " in out and b"a=rtcp" not in out
-
-
-@pytest.mark.parametrize("change,held", [
-    ((b"a=sendrecv", b"a=sendrecv"), False),
-    ((b"a=sendrecv", b"a=sendonly"), True),
-    ((b"a=sendrecv", b"a=inactive"), True),
-    ((b"a=sendrecv", b"a=recvonly"), False),
-    ((b"c=IN IP4 192.168.1.20", b"c=IN IP4 0.0.0.0"), True),
-])
-def test_hold_detection(change: tuple[bytes, bytes], held: bool) -> None:
-    assert is_hold(OFFER.replace(*change)) is held
-
-
-def test_session_level_direction_applies_to_media() -> None:
-    sdp = OFFER.replace(b"a=sendrecv\r\n", b"").replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n")
-    assert is_hold(sdp)
-
-
 @pytest.mark.parametrize("body", [b"garbage", b"v=0\r\nm=audio x RTP/AVP 0\r\n",
                                   b"v=0\r\nc=IN\r\n", b"v=0\r\nm=audio\r\n"])
 def test_bad_sdp_raises_bad_message(body: bytes) -> None:
     with pytest.raises(BadMessage):
-        rewrite_sdp(body, "1.2.3.4", [1000])
+        rewrite_for_relay_untrusted(body, "1.2.3.4", [1000])
     with pytest.raises(BadMessage):
         parse_sdp_untrusted(body)
 
@@ -96,7 +42,7 @@ def test_answering_an_offer_picks_the_offerers_first_common_codec_and_dtmf() -> 
     assert neg.direction == "sendrecv"
     ans = parse_sdp_untrusted(body).audio()
     assert ans is not None and ans.port == 20000 and ans.payload_types() == [8, 101]
-    assert ans.connection == "198.51.100.1"
+    assert ans.connection_address == "198.51.100.1"
     assert b"a=fmtp:101 0-15\r\n" in body  # the offerer's event list, echoed
 
 
@@ -120,7 +66,7 @@ def test_answer_keeps_the_m_line_count_rejecting_other_streams() -> None:
              b"m=video 5000 RTP/AVP 96\r\nm=audio 4000 RTP/AVP 0\r\n")
     body, neg = answer_offer_untrusted(offer, "10.0.0.2", 20000, session_id=1)
     media = parse_sdp_untrusted(body).media
-    assert [(m.media, m.port) for m in media] == [("video", 0), ("audio", 20000)]
+    assert [(m.kind, m.port) for m in media] == [("video", 0), ("audio", 20000)]
     assert neg.dtmf_payload_type is None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from minisip.sip.errors import BadMessage
-from minisip.sip.sdp import Connection, parse_sdp_untrusted
+from minisip.sip.sdp import Connection, parse_sdp_untrusted, rewrite_for_relay_untrusted
 
 OFFER = (b"v=0\r\n"
          b"o=alice 2890844526 2890844526 IN IP4 host.atlanta.example.com\r\n"
@@ -41,8 +41,11 @@ def test_sdp_accessors() -> None:
     audio, video = sd.media
     assert (audio.kind, audio.port, audio.proto, audio.formats) == (
         "audio", 49170, "RTP/AVP", ["0", "8", "101"])
-    assert audio.rtpmap == {"0": "PCMU/8000", "8": "PCMA/8000", "101": "telephone-event/8000"}
-    assert audio.fmtp == {"101": "0-16"}
+    assert audio.rtpmap == {0: ("PCMU", 8000), 8: ("PCMA", 8000), 101: ("telephone-event", 8000)}
+    assert audio.fmtp == {101: "0-16"}
+    assert audio.payload_types() == [0, 8, 101] and audio.event_payload_type() == 101
+    assert audio.encoding(8) == ("PCMA", 8000) and audio.encoding(101) == ("telephone-event", 8000)
+    assert audio.on_hold and not video.on_hold and sd.audio() is audio
     assert audio.direction == "sendonly" and video.direction == "sendrecv"
     assert audio.rtcp == (49171, Connection("IN", "IP4", "192.0.2.101"))
     assert audio.connection is None and audio.effective_connection == sd.connection
@@ -91,3 +94,78 @@ def test_connection_is_added_where_rfc4566_puts_it() -> None:
 def test_bad_sdp_raises_bad_message(body: bytes) -> None:
     with pytest.raises(BadMessage):
         parse_sdp_untrusted(body)
+
+
+# -- the media relay's rewrite, hold ---------------------------------------------------------
+
+RELAY_OFFER = (b"v=0\r\n"
+         b"o=alice 2890844526 2890844526 IN IP4 192.168.1.20\r\n"
+         b"s=-\r\n"
+         b"c=IN IP4 192.168.1.20\r\n"
+         b"t=0 0\r\n"
+         b"a=ice-ufrag:abcd\r\n"
+         b"m=audio 49170 RTP/AVP 8 0 101\r\n"
+         b"a=rtpmap:8 PCMA/8000\r\n"
+         b"a=rtpmap:0 PCMU/8000\r\n"
+         b"a=rtpmap:101 telephone-event/8000\r\n"
+         b"a=fmtp:101 0-15\r\n"
+         b"a=rtcp:49171 IN IP4 192.168.1.20\r\n"
+         b"a=candidate:1 1 UDP 2130706431 192.168.1.20 49170 typ host\r\n"
+         b"a=ptime:20\r\n"
+         b"a=sendrecv\r\n")
+
+
+def test_rewrite_points_connection_ports_and_rtcp_at_the_relay() -> None:
+    out = rewrite_for_relay_untrusted(RELAY_OFFER, "203.0.113.5", [30000])
+    assert out == (b"v=0\r\n"
+                   b"o=alice 2890844526 2890844526 IN IP4 203.0.113.5\r\n"
+                   b"s=-\r\n"
+                   b"c=IN IP4 203.0.113.5\r\n"
+                   b"t=0 0\r\n"
+                   b"m=audio 30000 RTP/AVP 8 0 101\r\n"
+                   b"a=rtpmap:8 PCMA/8000\r\n"
+                   b"a=rtpmap:0 PCMU/8000\r\n"
+                   b"a=rtpmap:101 telephone-event/8000\r\n"
+                   b"a=fmtp:101 0-15\r\n"
+                   b"a=rtcp:30001 IN IP4 203.0.113.5\r\n"
+                   b"a=ptime:20\r\n"
+                   b"a=sendrecv\r\n")
+
+
+def test_rewrite_handles_media_level_connection_extra_streams_and_ipv6() -> None:
+    sdp = (b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\n"
+           b"m=audio 4000 RTP/AVP 0\r\nc=IN IP4 10.0.0.1\r\na=rtcp:4001\r\n"
+           b"m=video 4002 RTP/AVP 96\r\nc=IN IP4 10.0.0.1\r\n")
+    out = parse_sdp_untrusted(rewrite_for_relay_untrusted(sdp, "2001:db8::1", [31000]))
+    audio, video = out.media
+    assert (audio.port, audio.connection_address, audio.rtcp_target) == (
+        31000, "2001:db8::1", ("2001:db8::1", 31001))
+    assert out.origin == "- 1 1 IN IP6 2001:db8::1"  # RFC 4566 5.2: o= names the family too
+    assert video.port == 0  # nothing relays it: rejected rather than leaking the real address
+    assert b"c=IN IP6 2001:db8::1" in rewrite_for_relay_untrusted(sdp, "2001:db8::1", [31000])
+
+
+def test_rewrite_keeps_old_style_hold_and_rejected_streams() -> None:
+    held = RELAY_OFFER.replace(b"c=IN IP4 192.168.1.20", b"c=IN IP4 0.0.0.0")
+    out = rewrite_for_relay_untrusted(held, "203.0.113.5", [30000])
+    assert b"c=IN IP4 0.0.0.0" in out
+    assert parse_sdp_untrusted(out).on_hold
+    rejected = RELAY_OFFER.replace(b"m=audio 49170", b"m=audio 0")
+    out = rewrite_for_relay_untrusted(rejected, "203.0.113.5", [30000])
+    assert b"m=audio 0 " in out and b"a=rtcp" not in out
+
+
+@pytest.mark.parametrize("change,held", [
+    ((b"a=sendrecv", b"a=sendrecv"), False),
+    ((b"a=sendrecv", b"a=sendonly"), True),
+    ((b"a=sendrecv", b"a=inactive"), True),
+    ((b"a=sendrecv", b"a=recvonly"), False),
+    ((b"c=IN IP4 192.168.1.20", b"c=IN IP4 0.0.0.0"), True),
+])
+def test_hold_detection(change: tuple[bytes, bytes], held: bool) -> None:
+    assert parse_sdp_untrusted(RELAY_OFFER.replace(*change)).on_hold is held
+
+
+def test_session_level_direction_applies_to_media() -> None:
+    sdp = RELAY_OFFER.replace(b"a=sendrecv\r\n", b"").replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n")
+    assert parse_sdp_untrusted(sdp).on_hold
