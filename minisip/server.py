@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from .config.watcher import ConfigHolder, watch_config
 from .control.api import ControlError, Rows, require_arg
 from .control.events import EventBus
 from .control.server import serve_control
+from .faults import Faults
 from .media.relay import MediaIO, PortPool
 from .pbx.apps import starters
 from .pbx.calls import CallController
@@ -139,6 +141,7 @@ class Server:
         self.data_dir = resolve_data_dir(opts.config_dir, system.data_dir, opts.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bus = EventBus()
+        self.faults = Faults()  #: exceptions caught at an entry point (SIP, timers, RTP, control)
         self.location = LocationService(self.data_dir / "registrations.db",
                                         on_state=self._user_state,
                                         on_binding=self._binding_event)
@@ -153,7 +156,7 @@ class Server:
         self.registrar = Registrar(self.location, self.auth, self.guard, self._password_of,
                                    lambda: _policy(self.holder.current), self._open_gateway)
         self.driver = SipDriver(self.layer, self._handle_events, self._commit,
-                                trace=self._trace)
+                                trace=self._trace, faults=self.faults)
         self.driver.advertised = system.sip_address
         self.pbx = Pbx(self.layer, self.registrar, self.bus.publish, now=trio.current_time,
                        local_address=self.driver.local_address)
@@ -162,7 +165,7 @@ class Server:
         self.lines = LineManager(self.pbx, self.location, lambda: self.holder.current)
         self.calls = CallController(self.pbx, self.location, lambda: self.holder.current,
                                     self.cdr, t1=t.t1, t2=t.t2, lines=self.lines)
-        self.media_io = MediaIO()
+        self.media_io = MediaIO(on_fault=self.faults.record)
         self.calls.media_io = self.media_io
         self.calls.port_pool = PortPool(system.rtp_port_min, system.rtp_port_max)
         self.events = EventService(self.pbx, self.calls, self.location,
@@ -309,6 +312,10 @@ class Server:
                 "refused": self.registrar.refused,
                 "bad_messages": self.driver.bad_messages,
                 "shed_overload": self.driver.shed,
+                "keepalives": self.driver.keepalives,
+                "send_failures": self.driver.send_failures,
+                "transport_failures": self.layer.counters.transport_failures,
+                "responses_dropped": self.layer.counters.responses_dropped,
             },
             "events": self.events.stats(),
             "security": {
@@ -317,6 +324,9 @@ class Server:
                 "refused_while_blocked": self.guard.blocked,
                 "scanners_dropped": self.pbx.scanners_dropped,
             },
+            "transactions": {k: getattr(self.layer.counters, k)
+                             for k in ("ict", "nict", "ist", "nist")},
+            "faults": self.faults.as_dict(),
         }
 
     def _known_user(self, args: dict[str, Any]) -> str | None:
@@ -409,7 +419,8 @@ class Server:
                 for u in self.udp:
                     nursery.start_soon(u.serve, self.driver.on_message, self.driver.flush)
                 for s in self.streams:
-                    nursery.start_soon(s.serve, self.driver.on_message, self.driver.flush)
+                    nursery.start_soon(s.serve, self.driver.on_message, self.driver.flush,
+                                       self.driver.connection_lost)
                 nursery.start_soon(self.driver.run_timers)
                 await nursery.start(self.media_io.run)
                 self.calls.spawn = nursery.start_soon
@@ -423,7 +434,8 @@ class Server:
                 await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
                 if self._edited_since_load():  # an edit between our load and the watcher
                     await self.reload({})
-                await nursery.start(serve_control, self.control_path, self.handlers(), self.bus)
+                await nursery.start(partial(serve_control, on_fault=self.faults.record),
+                                    self.control_path, self.handlers(), self.bus)
                 system = self.holder.current.system
                 if system.metrics_port:
                     from .metrics import serve_metrics

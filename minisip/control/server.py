@@ -42,6 +42,7 @@ __all__ = ["ControlSocketInUse", "Handler", "serve_control"]
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+OnFault = Callable[[str, BaseException, str], object]
 
 HANDSHAKE_TIMEOUT: Final = 5.0
 CLOSE_TIMEOUT: Final = 2.0
@@ -59,13 +60,15 @@ async def serve_control(
     bus: EventBus,
     *,
     subscriber_buffer: int = DEFAULT_BUFFER,
+    on_fault: OnFault | None = None,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the control API on the Unix socket ``path`` until cancelled.
 
     ``task_status.started(path)`` is called once clients can connect. Raises
     ``ControlSocketInUse`` if a server already answers there, ``ValueError``
-    if ``path`` is too long for a Unix socket or is not a socket file.
+    if ``path`` is too long for a Unix socket or is not a socket file. A handler's
+    unexpected exception goes to ``on_fault`` (the server's ``Faults.record``).
     """
     clash = set(handlers) & api.BUILTIN_OPS
     if clash:
@@ -74,7 +77,7 @@ async def serve_control(
     listener, inode = await _bind_unix(path)
     try:
         async with listener, trio.open_nursery() as nursery:
-            conn = _ConnectionFactory(handlers, bus, subscriber_buffer)
+            conn = _ConnectionFactory(handlers, bus, subscriber_buffer, on_fault)
             await nursery.start(trio.serve_listeners, conn.handle_stream, [listener])
             log.info("control socket listening on %s", path)
             task_status.started(path)
@@ -141,10 +144,12 @@ def _unlink_if_ours(path: Path, inode: int) -> None:
 
 
 class _ConnectionFactory:
-    def __init__(self, handlers: Mapping[str, Handler], bus: EventBus, buffer: int) -> None:
+    def __init__(self, handlers: Mapping[str, Handler], bus: EventBus, buffer: int,
+                 on_fault: OnFault | None = None) -> None:
         self.handlers = handlers
         self.bus = bus
         self.buffer = buffer
+        self.on_fault = on_fault
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         # serve_listeners lets a handler's exception kill the whole server:
@@ -193,6 +198,7 @@ class _Session:
         self.handlers = factory.handlers
         self.bus = factory.bus
         self.buffer = factory.buffer
+        self.on_fault = factory.on_fault
         self.ws = ws
         self.nursery = nursery
         self.subscriber: Subscriber | None = None
@@ -228,8 +234,11 @@ class _Session:
             result = await self.dispatch(req)
         except (ControlError, BadMessage) as exc:
             return iter([api.encode_error(req.id, str(exc))])
-        except Exception as exc:
-            log.exception("control op %r failed", req.op)
+        except Exception as exc:  # the control request's error boundary
+            if self.on_fault is not None:
+                self.on_fault("control", exc, f"op {req.op}")
+            else:
+                log.exception("control op %r failed", req.op)
             return iter([api.encode_error(req.id,
                                           f"{req.op} failed: {type(exc).__name__}: {exc}")])
         if isinstance(result, api.Rows):

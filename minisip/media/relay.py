@@ -155,7 +155,8 @@ class MediaIO:
 
     def __init__(self, *, use_epoll: bool | None = None, batch: int = BATCH,
                  coalesce: float = DEFAULT_COALESCE,
-                 coalesce_below: int = DEFAULT_COALESCE_BELOW) -> None:
+                 coalesce_below: int = DEFAULT_COALESCE_BELOW,
+                 on_fault: Callable[[str, BaseException, str], object] | None = None) -> None:
         if use_epoll is None:
             use_epoll = hasattr(select, "epoll")
         self._ep = select.epoll() if use_epoll else None
@@ -168,6 +169,8 @@ class MediaIO:
         self.wakeups = 0
         self.packets = 0
         self.handler_errors = 0
+        #: where a handler's exception goes (the server's ``Faults.record``)
+        self.on_fault = on_fault
 
     @property
     def sockets(self) -> int:
@@ -244,8 +247,8 @@ class MediaIO:
                         count += 1
                         try:
                             handler(view[:n], addr, now)
-                        except Exception:  # a bug in one call's handler must not stop them all
-                            self._handler_failed(fd)
+                        except Exception as exc:  # one packet's bug must not stop them all
+                            self._handler_failed(fd, exc)
                 self.packets += count
                 if coalesce and count < coalesce_below:
                     # Interrupt moderation: let packets gather for a moment instead of paying
@@ -256,10 +259,13 @@ class MediaIO:
             ep.close()
             self._ep = None
 
-    def _handler_failed(self, fd: int) -> None:
+    def _handler_failed(self, fd: int, exc: Exception) -> None:
+        """The media loop's error boundary: the packet is dropped, the fault recorded."""
         self.handler_errors += 1
-        if self.handler_errors <= 10:
-            log.exception("media handler for fd %d failed; packet dropped", fd)
+        if self.on_fault is not None:
+            self.on_fault("media", exc, f"RTP handler for fd {fd}")
+        elif self.handler_errors <= 10:
+            log.error("media handler for fd %d failed; packet dropped", fd, exc_info=exc)
 
     def _start_fallback(self, fd: int) -> None:
         assert self._nursery is not None
@@ -295,8 +301,8 @@ class MediaIO:
                     self.packets += 1
                     try:
                         handler(view[:n], addr, now)
-                    except Exception:
-                        self._handler_failed(sock.fileno())
+                    except Exception as exc:
+                        self._handler_failed(sock.fileno(), exc)
                 else:
                     await trio.lowlevel.checkpoint()
 

@@ -668,12 +668,12 @@ class Call:
         if leg is self.a and self.state is CallState.ANSWERED:
             self._set_state(CallState.TALKING)
 
-    def on_cancel(self) -> None:
+    def on_cancel(self, cause: str = "cancelled") -> None:
         """The caller gave up before an answer: 487 to its INVITE, CANCEL the forks."""
         if self.state not in (CallState.ROUTING, CallState.RINGING):
             return
         self._cancel_forks()
-        self._fail(487, None, None, released_by="caller", cause="cancelled")
+        self._fail(487, None, None, released_by="caller", cause=cause)
 
     def on_request(self, leg: Leg, req: Request) -> Response | None:
         """An in-dialog request on one leg: answer it or relay it to the other."""

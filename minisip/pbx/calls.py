@@ -25,9 +25,10 @@ from ..dialog.dialog import DialogId
 from ..media.relay import MediaIO, PortPool
 from ..sip.message import Request, Response, make_response, new_tag
 from ..sip.peer import Peer
+from ..transaction.keys import ServerKey
 from .call import CAUSES, Call, CallState, Leg
 from .cdr import CdrRecord, CdrStore
-from .core import ALLOW, SUPPORTED, Pbx
+from .core import SUPPORTED, Pbx
 from .dialplan import Route, RouteKind, route_call
 from .identity import trusted as _trusted
 from .legspec import LegSpec
@@ -79,10 +80,7 @@ class CallController:
         pbx.calls = self
         pbx.route_method("INVITE", self.on_invite)
         pbx.route_method("CANCEL", self.on_cancel)
-        pbx.route_method("BYE", self._no_dialog)
         pbx.route_method("ACK", lambda req, peer, now: None)
-        for method in ("INFO", "UPDATE", "MESSAGE", "PRACK", "NOTIFY"):
-            pbx.route_method(method, self._keepalive)
 
     # -- what Call needs -----------------------------------------------------------
     def domain_for(self, peer: Peer) -> str:
@@ -103,7 +101,7 @@ class CallController:
         return getattr(u, "display_name", "") if u is not None else ""
 
     def common_headers(self) -> list[tuple[str, str]]:
-        return [("Allow", ALLOW), ("Supported", SUPPORTED)]
+        return [("Allow", self.core.allow), ("Supported", SUPPORTED)]
 
     def send_request(self, req: Request, peer: Peer, on_response: Any, leg: Any) -> object:
         return self.core.send_request(req, peer, on_response, leg)
@@ -350,14 +348,23 @@ class CallController:
     def in_dialog(self, req: Request, peer: Peer, now: float) -> Response | None:
         entry = self._dialogs.get((req.call_id, req.to_tag or "", req.from_tag or ""))
         if entry is None:
-            if req.method in ("OPTIONS", "INFO", "UPDATE", "MESSAGE", "NOTIFY"):
-                return self._keepalive(req, peer, now)
+            # RFC 3261 12.2.2: no such dialog. An OPTIONS is answered as outside one (a
+            # phone's keep-alive ping after our restart); everything else gets 481.
+            if req.method == "OPTIONS":
+                return self.core.options(req, peer, now)
             return make_response(req, 481)
         call, leg = entry
         if leg.dialog is not None and not leg.dialog.accept_request(req):
             return make_response(req, 500, "CSeq out of order", headers=[("Retry-After", "1")])
         leg.peer = peer if leg.peer.transport == peer.transport else leg.peer
         return call.on_request(leg, req)
+
+    def on_caller_lost(self, key: ServerKey) -> None:
+        """The connection a caller's INVITE came on is gone before an answer: the
+        caller can hear nothing more, so the forks are cancelled (RFC 3261 17.2.4)."""
+        call = self._by_branch.get(key.branch) if key.method == "INVITE" else None
+        if call is not None:
+            call.on_cancel(cause="caller unreachable")
 
     def on_ack(self, req: Request, peer: Peer) -> None:
         entry = self._dialogs.get((req.call_id, req.to_tag or "", req.from_tag or ""))
@@ -374,13 +381,6 @@ class CallController:
             ack = leg.dialog.new_request("ACK", via=self.core.via_for(leg.peer),
                                          cseq=resp.cseq[0])
             self.core.send_stateless(ack, leg.peer)
-
-    def _no_dialog(self, req: Request, peer: Peer, now: float) -> Response:
-        return make_response(req, 481, to_tag=new_tag())
-
-    def _keepalive(self, req: Request, peer: Peer, now: float) -> Response:
-        # FEATURES.md: UPDATE/INFO/MESSAGE without a dialog are keep-alives: 200.
-        return make_response(req, 200, to_tag=new_tag())
 
     # -- bookkeeping -----------------------------------------------------------------------
     @staticmethod

@@ -5,10 +5,19 @@ response from here or from the call it belongs to (resiprocate's rule: an
 unanswered request leaks a transaction). Requests are dispatched by a method
 table after the checks every request passes first (RFC 3261 8.2); requests
 inside a dialog go to the call that owns the dialog.
+
+The method table is what minisip supports outside a dialog, and the Allow
+header says so: a service takes a method with ``route_method`` (MESSAGE,
+SUBSCRIBE, ...) and Allow grows with it. Until then a method RFC 3261 knows
+but nobody handles gets 405 with Allow (8.2.1), an unknown one 501; the
+methods that live only inside a dialog (INFO, UPDATE, PRACK, NOTIFY, BYE) get
+481 outside one (RFC 6086 4.2.1, 3311, 3262 3, 6665 4.1.3, 3261 15.1.2), not a
+200 that throws them away.
 """
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +25,7 @@ from ..sip.errors import BadMessage
 from ..sip.message import Request, Response, make_response, new_branch, new_tag
 from ..sip.peer import Peer
 from ..transaction import events as ev
+from ..transaction.keys import ServerKey
 from ..transaction.layer import TransactionLayer
 from ..transport.driver import DROP
 from .guard import is_scanner, security_event
@@ -24,10 +34,15 @@ from .timers import TimerHeap
 
 log = logging.getLogger(__name__)
 
-ALLOW = ("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE, NOTIFY, "
-         "SUBSCRIBE, PUBLISH")
-SUPPORTED_EXTENSIONS = frozenset({"path", "outbound", "gruu", "100rel", "replaces", "timer"})
-SUPPORTED = "100rel, path, outbound, replaces, timer"
+#: the methods minisip knows, in the order the Allow header lists those with a handler
+METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "UPDATE",
+           "PRACK", "SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PUBLISH")
+#: methods that exist only inside a dialog: outside one they get 481
+DIALOG_ONLY = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"})
+#: option tags of the extensions minisip implements (Supported, and Require checks);
+#: add one here when its extension is implemented, never before
+SUPPORTED_EXTENSIONS = ("100rel",)
+SUPPORTED = ", ".join(SUPPORTED_EXTENSIONS)
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 _OUT_OF_DIALOG = frozenset({"REGISTER", "CANCEL"})  # a To tag on these names no dialog
 
@@ -49,10 +64,12 @@ class Pbx:
         self.server_header = server_header
         self.timers = TimerHeap()
         self.calls: Any = None  # the call controller, set by the server when calls are on
-        self._methods: dict[str, Handler] = {
-            "REGISTER": self.registrar.handle,
-            "OPTIONS": self._options,
-        }
+        self._methods: dict[str, Handler] = {}
+        self.allow = ""  #: the Allow header: the methods with a handler
+        self.route_method("REGISTER", self.registrar.handle)
+        self.route_method("OPTIONS", self.options)
+        for method in DIALOG_ONLY:
+            self.route_method(method, self._no_dialog)
         self._events: dict[type, Callable[[Any, float], None]] = {
             ev.RequestReceived: self._on_request,
             ev.AckReceived: self._on_ack,
@@ -60,25 +77,36 @@ class Pbx:
             ev.StrayResponse: self._on_stray,
             ev.TransactionTimeout: self._on_timeout,
             ev.TransactionTerminated: self._on_terminated,
-            ev.TransportFailure: self._on_timeout,
+            ev.TransportFailure: self._on_transport_failure,
         }
         self._client: dict[object, tuple[OnResponse | None, Any]] = {}
         self._dialog_owners: dict[str, Callable[[Request], bool]] = {}
         self.allow_events = ""  #: event packages served (RFC 6665 Allow-Events), if any
+        self._pending: deque[ev.Event] = deque()
         self.scanners_dropped = 0
         self._scanner_logged: dict[str, float] = {}  #: source -> when last logged
 
     def route_method(self, method: str, handler: Handler, *,
                      owns: Callable[[Request], bool] | None = None) -> None:
-        """``owns``: which of the method's requests with a To tag are the handler's, as
+        """Handle requests of ``method`` outside a dialog with ``handler`` (which returns
+        the response, or None when it answers later itself); Allow lists it from now on.
+        ``owns``: which of the method's requests with a To tag are the handler's, as
         it keeps dialogs of its own (subscriptions do); the others go to the calls."""
         self._methods[method] = handler
         if owns is not None:
             self._dialog_owners[method] = owns
+        known = [m for m in METHODS if m in self._methods]
+        self.allow = ", ".join(known + sorted(set(self._methods) - set(METHODS)))
 
     # -- transaction events ---------------------------------------------------------
     def handle_events(self, now: float) -> None:
-        for event in self.layer.next_events():
+        """Handle what the transaction layer reported, in order. An event whose handler
+        raises is consumed; the rest stay queued for the caller's error boundary (the
+        driver) to run them after it recorded the fault."""
+        pending = self._pending
+        pending.extend(self.layer.next_events())
+        while pending:
+            event = pending.popleft()
             self._events.get(type(event), _ignore)(event, now)
 
     def stateless(self, req: Request, peer: Peer, now: float) -> Response | object | None:
@@ -141,7 +169,7 @@ class Pbx:
             return make_response(req, 416, to_tag=new_tag())
         if req.method not in ("ACK", "CANCEL"):
             unknown = [t for t in (v.strip() for v in req.headers.values("Require"))
-                       if t.lower() not in SUPPORTED_EXTENSIONS]
+                       if t.lower() not in SUPPORTED_EXTENSIONS and t]
             if unknown:
                 return make_response(req, 420, to_tag=new_tag(),
                                      headers=[("Unsupported", ", ".join(unknown))])
@@ -173,6 +201,15 @@ class Pbx:
         if on_response is not None:  # a request nobody answered is a 408 to its sender
             on_response(leg, _timeout_response(leg), event.key)
 
+    def _on_transport_failure(self, event: ev.TransportFailure, now: float) -> None:
+        """RFC 3261 8.1.3.1: a request we sent failed like a timeout (the caller of
+        ``send_request`` hears a 408); a request we received lost its way back."""
+        if isinstance(event.key, ServerKey):
+            if self.calls is not None:
+                self.calls.on_caller_lost(event.key)
+            return
+        self._on_timeout(event, now)
+
     def _on_terminated(self, event: ev.TransactionTerminated, now: float) -> None:
         self._client.pop(event.key, None)
 
@@ -201,18 +238,20 @@ class Pbx:
         return f"<sip:{user}@{h}:{port}{transport}>"
 
     # -- simple methods ------------------------------------------------------------
-    def _options(self, req: Request, peer: Peer, now: float) -> Response:
-        headers = [("Allow", ALLOW), ("Supported", SUPPORTED), ("Accept", "application/sdp"),
-                   ("Server", self.server_header)]
+    def options(self, req: Request, peer: Peer, now: float) -> Response:
+        headers = [("Allow", self.allow), ("Supported", SUPPORTED),
+                   ("Accept", "application/sdp"), ("Server", self.server_header)]
         if self.allow_events:
             headers.append(("Allow-Events", self.allow_events))
         return make_response(req, 200, to_tag=new_tag(), headers=headers)
 
+    def _no_dialog(self, req: Request, peer: Peer, now: float) -> Response:
+        return make_response(req, 481, to_tag=new_tag())
+
     def _not_supported(self, req: Request) -> Response:
-        if req.method in ALLOW:
-            return make_response(req, 481 if req.to_tag else 405, to_tag=new_tag(),
-                                 headers=[("Allow", ALLOW)])
-        return make_response(req, 501, to_tag=new_tag(), headers=[("Allow", ALLOW)])
+        """RFC 3261 8.2.1: a known method nobody handles is 405, an unknown one 501."""
+        status = 405 if req.method in METHODS else 501
+        return make_response(req, status, to_tag=new_tag(), headers=[("Allow", self.allow)])
 
 
 def _ignore(event: Any, now: float) -> None:

@@ -4,9 +4,10 @@ The decision (``needs_relay``) follows system.yaml's ``relay_media``: always,
 never, or auto = when the caller or callee has ``relay_media`` set, a party
 looks NATed (the address in its SDP, or in its Contact, is not the address its
 SIP arrives from), or the two parties speak different address families (an
-IPv4 phone cannot send RTP to an IPv6-only one: the relay, on both, can). A relayed call owns a ``RelaySession``: every SDP going to
-the callee names leg B's port, every SDP going to the caller leg A's, and each
-party's own SDP address is given to its leg as a latching hint.
+IPv4 phone cannot send RTP to an IPv6-only one: the relay, on both, can). A
+relayed call owns a ``RelaySession``: every SDP going to the callee names leg
+B's port, every SDP going to the caller leg A's, and each party's own SDP
+address is given to its leg as a latching hint.
 """
 from __future__ import annotations
 

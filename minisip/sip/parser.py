@@ -251,7 +251,7 @@ class StreamFramer:
         self.max_header = max_header
         self.max_body = max_body
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
 
     @property

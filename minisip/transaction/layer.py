@@ -114,7 +114,8 @@ class TransactionLayer:
         #: RFC 3261 8.2.2.2: (Call-ID, From tag, CSeq number, method) of live server
         #: transactions whose request had no To tag
         self._merge: dict[tuple[str, str | None, int, str], ServerTransaction] = {}
-        #: live transactions per reliable peer, for transport_error(peer)
+        #: for transport_error(peer): live client transactions per peer, and server
+        #: transactions per reliable peer (a UDP server transaction has no connection to lose)
         self._by_peer: dict[Peer, set[Transaction]] = {}
         self._out: list[tuple[bytes, Peer]] = []
         self._events: list[ev.Event] = []
@@ -201,7 +202,12 @@ class TransactionLayer:
         txn.on_response(resp, now)
 
     def transport_error(self, key_or_peer: TransactionKey | Peer, now: float) -> None:
-        """The driver failed to send for a transaction, or lost a connection to a peer."""
+        """The driver failed to send for a transaction, or lost a connection to a peer.
+
+        For a peer: every client transaction towards it fails (RFC 3261 8.1.3.1: the
+        TU treats it as a 503), and so does every server transaction on a connection
+        to it (TCP/TLS: the response has no way back); RFC 6026's Accepted states
+        stay until their timer."""
         txns: Iterable[Transaction]
         if isinstance(key_or_peer, Peer):
             txns = list(self._by_peer.get(key_or_peer, ()))
@@ -239,8 +245,7 @@ class TransactionLayer:
             txn = ClientNonInviteTransaction(self, key, peer, req, now)
             self.counters.nict += 1
         self._clients[key] = txn
-        if peer.reliable:
-            self._by_peer.setdefault(peer, set()).add(txn)
+        self._by_peer.setdefault(peer, set()).add(txn)
         return key
 
     def send_response(self, resp: Response, now: float) -> None:
@@ -261,6 +266,12 @@ class TransactionLayer:
             return
         self.counters.stateless_responses += 1
         self._out.append((resp.to_bytes(), peer))
+
+    def answer_if_unanswered(self, resp: Response, now: float) -> bool:
+        """Send a final ``resp`` through its server transaction only if that has sent no
+        final response yet: what an error boundary answers (500) after a TU fault."""
+        txn = self._servers.get(server_key(resp, resp.cseq[1]))
+        return txn is not None and txn.on_send(resp, now)
 
     def send_stateless(self, msg: Request | Response, peer: Peer) -> None:
         """Queue a message outside any transaction (the ACK for a 2xx, a 2xx retransmission)."""
@@ -387,7 +398,7 @@ class TransactionLayer:
                 del self._merge[merge]
         elif self._clients.get(key) is txn:
             del self._clients[key]
-        if txn.reliable:
+        if txn.reliable or kind in ("ict", "nict"):
             peers = self._by_peer.get(txn.peer)
             if peers is not None:
                 peers.discard(txn)
@@ -399,7 +410,10 @@ class TransactionLayer:
 
 def _via_destination(resp: Response) -> Peer | None:
     """RFC 3261 18.2.2 / RFC 3581: where a response goes when no transaction remembers."""
-    via = resp.top_via
+    try:
+        via = resp.top_via
+    except BadMessage:
+        return None
     params = via.params
     transport = via.transport.lower()
     host = params.get("received") or via.host

@@ -6,6 +6,18 @@ What the layers queue leaves in ``flush()`` at the end of each receive batch,
 after the location service has committed (so no 200 OK is sent for a binding
 a crash could lose). All timers of all layers are deadlines pulled by one task
 sleeping in one cancel scope whose deadline moves (ARCHITECTURE.md rule 2).
+
+Fault isolation: ``on_message`` (one message) and ``fire_timers`` (one timer
+source) are the SIP entry points, and each is one error boundary. An exception
+of any type is recorded in ``faults`` (``minisip/faults.py``); a request whose
+server transaction has not answered yet gets ``500``; the events queued behind
+the one that failed still run; the server carries on.
+
+Transport failures reach the transactions (RFC 3261 8.1.3.1, 17.1.4): a
+datagram that cannot be sent (no connection to a TCP/TLS peer any more, a
+send error) and a connection that closes are ``transport_error``s of the
+layer, so a call to a device whose connection is gone fails at once instead
+of after Timer B, and server transactions on a dead connection are removed.
 """
 from __future__ import annotations
 
@@ -18,6 +30,7 @@ from typing import Protocol
 
 import trio
 
+from ..faults import Faults
 from ..sip.errors import BadMessage
 from ..sip.headers import split_commas
 from ..sip.message import Request, Response, make_response, new_tag
@@ -29,12 +42,18 @@ log = logging.getLogger(__name__)
 
 
 DROP = object()  #: what ``stateless`` returns for a request to ignore entirely
+#: RFC 5626 4.4.1: over UDP a phone may keep its NAT binding open with CRLFs alone (or an
+#: empty datagram); RFC 3261 7.5 says CRLFs before a message are ignored: not a bad message
+_KEEPALIVE_MAX = 16
+#: flush() rounds: a failed send makes events, whose answers may fail to send in turn
+_FLUSH_ROUNDS = 4
 #: new work that may be refused; requests inside calls always go through
 _SHEDDABLE = frozenset({"INVITE", "REGISTER", "SUBSCRIBE", "OPTIONS", "MESSAGE"})
 
 
 class Sender(Protocol):
-    def send(self, data: bytes, peer: Peer) -> object: ...
+    def send(self, data: bytes, peer: Peer) -> bool:
+        """Hand ``data`` to the socket; False when it certainly cannot reach ``peer``."""
 
 
 class TimerSource(Protocol):
@@ -92,11 +111,16 @@ def stamp_via(req: Request, peer: Peer) -> None:
 class SipDriver:
     def __init__(self, layer: TransactionLayer, on_events: Callable[[float], None],
                  commit: Callable[[], None], trace: Callable[[str, bytes, Peer], None]
-                 | None = None) -> None:
+                 | None = None, *, faults: Faults | None = None,
+                 clock: Callable[[], float] = trio.current_time) -> None:
         self.layer = layer
         self.on_events = on_events
         self.commit = commit
         self.trace = trace
+        self.faults = faults if faults is not None else Faults()
+        self.clock = clock  #: monotonic "now" of the layers (a fake one in tests)
+        self.keepalives = 0  #: CRLF keep-alives received over UDP (RFC 5626 3.5.1)
+        self.send_failures = 0  #: datagrams that could not be sent: transport errors
         self.senders: dict[str, list[Sender]] = {"udp": [], "tcp": [], "tls": []}
         self.wall_timers: list[TimerSource] = []  # deadlines in time.time()
         self.bad_messages = 0
@@ -152,13 +176,27 @@ class SipDriver:
 
     # -- inbound ---------------------------------------------------------------
     def on_message(self, data: bytes, peer: Peer) -> None:
+        """One message from ``peer``: the SIP error boundary (see the module docstring)."""
         if self.trace is not None:
             self.trace("in", data, peer)
-        now = trio.current_time()
+        now = self.clock()
+        msg: Request | Response | None = None
+        try:
+            msg = self._parse(data, peer)
+            if msg is not None:
+                self._receive(msg, peer, now)
+        except Exception as exc:  # a bug met by this one message: count it, carry on
+            self._fault("sip", exc, peer, now, msg)
+
+    def _parse(self, data: bytes, peer: Peer) -> Request | Response | None:
+        if len(data) <= _KEEPALIVE_MAX and not data.strip(b"\r\n"):
+            self.keepalives += 1  # (over TCP/TLS the framer answers the pings itself)
+            return None
         try:
             msg = parse_message_untrusted(data)
             if isinstance(msg, Request):
                 stamp_via(msg, peer)
+            return msg
         except BadMessage as exc:
             self.bad_messages += 1
             log.debug("bad message from %s: %s", peer, exc.reason)
@@ -166,7 +204,9 @@ class SipDriver:
                 reply = reject_untrusted(data, exc.status, exc.reason)
                 if reply is not None:
                     self.send(reply, peer)
-            return
+            return None
+
+    def _receive(self, msg: Request | Response, peer: Peer, now: float) -> None:
         if isinstance(msg, Request) and msg.to_tag is None and msg.method in _SHEDDABLE \
                 and self.overloaded():
             # PERFORMANCE.md: an overloaded server that queues collapses (answers
@@ -177,15 +217,48 @@ class SipDriver:
             return
         if self.stateless is not None and isinstance(msg, Request):
             answer = self.stateless(msg, peer, now)
-            if answer is not None:  # answered (or dropped) without a transaction
-                if answer is not DROP:
-                    self.send(answer.to_bytes(), peer)  # type: ignore[union-attr]
+            if isinstance(answer, Response):  # answered without a transaction
+                self.send(answer.to_bytes(), peer)
+                return
+            if answer is DROP:
                 return
         self.layer.receive(msg, peer, now)
         self.on_events(now)
 
+    def _fault(self, kind: str, exc: Exception, where: object, now: float,
+               msg: Request | Response | None = None) -> None:
+        """The boundary's one handler: record, answer 500, run what is still queued."""
+        self.faults.record(kind, exc, str(where))
+        if isinstance(msg, Request) and msg.method != "ACK":
+            try:  # RFC 3261 21.5.1; only if the transaction has not answered yet
+                self.layer.answer_if_unanswered(
+                    make_response(msg, 500, "Server Internal Error", to_tag=new_tag()), now)
+            except Exception as again:
+                log.debug("no 500 for the faulty request: %r", again)
+        self._run_events(now)
+
+    def _run_events(self, now: float) -> None:
+        """Let the TU handle the events still queued; each fault costs only its event."""
+        for _ in range(10_000):
+            try:
+                self.on_events(now)
+                return
+            except Exception as exc:
+                self.faults.record("sip", exc, "event")
+
+    def connection_lost(self, peer: Peer) -> None:
+        """A TCP/TLS connection closed: its transactions fail now (RFC 3261 17.1.4)."""
+        now = self.clock()
+        try:
+            self.layer.transport_error(peer, now)
+        except Exception as exc:
+            self.faults.record("sip", exc, f"connection lost {peer}")
+        self._run_events(now)
+        self.flush()
+
     # -- outbound --------------------------------------------------------------
-    def send(self, data: bytes, peer: Peer) -> None:
+    def send(self, data: bytes, peer: Peer) -> bool:
+        """Send one message; False when it cannot reach ``peer`` (a transport error)."""
         if self.trace is not None:
             self.trace("out", data, peer)
         senders = self.senders.get(peer.transport, ())
@@ -193,18 +266,36 @@ class SipDriver:
             v6 = ":" in peer.host
             for s in senders:  # the listener of the peer's address family
                 if (":" in s.host) == v6:  # type: ignore[attr-defined]
-                    s.send(data, peer)
-                    return
-            return
-        for s in senders:  # the connection the request came on
-            if s.send(data, peer):
-                return
+                    return s.send(data, peer)
+            return False
+        # the connection the request came on: without one, a TCP/TLS peer is unreachable
+        return any(s.send(data, peer) for s in senders)
 
     def flush(self) -> None:
-        """End of a receive batch: commit state, then send what was queued."""
-        self.commit()
-        for data, peer in self.layer.data_to_send():
-            self.send(data, peer)
+        """End of a receive batch: commit state, then send what was queued.
+
+        A message that cannot be sent is a transport error for the transactions
+        towards that peer; the TU's reaction (a 408 relayed to a caller, say) is
+        committed and sent in the next round."""
+        try:
+            self._flush()
+        except Exception as exc:  # the batch's end is an entry point too
+            self.faults.record("sip", exc, "flush")
+
+    def _flush(self) -> None:
+        now = self.clock()
+        for _ in range(_FLUSH_ROUNDS):
+            self.commit()
+            failed: set[Peer] = set()
+            for data, peer in self.layer.data_to_send():
+                if not self.send(data, peer):
+                    self.send_failures += 1
+                    failed.add(peer)
+            if not failed:
+                break
+            for peer in failed:
+                self.layer.transport_error(peer, now)
+            self._run_events(now)
         self._rearm()
 
     # -- timers ----------------------------------------------------------------
@@ -236,12 +327,20 @@ class SipDriver:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
-            now = trio.current_time()
-            self.layer.handle_timer(now)
-            for src in self.mono_timers:
-                src.handle_timer(now)
+            self.fire_timers(trio.current_time())
+
+    def fire_timers(self, now: float) -> None:
+        """Fire what is due at ``now``: the timer error boundary. A source whose handler
+        fails loses only the timer that failed (it was popped); the rest fire next round."""
+        sources: list[tuple[TimerSource, float]] = [(self.layer, now)]
+        sources += [(src, now) for src in self.mono_timers]
+        if self.wall_timers:
             wall = time.time()
-            for src in self.wall_timers:
-                src.handle_timer(wall)
-            self.on_events(now)
-            self.flush()
+            sources += [(src, wall) for src in self.wall_timers]
+        for src, at in sources:
+            try:
+                src.handle_timer(at)
+            except Exception as exc:
+                self.faults.record("timer", exc, type(src).__name__)
+        self._run_events(now)
+        self.flush()

@@ -11,6 +11,8 @@ reading cannot block anyone else (its queue fills, and the connection is dropped
 A TLS handshake and the first bytes of a message are bounded in time; an idle
 connection is closed after ``IDLE_TIMEOUT`` (phones keep theirs open with CRLF pings
 or re-REGISTERs).
+A connection that closes or cannot be opened, for whatever reason, is reported
+to ``on_closed``: the transactions that needed it fail at once (RFC 3261 17.1.4).
 """
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ class StreamListener:
         self.server_name: Callable[[Peer], str | None] = lambda peer: None
         self._nursery: trio.Nursery | None = None
         self._handlers: tuple[OnMessage, Callable[[], None]] | None = None
+        self.on_closed: Callable[[Peer], None] | None = None
 
     @property
     def name(self) -> str:
@@ -115,6 +118,8 @@ class StreamListener:
             log.info("%s: cannot connect: %s", peer, exc)
             self.connections.pop(peer, None)
             conn.send_channel.close()
+            if self.on_closed is not None:  # refused: what waited for it fails now
+                self.on_closed(peer)
             return
         # Via and Contact name our listening port: new requests come to it, not here.
         conn.local = (tcp.socket.getsockname()[0], self.port)
@@ -128,8 +133,10 @@ class StreamListener:
         conn = self.connections.get(peer)  # (a connection still dialing: not known yet)
         return conn.local if conn is not None and conn.stream is not None else None
 
-    async def serve(self, on_message: OnMessage, on_batch_end: Callable[[], None]) -> None:
+    async def serve(self, on_message: OnMessage, on_batch_end: Callable[[], None],
+                    on_closed: Callable[[Peer], None] | None = None) -> None:
         assert self.sock is not None
+        self.on_closed = on_closed
         listener = trio.SocketListener(self.sock)
         async with trio.open_nursery() as nursery:
             self._nursery, self._handlers = nursery, (on_message, on_batch_end)
@@ -179,9 +186,12 @@ class StreamListener:
         except Exception:  # one connection's trouble never stops the listener
             log.exception("%s: connection failed", peer)
         finally:
-            if self.connections.get(peer) is conn:
+            current = self.connections.get(peer) is conn
+            if current:
                 del self.connections[peer]
             conn.send_channel.close()
+            if current and self.on_closed is not None:
+                self.on_closed(peer)
             await trio.aclose_forcefully(stream)
 
     async def _reader(self, conn: Connection, on_message: OnMessage,

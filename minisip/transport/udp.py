@@ -8,7 +8,7 @@ the datagram (UDP senders retransmit) and counts it.
 """
 from __future__ import annotations
 
-import errno
+import logging
 import socket
 import struct
 import time
@@ -18,9 +18,11 @@ import trio
 
 from ..sip.peer import Peer
 
+log = logging.getLogger(__name__)
+
 BATCH = 256
 MAX_DATAGRAM = 65535
-SOCKET_BUFFER = 4 * 1024 * 1024
+SOCKET_BUFFER = 4 * 1024 * 1024  # a few MB, or retransmission storms start above ~10k msg/s
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS is the same
 _TIMESPEC = struct.Struct("@qq")
 _ANC_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
@@ -125,17 +127,20 @@ class UdpListener:
     def name(self) -> str:
         return f"udp:{_bracket(self.host)}:{self.port}"
 
-    def send(self, data: bytes, peer: Peer) -> None:
+    def send(self, data: bytes, peer: Peer) -> bool:
+        """False when the datagram certainly cannot reach ``peer`` (a transport error);
+        a full socket buffer is a loss like any other (UDP senders retransmit)."""
         try:
             self.sock.sendto(data, (peer.host, peer.port))
             self.sent += 1
+            return True
         except (BlockingIOError, InterruptedError):
             self.send_dropped += 1
-        except OSError as exc:  # unreachable peer, bad address: not our listener's problem
-            if exc.errno not in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EINVAL,
-                                 errno.ECONNREFUSED, errno.EAFNOSUPPORT, errno.EMSGSIZE):
-                raise
+            return True
+        except OSError as exc:  # unreachable peer, bad address: that peer's problem only
             self.send_dropped += 1
+            log.debug("%s: cannot send to %s: %s", self.name, peer, exc)
+            return False
 
     async def serve(self, on_datagram: Callable[[bytes, Peer], None],
                     on_batch_end: Callable[[], None]) -> None:
