@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test venv peers lint bench clean install-check
+.PHONY: serve test venv peers lint coverage bench clean install-check
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,11 +16,13 @@ venv: $(STAMP)
 
 # Real SIP peers for the interop tests (Debian packages; CI runs as root):
 # sipp (sip-tester), socat (TLS in front of sipp), baresip (a real softphone),
-# systemd (systemd-analyze verifies contrib/minisip.service).
-PEERS := sip-tester socat baresip-core systemd
+# systemd (systemd-analyze verifies contrib/minisip.service), kamailio (a record-routing
+# proxy in front of minisip).
+PEERS := sip-tester socat baresip-core systemd kamailio
 peers:
 	@command -v sipp >/dev/null && command -v socat >/dev/null && command -v baresip >/dev/null \
-	  && command -v systemd-analyze >/dev/null || { \
+	  && command -v systemd-analyze >/dev/null \
+	  && { command -v kamailio >/dev/null || test -x /usr/sbin/kamailio; } || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(PEERS); }
 
@@ -28,7 +30,7 @@ serve: $(STAMP)
 	@echo "minisip is installed in $(VENV)/bin: 'export PATH=$$PWD/$(VENV)/bin:\$$PATH' (or 'pipx install .') puts it on your PATH"
 	$(BIN)/minisip serve --config-dir configs
 
-test: $(STAMP) peers
+test: $(STAMP) peers lint
 	$(BIN)/python -m pytest
 
 # What a user does (README "Install"): pip install . into a fresh environment, then
@@ -40,9 +42,15 @@ install-check:
 	  PATH="$$tmp/venv/bin:$$PATH" && \
 	  minisip --version && minisip user list --config-dir configs
 
+# ruff's rules and mypy's strictness are in pyproject.toml
 lint: $(STAMP)
-	$(BIN)/pip install -q ruff
-	$(BIN)/ruff check --select E,F,W,B --ignore B905,B008 minisip bench
+	$(BIN)/ruff check minisip bench
+	$(BIN)/mypy
+
+# Line coverage of the PBX core from the in-process tests alone (tests/pbx: no sockets, no peers)
+coverage: $(STAMP)
+	$(BIN)/python -m pytest tests/pbx -q --cov=minisip/pbx --cov-report=term-missing:skip-covered \
+	  --cov-fail-under=85
 
 bench: $(STAMP) peers
 	$(BIN)/python bench/register.py

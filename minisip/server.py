@@ -277,9 +277,12 @@ class Server:
                     self.streams.append(listener)
                     self.driver.add_sender(transport, listener)
 
+    def _listener_names(self) -> list[str]:
+        return [u.name for u in self.udp] + [s.name for s in self.streams]
+
     def info(self) -> ServerInfo:
         snap = self.holder.current
-        return ServerInfo([x.name for x in [*self.udp, *self.streams]], len(snap.users),
+        return ServerInfo(self._listener_names(), len(snap.users),
                           self.fingerprint, self.data_dir.absolute(),
                           self.control_path.absolute(),
                           sorted(self._default_passwords))
@@ -294,7 +297,7 @@ class Server:
         return {
             "version": __version__,
             "uptime": round(time.time() - self.started, 1),
-            "listeners": [x.name for x in [*self.udp, *self.streams]],
+            "listeners": self._listener_names(),
             "tls_fingerprint": self.fingerprint,
             "config": {"dir": str(self.opts.config_dir), "generation": h.generation,
                        "last_reload": h.last_reload,

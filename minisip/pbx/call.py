@@ -718,7 +718,7 @@ class Call:
 
     def _on_relay_response(self, leg: Leg, resp: Response, key: object = None) -> None:
         entry = self.pending.get(key) if key is not None else None
-        if entry is None:
+        if entry is None or resp.status == 100:  # 100 is hop by hop: ours went out already
             return
         if resp.status >= 200:
             del self.pending[key]

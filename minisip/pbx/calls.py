@@ -376,10 +376,10 @@ class CallController:
         if not (200 <= resp.status < 300 and resp.cseq[1] == "INVITE"):
             return
         entry = self._dialogs.get((resp.call_id, resp.from_tag or "", resp.to_tag or ""))
-        if entry is not None and entry[1].dialog is not None:
-            call, leg = entry
-            ack = leg.dialog.new_request("ACK", via=self.core.via_for(leg.peer),
-                                         cseq=resp.cseq[0])
+        dialog = entry[1].dialog if entry is not None else None
+        if entry is not None and dialog is not None:
+            leg = entry[1]
+            ack = dialog.new_request("ACK", via=self.core.via_for(leg.peer), cseq=resp.cseq[0])
             self.core.send_stateless(ack, leg.peer)
 
     # -- bookkeeping -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +129,7 @@ class CallMedia:
             leg = self.session.leg(side)
             if (pt is not None and self.audio[_other(side)] is not None
                     and self.event_type(_other(side)) is None):
-                receiver = DtmfReceiver(payload_type=pt)
-                leg.set_tap(lambda data, now, r=receiver, s=side: self._tap(r, s, data, now))
+                leg.set_tap(partial(self._tap, DtmfReceiver(payload_type=pt), side))
             else:
                 leg.set_tap(None)
 
@@ -206,7 +206,13 @@ class CallMedia:
         return player
 
     def sdp_from(self, side: str, body: bytes) -> bytes:
-        """``side``'s SDP, on its way to the other party: learn, then rewrite."""
+        """``side``'s SDP, on its way to the other party: learn, then rewrite.
+
+        When the other party signals keys as RFC 4733 events and ``side`` cannot
+        (INFO only), the SDP it receives still offers telephone-event, with the
+        other party's payload type: minisip itself reads those events and turns
+        them into SIP INFO for ``side`` (RFC 3264 would otherwise forbid sending
+        them, and the conversion could never happen)."""
         if not body:
             return body
         leg = self.session.leg(side)
@@ -220,7 +226,18 @@ class CallMedia:
                 if m.rtp_address is not None:
                     leg.set_remote(m.rtp_address, m.rtcp_target)
             out = self.session.leg(other)
-            return rewrite_for_relay_untrusted(body, self.address[other], [out.rtp_port])
+            body = rewrite_for_relay_untrusted(body, self.address[other], [out.rtp_port])
+            theirs = self.audio[other]
+            pt = theirs.event_payload_type() if theirs is not None else None
+            if m is not None and pt is not None and m.event_payload_type() is None \
+                    and pt not in m.payload_types():
+                sd = parse_sdp_untrusted(body)
+                audio = sd.audio()
+                if audio is not None:
+                    fmtp = theirs.fmtp.get(pt) if theirs is not None else None
+                    audio.add_payload_type(pt, "telephone-event/8000", fmtp or "0-15")
+                    body = sd.to_bytes()
+            return body
         except (BadMessage, ValueError) as exc:
             log.info("call %s: SDP from %s not relayed (%s)", self.session.call_id, side, exc)
             return body

@@ -320,6 +320,14 @@ class Media:
         self.lines.append(Line("a", name if value is None else f"{name}:{value}",
                                self.lines[0].eol))
 
+    def add_payload_type(self, pt: int, encoding: str, fmtp: str | None = None) -> None:
+        """Offer one more format: ``pt`` on the m= line, its a=rtpmap (and a=fmtp)."""
+        parts = self._fields()
+        self.lines[0].value = " ".join([*parts, str(pt)])
+        self.add_attribute("rtpmap", f"{pt} {encoding}")
+        if fmtp is not None:
+            self.add_attribute("fmtp", f"{pt} {fmtp}")
+
 
 def _set_connection(lines: list[Line], address: str, first_allowed: int) -> None:
     for ln in lines:

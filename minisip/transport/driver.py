@@ -32,7 +32,7 @@ import trio
 
 from ..faults import Faults
 from ..sip.errors import BadMessage
-from ..sip.headers import split_commas
+from ..sip._text import split_commas
 from ..sip.message import Request, Response, make_response, new_tag
 from ..sip.parser import parse_message_untrusted
 from ..sip.peer import Peer
