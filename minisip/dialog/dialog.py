@@ -4,16 +4,23 @@ A dialog is the state two UAs share after an INVITE is answered: the Call-ID
 and both tags identify it, the route set and the remote target say where
 in-dialog requests go, and CSeq numbers order them. The B2BUA holds one per
 leg: a UAS dialog towards the caller, a UAC dialog towards each callee device.
-Nothing here sends anything: ``new_request`` builds a Request, the caller
-hands it to the transaction layer with ``peer`` as destination.
+Nothing here sends anything: ``new_request`` builds a Request and
+``destination`` says where it goes (RFC 3261 12.2.1.1: the first Route of the
+route set, else the remote target); the caller hands both to the transaction
+layer.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ipaddress
+
 from ..sip.errors import BadMessage
 from ..sip.message import Request, Response
 from ..sip.peer import Peer
+from ..sip.uri import parse_address_untrusted
+
+_DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 DialogId = tuple[str, str, str]  #: (Call-ID, local tag, remote tag)
 
@@ -81,6 +88,28 @@ class Dialog:
         hdrs += list(headers)
         return Request(method, uri, hdrs, body)
 
+    def destination(self, observed: Peer) -> Peer:
+        """Where an in-dialog request goes (RFC 3261 12.2.1.1), as an address.
+
+        The next hop is the first Route of the route set (a proxy that
+        record-routed; strict or loose, it is first either way), else the remote
+        target. ``observed`` is where the peer's own messages come from; it is
+        the answer when the next hop names no IP address (resolving a name is
+        RFC 3263's DNS, not this sans-IO layer's), and in two cases that keep
+        phones reachable: over TCP/TLS a next hop on the observed host is that
+        connection (RFC 5626: we cannot open one to a phone), and without a
+        route set a remote target on another host than the observed one is a
+        private address behind NAT (symmetric signalling, RFC 3581's spirit).
+        """
+        peer = _address(self.route_set[0] if self.route_set else f"<{self.remote_target}>")
+        if peer is None:
+            return observed
+        if observed.reliable and peer.host == observed.host:
+            return observed
+        if not self.route_set and peer.host != observed.host:
+            return observed
+        return peer
+
     def accept_request(self, req: Request) -> bool:
         """RFC 3261 12.2.2: False (answer 500) if its CSeq is lower than the last."""
         num = req.cseq[0]
@@ -93,6 +122,21 @@ class Dialog:
         if req.method in ("INVITE", "UPDATE") and contact:  # target refresh
             self.remote_target = str(contact[0].uri)
         return True
+
+
+def _address(name_addr: str) -> Peer | None:
+    """The transport address of a SIP URI (in a name-addr) whose host is an IP literal
+    (RFC 3263 4 without DNS: transport from the ``transport`` parameter or the scheme)."""
+    try:
+        uri = parse_address_untrusted(name_addr).uri
+        ipaddress.ip_address(uri.host)
+    except (BadMessage, ValueError):
+        return None
+    transport = uri.params.get("transport")
+    transport = (transport or ("tls" if uri.scheme == "sips" else "udp")).lower()
+    if transport not in _DEFAULT_PORT:
+        return None
+    return Peer(transport, uri.host, uri.port or _DEFAULT_PORT[transport])
 
 
 def _untagged(value: str | None) -> str:

@@ -143,6 +143,11 @@ class Leg:
     challenges: int = 0  #: 401/407 answered on this leg
     slot: bool = False  #: holds a slot of its line or trunk (given back when it ends)
 
+    def target(self) -> Peer:
+        """Where in-dialog requests to this leg go: its dialog's route set or remote
+        target (RFC 3261 12.2.1.1); ``peer`` is where this leg's party is heard from."""
+        return self.dialog.destination(self.peer) if self.dialog is not None else self.peer
+
 
 @dataclass(frozen=True, slots=True)
 class Refused:
@@ -501,9 +506,10 @@ class Call:
         if leg.dialog is None:
             return
         rack = f"{resp.headers.get('RSeq')} {resp.cseq[0]} {resp.cseq[1]}"
-        via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
+        dest = leg.target()
+        via, _ = self.pbx.local_via_contact(dest, self.caller)
         req = leg.dialog.new_request("PRACK", via=via, headers=[("RAck", rack)])
-        self.pbx.send_request(req, leg.peer, None, leg)
+        self.pbx.send_request(req, dest, None, leg)
 
     def _b_answer(self, leg: Leg, resp: Response) -> None:
         dialog = leg.dialog
@@ -513,7 +519,7 @@ class Call:
             dialog.remote_target = str(resp.contacts[0].uri)
         cseq = leg.invite.cseq[0]
         if leg.ack is not None and leg.ack.cseq[0] == cseq:
-            self.pbx.send_stateless(leg.ack, leg.peer)  # our ACK was lost: again
+            self.pbx.send_stateless(leg.ack, dialog.destination(leg.peer))  # lost: again
             return
         unanswered = self.state in (CallState.ROUTING, CallState.RINGING)
         current = self.planning and self.winner is None and leg.step == self.step_no
@@ -549,10 +555,11 @@ class Call:
             self._after(min(limits), self._max_duration)
 
     def _ack(self, leg: Leg, dialog: Dialog, cseq: int, body: bytes = b"") -> None:
-        via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
+        dest = dialog.destination(leg.peer)
+        via, _ = self.pbx.local_via_contact(dest, self.caller)
         headers = [("Content-Type", "application/sdp")] if body else []
         leg.ack = dialog.new_request("ACK", via=via, cseq=cseq, body=body, headers=headers)
-        self.pbx.send_stateless(leg.ack, leg.peer)
+        self.pbx.send_stateless(leg.ack, dest)
 
     def _b_failure(self, leg: Leg, resp: Response) -> None:
         leg.reason = resp.reason
@@ -619,6 +626,9 @@ class Call:
         headers = [(n, v) for n, v in relayed_headers(source) if n not in _OWN_HEADERS] \
             if source is not None else []
         if status < 300:
+            # RFC 3261 12.1.1: a response that creates a dialog copies the Record-Route
+            # of the request, in order, so a record-routing proxy stays in the path
+            headers += [("Record-Route", v) for v in a.invite.headers.get_all("Record-Route")]
             headers.append(("Contact", self.pbx.local_via_contact(a.peer, self.callee)[1]))
             headers += self.pbx.common_headers()
         if body:
@@ -697,10 +707,11 @@ class Call:
             answered = self._media_request(leg, other, req)
             if answered is not None:
                 return answered
-        via, _ = self.pbx.local_via_contact(other.peer, self.caller)
+        dest = other.target()
+        via, _ = self.pbx.local_via_contact(dest, self.caller)
         fwd = other.dialog.new_request(req.method, via=via, body=self._sdp(leg.side, req.body),
                                        headers=relayed_headers(req))
-        key = self.pbx.send_request(fwd, other.peer, self._on_relay_response, other)
+        key = self.pbx.send_request(fwd, dest, self._on_relay_response, other)
         self.pending[key] = (req, leg)
         return None
 
@@ -766,10 +777,11 @@ class Call:
         if other is None or other.dialog is None or self.state is not CallState.TALKING:
             return
         ctype, body = make_info(digit.digit, digit.duration_ms)
-        via, _ = self.pbx.local_via_contact(other.peer, self.caller)
+        dest = other.target()
+        via, _ = self.pbx.local_via_contact(dest, self.caller)
         req = other.dialog.new_request("INFO", via=via, body=body,
                                        headers=[("Content-Type", ctype)])
-        self.pbx.send_request(req, other.peer, None, other)
+        self.pbx.send_request(req, dest, None, other)
         self.pbx.flush()  # we are in the media loop: no SIP batch end will send it soon
 
     def _sdp(self, side: str, body: bytes) -> bytes:
@@ -821,8 +833,9 @@ class Call:
         if leg.dialog is None or leg.state is LegState.GONE:
             return
         leg.state = LegState.GONE
-        via, _ = self.pbx.local_via_contact(leg.peer, self.caller)
-        self.pbx.send_request(leg.dialog.new_request("BYE", via=via), leg.peer, None, leg)
+        dest = leg.target()
+        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        self.pbx.send_request(leg.dialog.new_request("BYE", via=via), dest, None, leg)
 
     def _fail(self, status: int, reason: str | None, source: Response | None, *,
               released_by: str, cause: str | None = None) -> None:

@@ -378,9 +378,9 @@ class CallController:
         entry = self._dialogs.get((resp.call_id, resp.from_tag or "", resp.to_tag or ""))
         dialog = entry[1].dialog if entry is not None else None
         if entry is not None and dialog is not None:
-            leg = entry[1]
-            ack = dialog.new_request("ACK", via=self.core.via_for(leg.peer), cseq=resp.cseq[0])
-            self.core.send_stateless(ack, leg.peer)
+            dest = dialog.destination(entry[1].peer)
+            ack = dialog.new_request("ACK", via=self.core.via_for(dest), cseq=resp.cseq[0])
+            self.core.send_stateless(ack, dest)
 
     # -- bookkeeping -----------------------------------------------------------------------
     @staticmethod
