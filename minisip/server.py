@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,13 @@ def _policy(snap: Snapshot) -> RegistrarPolicy:
 
 
 class Server:
-    """The running PBX's parts, reachable from the control handlers."""
+    """The running PBX's parts, reachable from the control handlers.
 
-    def __init__(self, opts: ServeOptions) -> None:
+    ``clock`` is the layers' monotonic "now" (trio's; tests/pbx/harness.py drives
+    the same wiring with a fake one, without sockets)."""
+
+    def __init__(self, opts: ServeOptions, *,
+                 clock: Callable[[], float] = trio.current_time) -> None:
         self.opts = opts
         self.started = time.time()
         self.holder = ConfigHolder(opts.config_dir)  # raises ConfigError: fatal at start
@@ -156,9 +161,9 @@ class Server:
         self.registrar = Registrar(self.location, self.auth, self.guard, self._password_of,
                                    lambda: _policy(self.holder.current), self._open_gateway)
         self.driver = SipDriver(self.layer, self._handle_events, self._commit,
-                                trace=self._trace, faults=self.faults)
+                                trace=self._trace, faults=self.faults, clock=clock)
         self.driver.advertised = system.sip_address
-        self.pbx = Pbx(self.layer, self.registrar, self.bus.publish, now=trio.current_time,
+        self.pbx = Pbx(self.layer, self.registrar, self.bus.publish, now=clock,
                        local_address=self.driver.local_address)
         self.driver.stateless = self.pbx.stateless
         self.cdr = CdrStore(self.data_dir)
@@ -313,7 +318,8 @@ class Server:
                 "registered": self.registrar.registered,
                 "challenged": self.registrar.challenged,
                 "refused": self.registrar.refused,
-                "bad_messages": self.driver.bad_messages,
+                "bad_messages": self.driver.bad_messages + self.pbx.bad_input
+                + self.layer.counters.bad_messages,
                 "shed_overload": self.driver.shed,
                 "keepalives": self.driver.keepalives,
                 "send_failures": self.driver.send_failures,

@@ -518,6 +518,9 @@ class Call:
         elif resp.contacts:  # the 2xx confirming an early dialog sets its target
             dialog.remote_target = str(resp.contacts[0].uri)
         cseq = leg.invite.cseq[0]
+        if leg is self.winner and leg.dialog is not None and dialog is not leg.dialog:
+            self._end_extra_dialog(leg, dialog, cseq)
+            return
         if leg.ack is not None and leg.ack.cseq[0] == cseq:
             self.pbx.send_stateless(leg.ack, dialog.destination(leg.peer))  # lost: again
             return
@@ -553,6 +556,15 @@ class Call:
                   if d > 0]
         if limits:
             self._after(min(limits), self._max_duration)
+
+    def _end_extra_dialog(self, leg: Leg, dialog: Dialog, cseq: int) -> None:
+        """A 2xx of another dialog from behind the device that answered (a fork
+        downstream, RFC 3261 13.2.2.4): ACK it, then BYE it; the call keeps its own."""
+        dest = dialog.destination(leg.peer)
+        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        self.pbx.send_stateless(dialog.new_request("ACK", via=via, cseq=cseq), dest)
+        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        self.pbx.send_request(dialog.new_request("BYE", via=via), dest, None, leg)
 
     def _ack(self, leg: Leg, dialog: Dialog, cseq: int, body: bytes = b"") -> None:
         dest = dialog.destination(leg.peer)
@@ -689,8 +701,11 @@ class Call:
         """An in-dialog request on one leg: answer it or relay it to the other."""
         other = self._other(leg)
         if req.method == "BYE":
-            self.hangup(released_by="caller" if leg.side == "A" else "callee",
-                        cause="normal", skip=leg)
+            if self.state in (CallState.ROUTING, CallState.RINGING):
+                self.on_cancel()  # RFC 3261 15.1.2: the early dialog ends, the INVITE gets 487
+            else:
+                self.hangup(released_by="caller" if leg.side == "A" else "callee",
+                            cause="normal", skip=leg)
             return make_response(req, 200)
         if self.app is not None and self.state is not CallState.ENDED:
             return self.app.on_request(req)

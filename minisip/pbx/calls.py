@@ -133,6 +133,8 @@ class CallController:
     def on_invite(self, req: Request, peer: Peer, now: float) -> Response | None:
         if req.call_id in self.calls:  # a second INVITE of a call we already have
             return make_response(req, 482, "Loop Detected", to_tag=new_tag())
+        if not req.contacts:  # RFC 3261 8.1.1.8; read now, not when the answer comes
+            return make_response(req, 400, "Missing Contact", to_tag=new_tag())
         dialed = req.request_uri.user or ""
         origin = self.lines.origin(req, peer) if self.lines is not None else None
         if origin is not None:

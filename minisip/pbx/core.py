@@ -85,6 +85,7 @@ class Pbx:
         self._pending: deque[ev.Event] = deque()
         self.scanners_dropped = 0
         self._scanner_logged: dict[str, float] = {}  #: source -> when last logged
+        self.bad_input = 0  #: messages whose lazily read headers were bad: 4xx or dropped
 
     def route_method(self, method: str, handler: Handler, *,
                      owns: Callable[[Request], bool] | None = None) -> None:
@@ -107,7 +108,18 @@ class Pbx:
         pending.extend(self.layer.next_events())
         while pending:
             event = pending.popleft()
-            self._events.get(type(event), _ignore)(event, now)
+            try:
+                self._events.get(type(event), _ignore)(event, now)
+            except BadMessage as exc:  # bad input found late, in a header read lazily
+                self._bad_input(event, exc, now)
+
+    def _bad_input(self, event: ev.Event, exc: BadMessage, now: float) -> None:
+        """Rule 4: a request with a bad header gets its 4xx; anything else is dropped."""
+        self.bad_input += 1
+        log.debug("bad input in %s: %s", type(event).__name__, exc.reason)
+        if isinstance(event, ev.RequestReceived) and event.request.method != "ACK":
+            resp = make_response(event.request, exc.status or 400, exc.reason, to_tag=new_tag())
+            self.layer.answer_if_unanswered(resp, now)
 
     def stateless(self, req: Request, peer: Peer, now: float) -> Response | object | None:
         """Answers given without a transaction (RFC 3261 8.2.7), or DROP, or None.
@@ -146,10 +158,7 @@ class Pbx:
 
     def _on_request(self, event: ev.RequestReceived, now: float) -> None:
         req = event.request
-        try:
-            resp = self._precheck(req) or self._dispatch(req, event.peer, now)
-        except BadMessage as exc:
-            resp = make_response(req, exc.status or 400, exc.reason, to_tag=new_tag())
+        resp = self._precheck(req) or self._dispatch(req, event.peer, now)
         if resp is not None:
             self.layer.send_response(resp, now)
 

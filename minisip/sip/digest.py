@@ -194,7 +194,9 @@ class DigestAuthenticator:
                      f"{creds.username}:{creds.realm}:{password}")
         expected = _response(alg, ha1, creds.nonce, nc_text, creds.cnonce, creds.qop,
                              method, creds.uri)
-        if not hmac.compare_digest(expected, creds.response.lower()):
+        # compare_digest takes str only when ASCII (a TypeError otherwise): compare bytes
+        if not hmac.compare_digest(expected.encode(), creds.response.lower().encode(
+                "utf-8", "surrogateescape")):
             return AuthResult.BAD
         now_ms = int(now * 1000)
         age = now_ms - stamp

@@ -299,7 +299,8 @@ class SipDriver:
         self._rearm()
 
     # -- timers ----------------------------------------------------------------
-    def _next_deadline(self) -> float:
+    def next_deadline(self) -> float:
+        """The earliest timer of every layer, on ``clock``'s time line (inf: none)."""
         deadline = self.layer.get_timer()
         best = math.inf if deadline is None else deadline
         for src in self.mono_timers:
@@ -307,7 +308,7 @@ class SipDriver:
             if t is not None and t < best:
                 best = t
         if self.wall_timers:
-            offset = trio.current_time() - time.time()
+            offset = self.clock() - time.time()
             for src in self.wall_timers:
                 t = src.get_timer()
                 if t is not None and t + offset < best:
@@ -317,13 +318,13 @@ class SipDriver:
     def _rearm(self) -> None:
         scope = self._timer_scope
         if scope is not None:
-            deadline = self._next_deadline()
+            deadline = self.next_deadline()
             if deadline < scope.deadline:
                 scope.deadline = deadline
 
     async def run_timers(self) -> None:
         while True:
-            with trio.CancelScope(deadline=self._next_deadline()) as scope:
+            with trio.CancelScope(deadline=self.next_deadline()) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None

@@ -1,6 +1,7 @@
 """Digest authentication: RFC 7616 vectors, RFC 8760 SIP use, nonces, replays, stale, realms."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -216,3 +217,11 @@ def test_parse_credentials_handles_quoting_and_spacing() -> None:
 def test_bad_credentials_raise_bad_message(value: str) -> None:
     with pytest.raises(BadMessage):
         parse_credentials_untrusted(value)
+
+
+def test_a_response_with_non_ascii_characters_is_bad_not_a_type_error() -> None:
+    auth = DigestAuthenticator("minisip", secret=b"k" * 32)
+    creds = parse_credentials_untrusted(authorization_for(
+        auth.challenge(1000.0)[0][1], "INVITE", "sip:101@minisip", "100", "100"))
+    bad = dataclasses.replace(creds, response="\xb2" + creds.response[1:])
+    assert auth.verify(bad, "INVITE", "100", 1000.0) is AuthResult.BAD
