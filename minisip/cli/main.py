@@ -94,6 +94,8 @@ def serve(
 def status(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = None,
            json: Json = False) -> None:
     """Uptime, listeners, configuration state and counters of the running server."""
+    import time as _time
+
     st = request(_target(ctx, config_dir, data_dir), "status")
     if json:
         emit_json(st)
@@ -121,6 +123,18 @@ def status(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir =
     if st.get("security"):
         lines.append("  security   " + ", ".join(f"{k} {v}"
                                                  for k, v in st["security"].items()))
+    if "transactions" in st:
+        lines.append("  transactions " + ", ".join(f"{k} {v}"
+                                                   for k, v in st["transactions"].items()))
+    faults = st.get("faults")
+    if faults is not None:
+        last = faults.get("last")
+        tail = ""
+        if last:
+            when = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(last["time"]))
+            tail = f"; last at {when} in {last['kind']}: {last['text']}"
+        lines.append(f"  faults     {faults['count']} (errors caught, the server kept serving)"
+                     f"{tail}")
     write("\n".join(lines))
 
 

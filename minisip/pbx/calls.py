@@ -133,8 +133,10 @@ class CallController:
     def on_invite(self, req: Request, peer: Peer, now: float) -> Response | None:
         if req.call_id in self.calls:  # a second INVITE of a call we already have
             return make_response(req, 482, "Loop Detected", to_tag=new_tag())
-        if not req.contacts:  # RFC 3261 8.1.1.8; read now, not when the answer comes
-            return make_response(req, 400, "Missing Contact", to_tag=new_tag())
+        # What the A-leg dialog will be made of (RFC 3261 8.1.1.3, 8.1.1.8): read now,
+        # not when the answer comes and the INVITE could no longer be refused.
+        if not req.contacts or req.from_tag is None:
+            return make_response(req, 400, "Missing Contact or From tag", to_tag=new_tag())
         dialed = req.request_uri.user or ""
         origin = self.lines.origin(req, peer) if self.lines is not None else None
         if origin is not None:

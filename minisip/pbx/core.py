@@ -126,7 +126,9 @@ class Pbx:
 
         Scanners get nothing at all. A REGISTER without credentials gets its 401
         statelessly, the RFC's own example: half of all registration traffic then
-        never creates a transaction that would live for Timer J (32 s).
+        never creates a transaction that would live for Timer J (32 s). So does an
+        OPTIONS outside a dialog: the keep-alive ping phones and proxies send every
+        few seconds leaves no state behind.
         """
         agent = req.headers.get("User-Agent")
         if is_scanner(agent):
@@ -134,6 +136,9 @@ class Pbx:
             self._scanner_event(peer, agent or "", now)
             return DROP
         try:
+            if req.method == "OPTIONS" and req.to_tag is None \
+                    and self._methods.get("OPTIONS") == self.options:
+                return self._precheck(req) or self.options(req, peer, now)
             if req.method == "REGISTER" and "authorization" not in req.headers:
                 return self._precheck(req) or self.registrar.handle(req, peer, now)
             if (req.method == "INVITE" and req.to_tag is None and self.calls is not None
@@ -208,7 +213,7 @@ class Pbx:
             return
         on_response, leg = entry
         if on_response is not None:  # a request nobody answered is a 408 to its sender
-            on_response(leg, _timeout_response(leg), event.key)
+            on_response(leg, _local_response(leg, 408, "Request Timeout"), event.key)
 
     def _on_transport_failure(self, event: ev.TransportFailure, now: float) -> None:
         """RFC 3261 8.1.3.1: a request we sent failed like a timeout (the caller of
@@ -217,7 +222,12 @@ class Pbx:
             if self.calls is not None:
                 self.calls.on_caller_lost(event.key)
             return
-        self._on_timeout(event, now)
+        entry = self._client.pop(event.key, None)
+        if entry is None:
+            return
+        on_response, leg = entry
+        if on_response is not None:
+            on_response(leg, _local_response(leg, 503, "Service Unavailable"), event.key)
 
     def _on_terminated(self, event: ev.TransactionTerminated, now: float) -> None:
         self._client.pop(event.key, None)
@@ -267,9 +277,11 @@ def _ignore(event: Any, now: float) -> None:
     pass
 
 
-def _timeout_response(leg: Any) -> Response:
+def _local_response(leg: Any, status: int, reason: str) -> Response:
+    """The response a request's sender hears when none came (RFC 3261 8.1.3.1: a
+    timeout is a 408, a transport failure a 503)."""
     invite = getattr(leg, "invite", None)
-    resp = Response(408, "Request Timeout")
+    resp = Response(status, reason)
     if invite is not None:
         for name in ("Via", "From", "To", "Call-ID"):
             for v in invite.headers.get_all(name):

@@ -411,11 +411,13 @@ class UacCall:
     def _dialog(self) -> Dialog | None:
         if self.dialog is None and self.invite is not None:
             for r in self.responses():
-                if r.to_tag and r.contacts and r.status < 300 and r.cseq[0] == self.cseq:
-                    try:
-                        self.dialog = Dialog.as_uac(self.invite, r, self.phone.peer)
-                    except BadMessage:
+                try:  # (a 400 to a mangled request echoes mangled headers)
+                    if not (r.to_tag and r.contacts and r.status < 300
+                            and r.cseq[0] == self.cseq):
                         continue
+                    self.dialog = Dialog.as_uac(self.invite, r, self.phone.peer)
+                except BadMessage:
+                    continue
                     self.dialog.contact = self.phone.contact
                     self.dialog.local_cseq = self.cseq
                     break

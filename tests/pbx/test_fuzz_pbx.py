@@ -230,7 +230,7 @@ class Play:
             self.h.disconnect(self.bob_tcp)
 
 
-FUZZ = settings(max_examples=3000, deadline=None, derandomize=False,
+FUZZ = settings(max_examples=300, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 
