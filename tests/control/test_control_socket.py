@@ -329,3 +329,17 @@ async def test_a_row_with_no_json_form_ends_the_listing_with_an_error(server: Se
             with pytest.raises(ControlError, match="not JSON"):
                 await conn.request("bad_listing")
             assert await conn.request("ping") == "pong"
+
+
+async def test_a_handler_exception_is_a_fault_the_server_counts(nursery: trio.Nursery,
+                                                                sock_path: Path) -> None:
+    from minisip.faults import Faults
+    faults = Faults()
+    await nursery.start(partial(serve_control, sock_path, HANDLERS, EventBus(),
+                                on_fault=faults.record))
+    with trio.fail_after(5):
+        with pytest.raises(ControlError):
+            await client.request(sock_path, "explode")
+        assert await client.request(sock_path, "ping") == "pong"
+    assert faults.count == 1 and faults.by_kind == {"control": 1}
+    assert faults.last is not None and "disk on fire" in faults.last.text

@@ -30,7 +30,8 @@ SEEDS = [
     # issue 8's crash inputs: non-ASCII digits where numbers belong
     b"v=0\r\no=- 1 \xc2\xb2 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
     b"m=audio 4000 RTP/AVP 0\r\na=ptime:\xc2\xb2\r\na=rtpmap:\xc2\xb2 PCMU/8000\r\n",
-    b"v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio \xc2\xb20000 RTP/AVP 0\r\n",
+    b"v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+    b"m=audio \xc2\xb20000 RTP/AVP 0\r\n",
 ]
 INSERTS = [b"\r\n", b" ", b":", b"/", b"=", b"0", b"\xc2\xb2", b"\xd9\xa3", b"-1", b"99999999",
            b"m=audio 1 RTP/AVP 0\r\n", b"c=IN IP6 ::\r\n", b"a=rtcp:", b"a=rtpmap:",

@@ -38,6 +38,7 @@ from minisip.sip.peer import Peer
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PBX_HOST = "192.0.2.1"  #: the PBX's address as phones see it (no socket behind it)
+PBX_HOST6 = "2001:db8::1"  #: ... and over IPv6
 PBX_PORT = 5060
 
 Message = Request | Response
@@ -126,6 +127,8 @@ class Harness:
         self.unparsed: list[tuple[bytes, Peer]] = []  #: sent, but not a whole SIP message
         for transport in ("udp", "tcp", "tls"):
             self.driver.add_sender(transport, FakeListener(self, transport))
+        self.driver.add_sender("udp", FakeListener(self, "udp", PBX_HOST6))
+        self.server.calls.flush = self.driver.flush  # as Server.run wires it
         if not relay:  # media relays bind real sockets (and read trio's clock): only where
             self.server.calls.media_io = None  # a test asks, inside trio.run
         self.t1 = self.server.holder.current.system.timers.t1

@@ -26,7 +26,8 @@ from tests.pbx.harness import Harness, Mutate, Phone, UacCall, UasCall, sdp
 BAD_BODIES = [
     sdp("198.51.100.99").replace(b"a=sendrecv", b"a=ptime:\xc2\xb2"),
     sdp("198.51.100.99").replace(b"m=audio 4000", b"m=audio \xc2\xb20000"),
-    sdp("198.51.100.99").replace(b"a=rtpmap:101 telephone-event/8000", b"a=rtpmap:\xc2\xb2 x/\xc2\xb2"),
+    sdp("198.51.100.99").replace(b"a=rtpmap:101 telephone-event/8000",
+                                 b"a=rtpmap:\xc2\xb2 x/\xc2\xb2"),
     sdp("198.51.100.99").replace(b"o=phone 1 1", b"o=phone 1 \xc2\xb2"),
     sdp("10.0.0.10", direction="sendonly"),  # looks NATed: relays when relay is on
     sdp("0.0.0.0"),

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from minisip.sip.message import Request
+from minisip.sip.peer import Peer
 from minisip.transaction import events as ev
 from minisip.transaction.keys import ServerKey
 from minisip.transaction.layer import TransactionLayer
@@ -291,3 +292,36 @@ def test_timers_armed_with_time_going_backwards_still_fire_in_order() -> None:
     assert layer.get_timer() == 42.0
     layer.handle_timer(50.0)
     assert layer.next_events() == [ev.TransactionTimeout(late), ev.TransactionTerminated(late)]
+
+
+def test_a_final_response_only_if_the_transaction_has_none_yet() -> None:
+    layer = TransactionLayer()
+    req = request("INVITE", branch="z9hG4bK-u1")
+    layer.receive(req, UDP, 0.0)
+    layer.data_to_send()
+    assert layer.answer_if_unanswered(response(req, 500), 0.0)
+    assert start_lines(layer.data_to_send()) == ["SIP/2.0 500 Server Internal Error"]
+    assert not layer.answer_if_unanswered(response(req, 500), 0.1)  # answered: nothing more
+    assert layer.data_to_send() == [] and layer.counters.responses_dropped == 0
+
+
+def test_a_response_that_cannot_be_sent_is_counted_not_raised() -> None:
+    layer = TransactionLayer()
+    no_via = response(request("OPTIONS", branch="z9hG4bK-nv"), 200)
+    no_via.headers.remove("Via")
+    layer.send_response(no_via, 0.0)  # no transaction, and nowhere to send it
+    bad_rport = response(request("OPTIONS", branch="z9hG4bK-rp"), 200)
+    bad_rport.headers.set_first("Via", "SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK-rp;rport=abc")
+    layer.send_response(bad_rport, 0.0)
+    assert layer.counters.responses_dropped == 1
+    assert [p for _, p in layer.data_to_send()] == [Peer("udp", "192.0.2.10", 5070)]
+
+
+def test_a_transport_error_towards_a_udp_peer_fails_its_client_transactions() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS", branch="z9hG4bK-c1"), UDP, 0.0)
+    layer.send_request(request("OPTIONS", branch="z9hG4bK-c2"), UDP2, 0.0)
+    layer.next_events()
+    layer.transport_error(UDP, 0.1)
+    assert event_names(layer) == ["TransportFailure", "TransactionTerminated"]
+    assert layer.counters.nict == 1  # the one towards UDP2 lives on

@@ -33,8 +33,9 @@ class FakeUdp:
     def overloaded(self) -> bool:
         return self.busy
 
-    def send(self, data: bytes, peer: Peer) -> None:
+    def send(self, data: bytes, peer: Peer) -> bool:
         self.sent.append(data)
+        return True
 
 
 def driver(busy: bool = False) -> tuple[SipDriver, FakeUdp, list[float]]:
@@ -99,3 +100,108 @@ def test_overload_is_a_delay_held_over_a_window(looks: list[tuple[float, float]]
     for now, delay in looks:
         det.observe(delay, now)
     assert det.overloaded(looks[-1][0]) is overloaded
+
+
+# -- the error boundary, transport failures ------------------------------------------------------
+
+def test_a_fault_in_the_tu_answers_500_counts_it_and_runs_the_events_queued_behind() -> None:
+    layer = TransactionLayer()
+    handled: list[str] = []
+
+    def on_events(now: float) -> None:  # the TU: one request makes it raise, once
+        for event in layer.next_events():
+            handled.append(type(event).__name__)
+            if len(handled) == 1:
+                raise KeyError("a bug")
+
+    d = SipDriver(layer, on_events, lambda: None, clock=lambda: 5.0)
+    udp = FakeUdp()
+    d.add_sender("udp", udp)
+    d.on_message(request("OPTIONS"), PEER)
+    d.flush()
+    assert d.faults.count == 1 and d.faults.last is not None
+    assert d.faults.last.kind == "sip" and "KeyError" in d.faults.last.text
+    assert [m.split(b"\r\n")[0] for m in udp.sent] == [b"SIP/2.0 500 Server Internal Error"]
+    d.on_message(request("OPTIONS").replace(b"z9hG4bKd1", b"z9hG4bKd2")
+                 .replace(b"Call-ID: d1", b"Call-ID: d2"), PEER)
+    assert d.faults.count == 1 and len(handled) == 2  # the next message is served
+
+
+def test_a_fault_in_one_timer_source_leaves_the_others_firing() -> None:
+    fired: list[float] = []
+
+    class Broken:
+        def get_timer(self) -> float | None:
+            return 1.0
+
+        def handle_timer(self, now: float) -> None:
+            raise ValueError("bug")
+
+    class Fine:
+        def get_timer(self) -> float | None:
+            return 1.0
+
+        def handle_timer(self, now: float) -> None:
+            fired.append(now)
+
+    d, udp, seen = driver()
+    d.clock = lambda: 2.0
+    d.mono_timers += [Broken(), Fine()]
+    d.fire_timers(2.0)
+    assert fired == [2.0] and d.faults.by_kind == {"timer": 1}
+
+
+@dataclass
+class FakeStream:
+    host: str = "0.0.0.0"
+    port: int = 5060
+    connected: set[Peer] = field(default_factory=set)
+    sent: list[bytes] = field(default_factory=list)
+
+    def send(self, data: bytes, peer: Peer) -> bool:
+        if peer not in self.connected:
+            return False
+        self.sent.append(data)
+        return True
+
+
+def test_a_request_to_a_peer_without_connection_fails_its_transaction_at_once() -> None:
+    from minisip.sip.message import Request
+    from minisip.transaction import events as ev
+
+    layer = TransactionLayer()
+    got: list[object] = []
+    d = SipDriver(layer, lambda now: got.extend(layer.next_events()), lambda: None,
+                  clock=lambda: 1.0)
+    d.add_sender("tcp", FakeStream())
+    peer = Peer("tcp", "192.0.2.9", 40000)
+    req = Request("INVITE", "sip:101@192.0.2.9", [
+        ("Via", "SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKx1"), ("From", "<sip:a@b>;tag=1"),
+        ("To", "<sip:101@b>"), ("Call-ID", "c1"), ("CSeq", "1 INVITE")])
+    layer.send_request(req, peer, 1.0)
+    d.flush()
+    assert d.send_failures == 1 and layer.counters.ict == 0
+    assert [type(e) for e in got] == [ev.TransportFailure, ev.TransactionTerminated]
+
+
+def test_a_lost_connection_removes_the_server_transactions_on_it() -> None:
+    layer = TransactionLayer()
+    d = SipDriver(layer, lambda now: layer.next_events(), lambda: None, clock=lambda: 1.0)
+    stream = FakeStream()
+    d.add_sender("tcp", stream)
+    peer = Peer("tcp", "192.0.2.9", 40000)
+    stream.connected.add(peer)
+    d.on_message(request("INVITE").replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), peer)
+    d.flush()
+    assert layer.counters.ist == 1 and stream.sent  # 100 Trying went out
+    stream.connected.clear()
+    d.connection_lost(peer)
+    assert layer.counters.ist == 0 and layer.counters.transport_failures == 1
+
+
+@pytest.mark.parametrize("ping", [b"\r\n\r\n", b"\r\n", b""])
+def test_udp_crlf_keepalives_are_neither_answered_nor_bad(ping: bytes) -> None:
+    d, udp, seen = driver()
+    d.clock = lambda: 0.0
+    d.on_message(ping, PEER)
+    assert d.keepalives == 1 and d.bad_messages == 0 and not udp.sent and not seen
