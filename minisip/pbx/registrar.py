@@ -8,6 +8,7 @@ REGISTER cannot enumerate users), then the AOR, then each Contact.
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from ..sip.message import MAX_EXPIRES, Request, Response, make_response, new_tag
 from ..sip.peer import Peer
 from .guard import AuthGuard, security_event
 from .location import Binding, LocationService
+
+#: RFC 3261 25.1 qvalue: 0 to 1 with at most three decimals, ASCII digits only
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +132,9 @@ class Registrar:
                 return make_response(req, 423, to_tag=new_tag(),
                                      headers=[("Min-Expires", str(policy.min_expires))])
             q = contact.params.get("q")
-            try:
-                qv = float(q) if q else None
-            except ValueError:
-                raise BadMessage("Bad Contact q parameter") from None
+            if q and not _QVALUE.fullmatch(q):  # RFC 3261 25.1; float() took "nan", "1e9"...
+                raise BadMessage("Bad Contact q parameter")
+            qv = float(q) if q else None
             key = str(contact.uri)
             old = existing.get(key)
             if old is not None and old.call_id == call_id and old.cseq >= cseq:

@@ -232,3 +232,15 @@ def test_callee_whose_tcp_connection_is_gone_fails_at_once(idle_server: ServerPr
     st = status(server)
     assert st["counters"]["transport_failures"] >= 1
     alive(server)
+
+
+def test_crlf_keepalives_over_udp_are_counted_as_such_not_as_bad(server: ServerProcess) -> None:
+    import socket
+    before = status(server)["counters"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for ping in (b"\r\n\r\n", b"\r\n"):
+            s.sendto(ping, ("127.0.0.1", server.port))
+    alive(server)  # after our pings, in order on the same socket
+    after = status(server)["counters"]
+    assert after["keepalives"] == before["keepalives"] + 2
+    assert after["bad_messages"] == before["bad_messages"]

@@ -174,3 +174,18 @@ def test_bindings_survive_a_restart(tmp_path) -> None:  # type: ignore[no-untype
     again = LocationService(db)
     assert [b.contact for b in again.bindings("100")] == ["sip:100@192.0.2.10:5062"]
     assert again.bindings("100")[0].source == PEER
+
+
+@pytest.mark.parametrize("params, ok", [
+    (";expires=600;q=0.5", True), (";q=1.000", True), (";q=0", True),
+    (";expires=\u00b2", False), (";expires=-1", False), (";expires=1_0", False),
+    (";q=nan", False), (";q=2", False), (";q=0.12345", False), (";q=\u00b9", False),
+])
+def test_contact_expires_and_q_are_ascii_numbers_in_range(registrar: Registrar, params: str,
+                                                         ok: bool) -> None:
+    phone = Phone(registrar, "100", "100")
+    if ok:
+        assert phone.register(contact=f"<{phone.contact}>{params}").status == 200
+    else:
+        with pytest.raises(BadMessage):
+            phone.register(contact=f"<{phone.contact}>{params}")
