@@ -143,7 +143,7 @@ class Leg:
     challenges: int = 0  #: 401/407 answered on this leg
     slot: bool = False  #: holds a slot of its line or trunk (given back when it ends)
 
-    def target(self) -> Peer:
+    def destination(self) -> Peer:
         """Where in-dialog requests to this leg go: its dialog's route set or remote
         target (RFC 3261 12.2.1.1); ``peer`` is where this leg's party is heard from."""
         return self.dialog.destination(self.peer) if self.dialog is not None else self.peer
@@ -506,7 +506,7 @@ class Call:
         if leg.dialog is None:
             return
         rack = f"{resp.headers.get('RSeq')} {resp.cseq[0]} {resp.cseq[1]}"
-        dest = leg.target()
+        dest = leg.destination()
         via, _ = self.pbx.local_via_contact(dest, self.caller)
         req = leg.dialog.new_request("PRACK", via=via, headers=[("RAck", rack)])
         self.pbx.send_request(req, dest, None, leg)
@@ -722,7 +722,7 @@ class Call:
             answered = self._media_request(leg, other, req)
             if answered is not None:
                 return answered
-        dest = other.target()
+        dest = other.destination()
         via, _ = self.pbx.local_via_contact(dest, self.caller)
         fwd = other.dialog.new_request(req.method, via=via, body=self._sdp(leg.side, req.body),
                                        headers=relayed_headers(req))
@@ -792,7 +792,7 @@ class Call:
         if other is None or other.dialog is None or self.state is not CallState.TALKING:
             return
         ctype, body = make_info(digit.digit, digit.duration_ms)
-        dest = other.target()
+        dest = other.destination()
         via, _ = self.pbx.local_via_contact(dest, self.caller)
         req = other.dialog.new_request("INFO", via=via, body=body,
                                        headers=[("Content-Type", ctype)])
@@ -848,7 +848,7 @@ class Call:
         if leg.dialog is None or leg.state is LegState.GONE:
             return
         leg.state = LegState.GONE
-        dest = leg.target()
+        dest = leg.destination()
         via, _ = self.pbx.local_via_contact(dest, self.caller)
         self.pbx.send_request(leg.dialog.new_request("BYE", via=via), dest, None, leg)
 

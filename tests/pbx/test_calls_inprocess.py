@@ -120,7 +120,7 @@ def test_a_6xx_ends_the_search_and_cancels_the_rest(h: Harness) -> None:
     call = alice.call("101")
     desk.incoming().ring()  # type: ignore[union-attr]
     mobile.incoming().respond(603)  # type: ignore[union-attr]
-    assert call.final().status == 603  # type: ignore[union-attr]
+    assert call.final().status == 486  # type: ignore[union-attr]  # declined reads as busy
     assert desk.requests("CANCEL")
     call.ack()
     idle(h)
@@ -330,12 +330,13 @@ def test_a_callee_target_refresh_moves_in_dialog_requests(h: Harness) -> None:
 
 # -- transport failures: RFC 3261 8.1.3.1 ------------------------------------------------------
 
-def test_a_device_whose_connection_is_gone_fails_at_once_with_503(h: Harness) -> None:
+def test_a_device_whose_connection_is_gone_fails_at_once(h: Harness) -> None:
     alice, = registered(h, "100")
     bob, = registered(h, "101", transport="tcp")
     h.connected.discard(bob.peer)  # the connection closed; the registration stays
     call = alice.call("101")
-    assert call.final().status == 503  # type: ignore[union-attr]
+    # RFC 3261 8.1.3.1: the B-leg hears 503; the plan reads it as unreachable: 480
+    assert call.final().status == 480  # type: ignore[union-attr]
     assert h.layer.counters.transport_failures == 1
     call.ack()
     idle(h)
@@ -361,7 +362,7 @@ def test_a_device_connection_lost_while_ringing_fails_its_fork(h: Harness) -> No
     call = alice.call("101")
     bob.incoming().ring()  # type: ignore[union-attr]
     h.disconnect(bob)
-    assert call.final().status == 503  # type: ignore[union-attr]
+    assert call.final().status == 480  # type: ignore[union-attr]
     call.ack()
     idle(h)
 
