@@ -83,9 +83,12 @@ def mutations(draw: st.DrawFn) -> Mutate | None:
 
 body = st.one_of(st.none(), st.sampled_from(BAD_BODIES))
 headers = st.one_of(st.just([]), st.sampled_from(BAD_HEADERS))
+#: who is called: 101 (two devices, forwarding busy and no-answer calls to 102), 102
+#: itself, a feature code (an app: minisip answers), a number nobody has
+NUMBERS = st.sampled_from(["101", "101", "101", "102", "*78", "555"])
 ACTIONS = st.one_of(
-    st.tuples(st.just("invite"), body, headers, mutations()),
-    st.tuples(st.just("respond"), st.integers(0, 1),
+    st.tuples(st.just("invite"), body, headers, mutations(), NUMBERS),
+    st.tuples(st.just("respond"), st.integers(0, 2),
               st.sampled_from([100, 180, 183, 200, 200, 486, 603, 404, 500]),
               st.booleans(), body, headers, mutations()),
     st.tuples(st.just("ack"), mutations()),
@@ -93,9 +96,9 @@ ACTIONS = st.one_of(
     st.tuples(st.just("caller_request"),
               st.sampled_from(["BYE", "INVITE", "INFO", "UPDATE", "PRACK", "MESSAGE",
                                "OPTIONS", "NOTIFY"]), body, headers, mutations()),
-    st.tuples(st.just("callee_request"), st.integers(0, 1),
+    st.tuples(st.just("callee_request"), st.integers(0, 2),
               st.sampled_from(["BYE", "INVITE", "INFO", "UPDATE"]), body, headers, mutations()),
-    st.tuples(st.just("answer_pbx"), st.integers(0, 2), st.sampled_from([200, 481, 500]),
+    st.tuples(st.just("answer_pbx"), st.integers(0, 3), st.sampled_from([200, 481, 500]),
               mutations()),
     st.tuples(st.just("advance"), st.sampled_from([0.1, 0.6, 4.0, 33.0])),
     st.tuples(st.just("disconnect")),
@@ -166,12 +169,13 @@ class Play:
         self.alice = h.phone("100")
         self.bob = h.phone("101")
         self.bob_tcp = h.phone("101", transport="tcp")
-        for p in (self.alice, self.bob, self.bob_tcp):
+        self.carol = h.phone("102")
+        for p in (self.alice, self.bob, self.bob_tcp, self.carol):
             assert p.register().status == 200
         self.calls: list[UacCall] = []
 
     def devices(self) -> list[Phone]:
-        return [self.bob, self.bob_tcp]
+        return [self.bob, self.bob_tcp, self.carol]
 
     def leg(self, device: int) -> UasCall | None:
         return self.devices()[device].incoming()
@@ -180,9 +184,9 @@ class Play:
         name, *args = action
         getattr(self, name)(*args)
 
-    def invite(self, body: bytes | None, hdrs: list[tuple[str, str]], mutate: Mutate | None
-               ) -> None:
-        self.calls.append(self.alice.call("101", body=body, headers=hdrs, mutate=mutate))
+    def invite(self, body: bytes | None, hdrs: list[tuple[str, str]], mutate: Mutate | None,
+               number: str = "101") -> None:
+        self.calls.append(self.alice.call(number, body=body, headers=hdrs, mutate=mutate))
 
     def respond(self, device: int, status: int, reliable: bool, body: bytes | None,
                 hdrs: list[tuple[str, str]], mutate: Mutate | None) -> None:
@@ -216,7 +220,7 @@ class Play:
 
     def answer_pbx(self, who: int, status: int, mutate: Mutate | None) -> None:
         """A party answers the last request the PBX sent it (a relayed BYE, re-INVITE...)."""
-        phone = [self.alice, self.bob, self.bob_tcp][who]
+        phone = [self.alice, self.bob, self.bob_tcp, self.carol][who]
         reqs = [r for r in phone.requests() if r.method != "ACK"]
         if reqs:
             req = reqs[-1]
@@ -246,7 +250,9 @@ def test_no_exception_escapes_and_every_call_ends(tmp_path_factory: pytest.TempP
 
 def play_and_settle(tmp_path: Path, actions: list[tuple[Any, ...]], relay: bool = False
                     ) -> None:
-    h = Harness(tmp_path, users={"100": {"max_duration": 60}},
+    forward = '{enabled: true, number: "102"}'
+    h = Harness(tmp_path, users={"100": {"max_duration": 60},
+                                 "101": {"forward_busy": forward, "forward_no_answer": forward}},
                 system={"relay_media": "always" if relay else "auto"}, relay=relay)
 
     def play() -> None:
