@@ -109,6 +109,13 @@ class ServerCollector(Collector):
                        s.driver.shed)
         yield _counter("minisip_bad_messages", "messages that did not parse",
                        s.driver.bad_messages)
+        faults = CounterMetricFamily("minisip_faults", "exceptions caught at an entry point "
+                                     "(the server carried on), by where", labels=["kind"])
+        for kind in ("sip", "timer", "media", "control"):
+            faults.add_metric([kind], s.faults.by_kind.get(kind, 0))
+        yield faults
+        yield _counter("minisip_transport_failures", "transactions failed by a send error or "
+                       "a lost connection", layer.transport_failures)
         relayed = calls.relayed_totals()
         for key, doc in (("packets", "RTP packets relayed"), ("bytes", "RTP bytes relayed"),
                          ("lost", "RTP packets lost before reaching the relay")):

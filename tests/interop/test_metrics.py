@@ -18,7 +18,8 @@ EXPECTED = ["minisip_registered_devices", "minisip_registrations_total",
             "minisip_transactions{kind=\"ist\"}", "minisip_retransmissions_sent_total",
             "minisip_shed_requests_total", "minisip_relay_packets_total",
             "minisip_loop_lag_seconds_bucket", "minisip_config_reloads_total",
-            "minisip_auth_challenges_total"]
+            "minisip_auth_challenges_total", "minisip_faults_total{kind=\"sip\"}",
+            "minisip_transport_failures_total"]
 
 
 def scrape(port: int) -> str:
@@ -71,6 +72,7 @@ def test_metrics_are_scraped_while_calls_run(tmp_path: Path) -> None:
         assert value(text, 'minisip_calls_ended_total{cause="normal"}') == 6
         assert value(text, "minisip_calls_completed_total") == 6
         assert value(text, 'minisip_calls{state="talking"}') == 0
+        assert value(text, 'minisip_faults_total{kind="sip"}') == 0
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{mport}/other", timeout=5)
     finally:
