@@ -44,3 +44,12 @@ def test_rport_that_is_no_number_falls_back_to_the_via_port() -> None:
 def test_dtmf_info_with_a_non_ascii_digit_is_a_bad_message(body: bytes) -> None:
     with pytest.raises(BadMessage):
         parse_info_untrusted("application/dtmf-relay", body)
+
+
+def test_a_providers_numbers_are_ascii_digits_too() -> None:
+    from minisip.pbx.lines.registration import _seconds, granted_expires
+    assert _seconds("\u00b2") is None and _seconds(" 30 ") == 30 and _seconds(None) is None
+    resp = Response(200, headers=[("Contact", "<sip:a@b>;expires=\u00b2"), ("Expires", "60")])
+    assert granted_expires(resp, "sip:a@b", 300) == 60
+    resp = Response(200, headers=[("Contact", "<sip:a@b>;expires=120")])
+    assert granted_expires(resp, "sip:a@b", 300) == 120

@@ -29,8 +29,9 @@ from typing import Any
 
 from ...config.schema import Line
 from ...sip.digest import authorization_for
+from ...sip.digits import is_digits
 from ...sip.errors import BadMessage
-from ...sip.message import Request, Response, new_call_id, new_tag
+from ...sip.message import MAX_EXPIRES, Request, Response, new_call_id, new_tag
 from ...sip.peer import Peer
 from ..timers import Timer
 from .outgoing import auth_username, first_hop, hostport, outbound_proxy_route
@@ -77,13 +78,19 @@ def retry_delay(failures: int, status: int, retry_after: int | None = None,
     return min(RETRY_MAX, base * 2 ** max(0, failures - 1)) * jitter
 
 
+def _seconds(value: str | None) -> int | None:
+    """A delta-seconds header value (Min-Expires, Retry-After), ASCII digits only."""
+    v = (value or "").strip()
+    return min(int(v), MAX_EXPIRES) if is_digits(v) and len(v) <= 10 else None
+
+
 def granted_expires(resp: Response, contact_uri: str, asked: int) -> int:
     """The expiry the provider granted our Contact (RFC 3261 10.2.4)."""
     try:
         for c in resp.contacts:
             value = c.params.get("expires") or ""
-            if str(c.uri) == contact_uri and value.isdigit():
-                return int(value)
+            if str(c.uri) == contact_uri and is_digits(value):
+                return min(int(value), MAX_EXPIRES) if len(value) <= 10 else MAX_EXPIRES
         if resp.expires is not None:
             return resp.expires
     except BadMessage:
@@ -199,13 +206,13 @@ class LineRegistration:
             return
         if 200 <= resp.status < 300:
             self._registered(granted_expires(resp, self._contact, asked))
-        elif resp.status == 423 and (resp.headers.get("Min-Expires") or "").isdigit():
-            self._asked = int(resp.headers.get("Min-Expires") or 0)
+        elif resp.status == 423 and _seconds(resp.headers.get("Min-Expires")) is not None:
+            self._asked = _seconds(resp.headers.get("Min-Expires")) or 0
             self._send(self._asked)
         else:
-            retry = resp.headers.get("Retry-After") or ""
+            retry = (resp.headers.get("Retry-After") or "").split()
             self._fail(resp.status, f"{resp.status} {resp.reason}",
-                       int(retry.split()[0]) if retry[:1].isdigit() else None)
+                       _seconds(retry[0]) if retry else None)
 
     def _answer(self, resp: Response, expires: int) -> bool:
         """Resend with credentials for ``resp``'s challenge. False when we must not
