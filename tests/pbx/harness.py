@@ -109,9 +109,14 @@ def _edit_yaml(path: Path, edits: dict[str, Any], *, user: str | None = None) ->
 
 class Harness:
     def __init__(self, tmp_path: Path, *, system: dict[str, Any] | None = None,
-                 users: dict[str, dict[str, Any]] | None = None, relay: bool = False) -> None:
+                 users: dict[str, dict[str, Any]] | None = None, relay: bool = False,
+                 files: dict[str, str] | None = None) -> None:
+        """``system``/``users``: keys to set; ``files``: whole config files to write
+        (``{"lines.yaml": "lines: ..."}``); ``relay``: real media relays (inside trio)."""
         config_dir = tmp_path / "configs"
         shutil.copytree(CONFIGS, config_dir)
+        for name, text in (files or {}).items():
+            (config_dir / name).write_text(text)
         _edit_yaml(config_dir / "system.yaml", system or {})
         for user, items in (users or {}).items():
             _edit_yaml(config_dir / "users.yaml", items, user=user)
@@ -131,6 +136,7 @@ class Harness:
             self.driver.add_sender(transport, FakeListener(self, transport))
         self.driver.add_sender("udp", FakeListener(self, "udp", PBX_HOST6))
         self.server.calls.flush = self.driver.flush  # as Server.run wires it
+        self.server.lines.flush = self.driver.flush
         if not relay:  # media relays bind real sockets (and read trio's clock): only where
             self.server.calls.media_io = None  # a test asks, inside trio.run
         self.t1 = self.server.holder.current.system.timers.t1
@@ -159,6 +165,13 @@ class Harness:
         ep = getattr(self.server.media_io, "_ep", None)
         if ep is not None:
             ep.close()
+
+    def start_lines(self) -> None:
+        """What Server.run does once serving: lines and trunks follow the configuration
+        (registrations start). Their hosts must be IP literals: no DNS here."""
+        self.server.lines.configure(self.server.holder.current)
+        self.driver.flush()
+        self.pump()
 
     # -- phones ------------------------------------------------------------------------
     def phone(self, user: str, password: str | None = None, *, transport: str = "udp",
