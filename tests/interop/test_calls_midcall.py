@@ -202,7 +202,7 @@ def test_update_is_relayed(any_server: ServerProcess, tmp_path: Path) -> None:
 
 def test_out_of_dialog_keepalives_and_unknown_dialog(server: ServerProcess,
                                                      tmp_path: Path) -> None:
-    """Without a To tag: OPTIONS 200, INFO 481 (RFC 6086 4.2.1), MESSAGE 405 (no service
+    """Without a To tag: OPTIONS 200, INFO 481 (RFC 6086 4.2.1), REFER 405 (no service
     takes it yet). BYE and INVITE with a To tag that names no dialog: 481 (RFC 3261 12.2.2)."""
     r = run_sipp("mid_out_of_dialog.xml", server.port, timeout=10, workdir=tmp_path,
                  extra=TRACE)
