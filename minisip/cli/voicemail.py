@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .common import Target, emit_json, fail, request, table
+from .common import emit_json, fail, request, table, target, write
 
 if TYPE_CHECKING:
     from ..pbx.apps.mailbox import Mailbox, Message
 
-ConfigDir = Annotated[Path, typer.Option("--config-dir", envvar="MINISIP_CONFIG_DIR",
-                                         help="Directory of the YAML configuration.")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="MINISIP_DATA_DIR",
-                                                 help="Directory of live state.")]
+ConfigDir = Annotated[Optional[Path], typer.Option(
+    "--config-dir", help="Directory of the YAML configuration [default: configs].")]
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Directory of live state.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 MessageId = Annotated[int, typer.Argument(help="The message's id (see `voicemail list`).")]
 
@@ -30,10 +29,10 @@ voicemail_app = typer.Typer(no_args_is_help=True,
                             help="Voice messages: list, show, copy to a WAV file, delete.")
 
 
-def _mailbox(config_dir: Path, data_dir: Path | None) -> Mailbox:
+def _mailbox(ctx: typer.Context, config_dir: Path | None, data_dir: Path | None) -> Mailbox:
     from ..pbx.apps.mailbox import Mailbox
 
-    data = Target(config_dir, data_dir).data_dir
+    data = target(ctx, config_dir, data_dir).data_dir
     if not (data / "voicemail" / "voicemail.db").exists():
         fail(f"no voicemail in {data}")
     return Mailbox(data)
@@ -51,11 +50,11 @@ def _when(t: float) -> str:
 
 
 @voicemail_app.command("list")
-def list_(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
+def list_(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = None,
           user: Annotated[Optional[str], typer.Option(help="Only this user's mailbox.")] = None,
           json: Json = False) -> None:
     """Messages, oldest first: id, mailbox, caller, time, seconds, new or heard."""
-    box = _mailbox(config_dir, data_dir)
+    box = _mailbox(ctx, config_dir, data_dir)
     rows = [m.as_dict() for m in box.messages(user)]
     box.close()
     if json:
@@ -67,10 +66,10 @@ def list_(config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None,
 
 
 @voicemail_app.command()
-def show(message_id: MessageId, config_dir: ConfigDir = Path("configs"),
+def show(ctx: typer.Context, message_id: MessageId, config_dir: ConfigDir = None,
          data_dir: DataDir = None, json: Json = False) -> None:
     """One message: mailbox, caller, time, duration, heard, its file, its mail."""
-    box = _mailbox(config_dir, data_dir)
+    box = _mailbox(ctx, config_dir, data_dir)
     m = _message(box, message_id)
     info = m.as_dict()
     pending = box.pending_mail().get(m.id)
@@ -83,35 +82,35 @@ def show(message_id: MessageId, config_dir: ConfigDir = Path("configs"),
         return
     info["received"] = _when(m.received)
     for key, value in info.items():
-        typer.echo(f"{key + ':':<10} {value}")
+        write(f"{key + ':':<10} {value}")
 
 
 @voicemail_app.command()
-def play(message_id: MessageId,
+def play(ctx: typer.Context, message_id: MessageId,
          output: Annotated[Path, typer.Option("--output", "-o",
                                               help="WAV file to write (8 kHz mono).")],
-         config_dir: ConfigDir = Path("configs"), data_dir: DataDir = None) -> None:
+         config_dir: ConfigDir = None, data_dir: DataDir = None) -> None:
     """Copy a message's recording to a WAV file (for any audio player)."""
-    box = _mailbox(config_dir, data_dir)
+    box = _mailbox(ctx, config_dir, data_dir)
     m = _message(box, message_id)
     box.close()
     try:
         shutil.copyfile(m.path, output)
     except OSError as exc:
         fail(f"cannot write {output}: {exc}")
-    typer.echo(f"message {m.id} ({m.duration:.1f} s) written to {output}")
+    write(f"message {m.id} ({m.duration:.1f} s) written to {output}")
 
 
 @voicemail_app.command()
-def delete(message_id: MessageId, config_dir: ConfigDir = Path("configs"),
+def delete(ctx: typer.Context, message_id: MessageId, config_dir: ConfigDir = None,
            data_dir: DataDir = None) -> None:
     """Delete a message and its recording."""
-    target = Target(config_dir, data_dir)
-    gone = request(target, "voicemail_delete", {"id": message_id}, required=False)
+    gone = request(target(ctx, config_dir, data_dir), "voicemail_delete", {"id": message_id},
+                   required=False)
     if gone is None:  # no server (or it knows no such message): do it here
-        box = _mailbox(config_dir, data_dir)
+        box = _mailbox(ctx, config_dir, data_dir)
         found = box.delete(message_id)
         box.close()
         if found is None:
             fail(f"no message {message_id}")
-    typer.echo(f"message {message_id} deleted")
+    write(f"message {message_id} deleted")
