@@ -301,3 +301,22 @@ def test_the_attendant_sends_a_keyed_number_where_the_caller_could_dial(
         "  menu: {}": '  menu:\n    "1": {number: "700"}',
         "hunt_groups: {}": 'hunt_groups:\n  sales: {number: "700", members: ["101"]}'})
     assert destination(snap, "100", keyed) == where
+
+
+# -- what the message-summary package (MWI) gets --------------------------------------------
+
+def test_the_service_gives_mailbox_counts_and_tells_every_change(tmp_path: Path) -> None:
+    from minisip.pbx.apps.voicemail import VoicemailService
+    snap = snapshot_with(tmp_path)
+    (tmp_path / "data").mkdir()
+    vm = VoicemailService(tmp_path / "data", lambda: snap)
+    told: list[str] = []
+    vm.changed.append(told.append)  # what EventService.mwi_changed is wired to
+    assert vm.mailbox_counts("101") == (0, 0)
+    m = leave(vm.mailbox, "101", "100")
+    assert vm.mailbox_counts("101") == (1, 0) and told == ["101"]
+    vm.mailbox.mark_heard(vm.mailbox.get(m.id))  # type: ignore[arg-type]
+    assert vm.mailbox_counts("101") == (0, 1) and told == ["101", "101"]
+    vm.mailbox.delete(m.id)
+    assert vm.mailbox_counts("101") == (0, 0) and told == ["101"] * 3
+    vm.close()
