@@ -761,7 +761,7 @@ class Call:
                     media.start_music(other.side, hold_music(self.pbx.snapshot()))
             else:
                 media.stop_music(other.side)
-                if media.hold_only:  # resumed: the parties go back to direct media
+                if media.hold_only == leg.side:  # resumed: back to direct media
                     self.media = None
                     media.close()
         return None

@@ -326,7 +326,7 @@ class CallController:
             return None
         media = self._open_media(call, other.peer)
         if media is not None:
-            media.hold_only = True
+            media.hold_only = leg.side
             for side, sdp in bodies.items():  # where each party listens, and its codecs
                 media.sdp_from(side, sdp)
             log.info("call %s: held, the relay plays music on hold", call.a.invite.call_id)

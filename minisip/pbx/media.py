@@ -97,8 +97,9 @@ class CallMedia:
         self.address = {"A": a_address, "B": b_address}  # what each party is told
         self.spawn = spawn
         self.pacer = pacer
-        #: opened for a hold on a direct-media call: closed again on resume
-        self.hold_only = False
+        #: the side whose hold on a direct-media call opened this relay ("A"/"B"); its
+        #: resume closes it again. None: the call's media is relayed for good.
+        self.hold_only: str | None = None
         self.audio: dict[str, MediaDescription | None] = {"A": None, "B": None}
         self._music: dict[str, Track] = {}  # side hearing music -> its pacer track
         self._players: dict[str, Player] = {}

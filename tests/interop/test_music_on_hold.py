@@ -88,6 +88,10 @@ def test_the_held_party_moves_to_the_relay_hears_music_and_comes_back(
         off = (first + 160 * i) % (len(audio) - 160)
         assert r.packet.payload == audio[off:off + 160], f"frame {i} is not the music's next"
     assert media_of(server) is not None
+    # the held phone refreshes its session: only the holder's resume ends the hold
+    assert b.reinvite("sendrecv").status == 200, server.log()
+    still = b.received_rtp(0.5)
+    assert len(still) >= 20 and {r.source for r in still} == {relay}
 
     assert a.reinvite("sendrecv").status == 200, server.log()  # resume
     assert b.remote_sdp.rtp_address == (HOST, a.rtp_port), "media did not go direct again"
