@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """minisip as a party of calls: N voicemail recordings plus N attendant calls at once.
 
-    .venv/bin/python bench/apps.py [--calls 200] [--seconds 30]
+    .venv/bin/python bench/apps.py [--calls 200] [--seconds 30] [--realtime]
 
 minisip runs on CPU 0; this process, on CPU 1, plays 2 x N phones: one SIP
 socket for all of them (the callers are trusted by address: allowed_ips) and
@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import re
 import select
 import shutil
 import socket
@@ -35,6 +36,7 @@ import struct
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +64,7 @@ EVENT_PT = 101
 PTIME = 0.020
 
 
-def configure(config_dir: Path, n: int) -> None:
+def configure(config_dir: Path, n: int, metrics_port: int) -> None:
     callers = [f"{1000 + i}" for i in range(2 * n)]
     boxes = [f"{5000 + i}" for i in range(n)]
     lines = ["users:"]
@@ -78,6 +80,9 @@ def configure(config_dir: Path, n: int) -> None:
         assert old in text, old
         text = text.replace(old, new)
     services.write_text(text)
+    system = config_dir / "system.yaml"
+    system.write_text(system.read_text().replace("metrics_port: 0",
+                                                 f"metrics_port: {metrics_port}"))
     dialplan = config_dir / "dialplan.yaml"
     dialplan.write_text(dialplan.read_text().replace(
         "analyze_called: {}",
@@ -311,6 +316,16 @@ class Bench:
         return sum(1 for p in self.phones.values() if p.answered)
 
 
+def loop_lag(port: int) -> dict[str, float]:
+    """minisip_loop_lag_seconds: probes that woke later than each bound (cumulative
+    bucket counts turned into "over this bound"), and "+Inf" = all probes."""
+    text = urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5).read().decode()
+    buckets = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^minisip_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)}
+    total = buckets.get("+Inf", 0.0)
+    return {k: (total - v if k != "+Inf" else v) for k, v in buckets.items()}
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -325,12 +340,16 @@ def main() -> int:
                                                            "attendant calls")
     ap.add_argument("--seconds", type=float, default=30.0, help="measured window")
     ap.add_argument("--rate", type=float, default=100.0, help="new calls per second")
+    ap.add_argument("--realtime", action="store_true",
+                    help="run minisip with SCHED_FIFO priority (shows what other processes on "
+                         "a shared machine add to the timing)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="minisip-bench-apps-"))
     try:
         config_dir = tmp / "configs"
         shutil.copytree(REPO / "configs", config_dir)
-        configure(config_dir, args.calls)
+        metrics_port = free_port()
+        configure(config_dir, args.calls, metrics_port)
         (tmp / "data").mkdir()
         server = ServerProcess(config_dir, tmp / "data", free_port(), 0)
         server.start()
@@ -338,6 +357,8 @@ def main() -> int:
         pid = server.proc.pid
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(pid, {0})  # minisip on one core, the phones on the other
+        if args.realtime:  # as Asterisk's -p: other processes cannot delay the media
+            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(10))
             os.sched_setaffinity(0, {1})
         bench = Bench(server, args.calls)
         total = 2 * args.calls
@@ -351,9 +372,11 @@ def main() -> int:
         bench.loop(time.monotonic() + 8.0)  # ... every greeting and beep is over
         bench.measuring = True
         sent0 = bench.sent
+        lag0 = loop_lag(metrics_port)
         cpu0, w0 = cpu_seconds(pid), time.monotonic()
         bench.loop(w0 + args.seconds)
         cpu, window = cpu_seconds(pid) - cpu0, time.monotonic() - w0
+        lag = {k: v - lag0.get(k, 0) for k, v in loop_lag(metrics_port).items()}
         sent = bench.sent - sent0
         bench.measuring = False
         for p in bench.phones.values():  # '#' ends every message
@@ -387,6 +410,10 @@ def main() -> int:
               f"RFC 3550 jitter, worst stream {1e3 * max(s.jitter for s in rx):.2f} ms")
         print(f"messages stored: {len(durations)} of {args.calls}, "
               f"{min(durations, default=0):.1f}-{max(durations, default=0):.1f} s long")
+        slow = ", ".join(f"{n} over {k} s" for k, n in lag.items() if k != "+Inf" and n
+                         and float(k) >= 0.01)
+        print(f"minisip's event loop (a probe every 0.1 s): {int(lag.get('+Inf', 0))} probes, "
+              f"late wake-ups: {slow or 'none over 10 ms'}")
         if status:
             print(f"server counters: {status.get('counters')}")
         ok = (len(durations) == args.calls and lost == 0 and late == 0)

@@ -177,7 +177,8 @@ def test_mail_reaches_a_real_smtp_server(tmp_path: Path, monkeypatch: pytest.Mon
         kw = dict(smtp_username=login[0], smtp_password=login[1]) if login else {}
         mail.send(mail.compose(m, settings(server), wav=data), settings(server, **kw))
         (got,) = server.wait(1)
-        assert got["To"] == "bob@example.com"
+        assert got["To"] == "bob@example.com" and got["From"] == "pbx@example.com"
+        assert server.messages[0][:2] == ("pbx@example.com", ["bob@example.com"])  # envelope
         assert next(got.iter_attachments()).get_content() == data
         assert server.logins == ([login[0]] if login else [])
 
