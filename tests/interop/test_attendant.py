@@ -167,3 +167,20 @@ def test_prompts_speak_the_voice_prompts_language(tmp_path: Path, stack: ExitSta
     assert a.call("800").status == 200
     wait_heard(a, prompt_pcm("zh", "welcome")[:8000])
     assert a.bye().status == 200
+
+
+def test_a_trunk_whose_calls_go_to_the_attendant(tmp_path: Path, stack: ExitStack) -> None:
+    """An outside caller on a trunk with incoming.transfer_to: auto_attendant keys 101."""
+    server = app_server(tmp_path, {"100": "", "101": ""}, FAST)
+    carrier = stack.enter_context(PyPhone(server.port, "0211234", ""))
+    (server.config_dir / "trunks.yaml").write_text(
+        f"trunks:\n  carrier:\n    address: 127.0.0.1\n    port: {carrier.sip_port}\n"
+        "    incoming:\n      transfer_to: auto_attendant\n")
+    start(stack, server)
+    b = phone(stack, server, "101", register=True)
+    assert carrier.call("5550000").status == 200, server.log()  # trusted: no challenge
+    wait_playing(carrier)
+    key(carrier, "101#")
+    invite = b.answer_incoming()
+    assert invite.from_addr.uri.user == "0211234"
+    assert carrier.bye().status == 200
