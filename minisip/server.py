@@ -178,6 +178,7 @@ class Server:
         # the message waiting lamp: voicemail counts, the events framework notifies
         self.events.mailbox_counts = self.voicemail.mailbox_counts
         self.voicemail.changed.append(self.events.mwi_changed)
+        self.voicemail.flush = self.driver.flush
         self.driver.wall_timers.append(self.location)
         self.driver.mono_timers.append(self.pbx.timers)
         self.udp: list[UdpListener] = []

@@ -423,10 +423,6 @@ class PyPhone:
             assert hit is not None
             return hit
 
-    def wait_request(self, method: str, timeout: float = 10.0) -> Request:
-        """The first request of ``method`` received (a BYE from the server...)."""
-        return self.wait_requests(method, 1, timeout=timeout)[0]
-
     def received_infos(self) -> list[Request]:
         """The INFO requests received so far (each was answered 200)."""
         return [req for _, req in list(self.infos)]

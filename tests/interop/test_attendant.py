@@ -70,7 +70,7 @@ def test_a_caller_keying_101_is_connected_to_101(tmp_path: Path, stack: ExitStac
     assert len([r for r in a.rtp_log if r.packet.ssrc == b.ssrc]) >= 15
     assert b.dialog is not None and b.dialog.remote_uri.startswith("<sip:100@")
     assert a.bye().status == 200
-    b.wait_request("BYE")
+    b.wait_requests("BYE", 1)
 
 
 def test_a_wrong_number_hears_invalid_and_tries_again_with_sip_info(tmp_path: Path,
@@ -117,7 +117,7 @@ def test_attempts_run_out_and_the_caller_hears_goodbye(tmp_path: Path, stack: Ex
     assert a.call("800").status == 200
     wait_playing(a)
     key(a, "9#")  # invalid once; then silence: the second attempt
-    a.wait_request("BYE", timeout=30)
+    a.wait_requests("BYE", 1, timeout=30)
     said = pcm(heard(a))
     for prompt in ("invalid_number", "welcome", "goodbye"):
         assert prompt_pcm("en", prompt)[:8000] in said, prompt
@@ -136,7 +136,7 @@ def test_the_number_handed_on_keeps_its_services_voicemail_takes_it(tmp_path: Pa
     wait_quiet(a)
     a.send_audio(1.0)
     key(a, "#")
-    a.wait_request("BYE", timeout=20)
+    a.wait_requests("BYE", 1, timeout=20)
     r = server.cli("voicemail", "list", "--user", "101")
     assert r.returncode == 0 and " 100 " in r.stdout, r.stdout + r.stderr
 

@@ -7,6 +7,7 @@ it exactly, and so is what the user hears when listening to the message.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -88,6 +89,23 @@ def leave_message(caller: PyPhone, server: ServerProcess, number: str = "101",
     return said
 
 
+class Lamp:
+    """The message-summary NOTIFYs a phone gets for its subscription, one after another."""
+
+    def __init__(self, phone: PyPhone, call_id: str) -> None:
+        self.phone, self.call_id, self.seen = phone, call_id, 0
+
+    def next(self, timeout: float = 10.0) -> tuple[bytes, bytes]:
+        """(Messages-Waiting, Voice-Message counts) of the next NOTIFY."""
+        self.seen += 1
+        n = self.phone.wait_requests("NOTIFY", self.seen, call_id=self.call_id,
+                                     timeout=timeout)[-1]
+        waiting = re.search(rb"Messages-Waiting: (\w+)", n.body)
+        counts = re.search(rb"Voice-Message: (\d+/\d+)", n.body)
+        assert waiting and counts, n.body
+        return waiting.group(1), counts.group(1)
+
+
 # -- leave, mail, listen, delete -----------------------------------------------------------
 
 def test_a_message_is_recorded_mailed_heard_and_deleted(tmp_path: Path,
@@ -95,9 +113,15 @@ def test_a_message_is_recorded_mailed_heard_and_deleted(tmp_path: Path,
     smtp = stack.enter_context(MailServer(tmp_path))
     server = start(stack, app_server(tmp_path, {"100": "", "101": MAILBOX},
                                      smtp_settings(smtp.port)))
+    user = phone(stack, server, "101")  # 101's phone watches its mailbox: the lamp
+    sub = user.subscribe("101", "message-summary")
+    assert sub.status == 200, server.log()
+    lamp = Lamp(user, sub.call_id)
+    assert lamp.next() == (b"no", b"0/0")
     caller = phone(stack, server, "100")
     said = leave_message(caller, server, greeting=True)
-    caller.wait_request("BYE", timeout=15)  # "message saved, goodbye", and minisip hangs up
+    assert lamp.next() == (b"yes", b"1/0"), "the lamp did not go on"
+    caller.wait_requests("BYE", 1, timeout=15)  # "message saved, goodbye", and hung up
     after = pcm(heard(caller, said))
     assert prompt_pcm("en", "message_saved", "goodbye")[:8000] in after
 
@@ -114,14 +138,15 @@ def test_a_message_is_recorded_mailed_heard_and_deleted(tmp_path: Path,
     assert wav.get_content_type() == "audio/wav"
     assert wav.get_content() == Path(str(msg["file"])).read_bytes()
 
-    user = phone(stack, server, "101")
     assert user.call("*97").status == 200, server.log()
     wait_heard(user, prompt_pcm("en", "you_have", "digits/1", "new_message"), timeout=15)
     wait_heard(user, recorded, timeout=20)  # the message itself, sample for sample
     assert messages(server)[0]["heard"] is True
+    assert lamp.next() == (b"no", b"0/1"), "heard: the lamp goes off, one old message"
     user.send_rtp_events("7")
     wait_heard(user, prompt_pcm("en", "message_deleted")[:8000])
     assert messages(server) == [] and not Path(str(msg["file"])).exists()
+    assert lamp.next() == (b"no", b"0/0")
     assert user.bye().status == 200
 
 
@@ -196,7 +221,7 @@ def test_a_message_without_voice_is_not_kept(tmp_path: Path, stack: ExitStack) -
                                      {"silence_seconds: 5": "silence_seconds: 1"}))
     caller = phone(stack, server, "100")
     after_the_beep(caller, server)
-    caller.wait_request("BYE", timeout=20)  # a second of silence, goodbye, and hung up
+    caller.wait_requests("BYE", 1, timeout=20)  # a second of silence, goodbye, and hung up
     assert messages(server) == []
     assert list((server.data_dir / "voicemail").glob("101/*.wav")) == []
 

@@ -50,6 +50,8 @@ class VoicemailService:
         self.mailbox.recover()
         self.mail = MailQueue(self.mailbox, snapshot)
         self._settings = snapshot().services.voicemail
+        #: sends what the SIP layers queued (set by the server): lamp NOTIFYs leave at once
+        self.flush: Callable[[], None] = lambda: None
 
     # -- what the server and the message-summary package use ----------------------------
     def mailbox_counts(self, user: str) -> tuple[int, int]:
@@ -63,6 +65,12 @@ class VoicemailService:
 
     def commit(self) -> None:
         self.mailbox.commit()
+
+    def _stored(self) -> None:
+        """Commit a change made outside a receive batch and send what it queued (the
+        NOTIFYs of the lamps; flushing commits first, so they confirm stored state)."""
+        self.mailbox.commit()
+        self.flush()
 
     def close(self) -> None:
         self.mailbox.close()
@@ -81,6 +89,7 @@ class VoicemailService:
             task_status.started()
             while True:
                 gone = self.mailbox.expire(self.snapshot().services.voicemail.keep_days)
+                self._stored()
                 if gone:
                     log.info("voicemail: %d messages older than keep_days deleted", gone)
                 await trio.sleep(EXPIRE_EVERY)
@@ -113,7 +122,7 @@ class VoicemailService:
         rec = await session.record(message.path, max_seconds=settings.max_message_seconds,
                                    silence_seconds=settings.silence_seconds, stop_keys="#",
                                    on_end=stored)
-        self.mailbox.commit()
+        self._stored()
         await session.play(*(["message_saved"] if rec.voiced else []), "goodbye")
         session.hangup()
 
@@ -131,7 +140,7 @@ class VoicemailService:
         for m in [*new, *old]:
             if await self._listen(session, m) == _DELETE:
                 self.mailbox.delete(m.id)
-                self.mailbox.commit()
+                self._stored()
                 await session.play("message_deleted")
         await session.play("no_more_messages", "goodbye")
         session.hangup()
@@ -139,7 +148,7 @@ class VoicemailService:
     async def _listen(self, session: AppSession, m: Message) -> str | None:
         """Play one message with its caller and time; the key that ended it."""
         self.mailbox.mark_heard(m)
-        self.mailbox.commit()
+        self._stored()
         when = time.localtime(m.received)
         head = ["message_from", *(f"digits/{c}" for c in m.caller if c.isdigit()),
                 "received_at", *time_prompts(session.language, when.tm_hour, when.tm_min)]
