@@ -35,8 +35,10 @@ from .control.api import ControlError, Rows, require_arg
 from .control.events import EventBus
 from .control.server import serve_control
 from .faults import Faults
+from .media.pacer import Pacer
 from .media.relay import MediaIO, PortPool
 from .pbx.apps import starters
+from .pbx.apps.voicemail import VoicemailService
 from .pbx.calls import CallController
 from .pbx.cdr import CdrStore
 from .pbx.core import Pbx
@@ -178,6 +180,13 @@ class Server:
                                    self.data_dir / "registrations.db", self.bus.publish)
         # A change's NOTIFY delay counts from its datagram's arrival in the socket.
         self.events.notifier.lag = lambda: max((u.delay for u in self.udp), default=0.0)
+        self.pacer = Pacer()  # one clock for every prompt and music on hold
+        self.calls.pacer = self.pacer
+        self.voicemail = VoicemailService(self.data_dir, lambda: self.holder.current)
+        # the message waiting lamp: voicemail counts, the events framework notifies
+        self.events.mailbox_counts = self.voicemail.mailbox_counts
+        self.voicemail.changed.append(self.events.mwi_changed)
+        self.voicemail.flush = self.driver.flush
         self.driver.wall_timers.append(self.location)
         self.driver.mono_timers.append(self.pbx.timers)
         self.udp: list[UdpListener] = []
@@ -191,6 +200,7 @@ class Server:
         self.location.commit()
         self.cdr.commit()
         self.events.commit()
+        self.voicemail.commit()
 
     def _handle_events(self, now: float) -> None:
         self.pbx.handle_events(now)
@@ -250,6 +260,7 @@ class Server:
         self.events.reloaded(snap)
         self.lines.configure(snap)
         self.driver.flush()  # registrations of new or changed lines leave now
+        self.voicemail.reloaded(snap)
         log.info("configuration reloaded: %d users", len(snap.users))
         self.bus.publish("reloads", "reloaded", {"users": len(snap.users)})
 
@@ -403,6 +414,13 @@ class Server:
                                    limit=require_arg(args, "limit", int, default=100),
                                    line=require_arg(args, "line", str, default=None)))
 
+    def voicemail_delete(self, args: dict[str, Any]) -> dict[str, Any] | None:
+        """Delete a message through the server, so the user's lamp follows."""
+        gone = self.voicemail.mailbox.delete(int(args.get("id", 0)))
+        self.voicemail.commit()
+        self.driver.flush()  # the NOTIFY of the lamp, if any
+        return gone.as_dict() if gone is not None else None
+
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
         error = await trio.to_thread.run_sync(self.holder.reload)
         self._on_reload(None if error else self.holder.current, error)
@@ -415,7 +433,7 @@ class Server:
         sync = {"status": self.status, "registrations": self.registrations,
                 "user_states": self.user_states, "calls": self.live_calls,
                 "cdr": self.cdr_query, "line_states": self.line_states,
-                "presence": self.presence}
+                "presence": self.presence, "voicemail_delete": self.voicemail_delete}
         out: dict[str, Any] = {k: (lambda a, f=f: wrap(f, a)) for k, f in sync.items()}
         out["reload"] = self.reload
         return out
@@ -432,9 +450,13 @@ class Server:
                                        self.driver.connection_lost)
                 nursery.start_soon(self.driver.run_timers)
                 await nursery.start(self.media_io.run)
+                await nursery.start(self.pacer.run)
+                await nursery.start(self.voicemail.run)
                 self.calls.spawn = nursery.start_soon
                 self.calls.apps = starters(self.opts.config_dir, nursery.start_soon,
-                                           lambda: self.holder.current.system.voice_prompts)
+                                           lambda: self.holder.current.system.voice_prompts,
+                                           snapshot=lambda: self.holder.current,
+                                           voicemail=self.voicemail)
                 self.calls.flush = self.driver.flush
                 await nursery.start(self.lines.resolver.run)
                 self.lines.flush = self.driver.flush
@@ -466,6 +488,7 @@ class Server:
             self.location.close()
             self.cdr.close()
             self.events.close()
+            self.voicemail.close()
 
     def _edited_since_load(self) -> bool:
         sources = self.holder.current.sources

@@ -25,6 +25,7 @@ from array import array
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Names with a slash are in a subfolder (digits/); every name is a .wav file.
 RATE = 8000
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -39,6 +40,29 @@ TEXTS: dict[str, dict[str, str]] = {
                           "Please check the number and dial again.",
         "parked_at_slot": "Your call has been parked at slot",
         "setting_saved": "Your setting has been saved.",
+        "connecting": "Please hold while your call is connected.",
+        "message_saved": "Your message has been saved.",
+        "you_have": "You have",
+        "new_message": "new message.",
+        "new_messages": "new messages.",
+        "and": "and",
+        "saved_message": "saved message.",
+        "saved_messages": "saved messages.",
+        "message_from": "Message from",
+        "received_at": "received at",
+        "voicemail_menu": "To delete this message, press 7. To keep it, press 9. "
+                          "For the next message, press the pound key.",
+        "message_deleted": "Message deleted.",
+        "no_more_messages": "You have no more messages.",
+        # numbers and times (minisip/media/prompts.py says how they are put together)
+        "digits/hundred": "hundred",
+        "digits/oh": "oh",
+        **{f"digits/{n}": w for n, w in enumerate(
+            ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+             "seventeen", "eighteen", "nineteen"], start=10)},
+        **{f"digits/{10 * n}": w for n, w in enumerate(
+            ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"],
+            start=2)},
     },
     "zh": {
         "welcome": "欢迎致电，请输入分机号码。",
@@ -50,6 +74,23 @@ TEXTS: dict[str, dict[str, str]] = {
         "invalid_number": "您拨打的号码无效，请核对后再拨。",
         "parked_at_slot": "您的通话已停泊，停泊位号码是",
         "setting_saved": "您的设置已保存。",
+        "connecting": "正在为您接通，请稍候。",
+        "message_saved": "您的留言已保存。",
+        "you_have": "您有",
+        "new_message": "条新留言。",
+        "new_messages": "条新留言。",
+        "and": "和",
+        "saved_message": "条已保存的留言。",
+        "saved_messages": "条已保存的留言。",
+        "message_from": "留言来自",
+        "received_at": "收到时间",
+        "voicemail_menu": "删除这条留言请按7，保留请按9，听下一条请按井号键。",
+        "message_deleted": "留言已删除。",
+        "no_more_messages": "没有更多留言了。",
+        "digits/10": "十",
+        "digits/hundred": "百",
+        "o_clock": "点",
+        "minutes": "分",
     },
 }
 DIGITS = {
@@ -146,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--music", action="store_true", help="only the synthesised sounds")
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--only", nargs="*", help="make only these prompts (names as in TEXTS)")
     args = ap.parse_args(argv)
     write_wav(args.out / "hold_music.wav", hold_music())
     write_wav(args.out / "beep.wav", beep())
@@ -157,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     for language, texts in TEXTS.items():
         for name, text in texts.items():
+            if args.only and name not in args.only:
+                continue
             speak(text, language, args.out / language / f"{name}.wav")
         for d, word in enumerate(DIGITS[language]):
-            speak(word, language, args.out / language / "digits" / f"{d}.wav")
+            if not args.only or f"digits/{d}" in args.only:
+                speak(word, language, args.out / language / "digits" / f"{d}.wav")
     return 0
 
 

@@ -19,6 +19,7 @@ from .common import target as _target
 from .common import write
 from .presence import presence
 from .tables import line_app, trunk_app, user_app
+from .voicemail import voicemail_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -27,6 +28,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=N
 app.add_typer(user_app, name="user")
 app.add_typer(line_app, name="line")
 app.add_typer(trunk_app, name="trunk")
+app.add_typer(voicemail_app, name="voicemail")
 
 # After a sub-command: no environment variable here, so MINISIP_CONFIG_DIR never
 # overrides a --config-dir given before the sub-command (the callback reads it).

@@ -650,7 +650,8 @@ class CalledRoute:
         elif route == "outgoing_group" and not is_digits(target):
             yield "target", f"must be an outgoing group number, got {target!r}"
         elif route == "service" and target.split(":")[0] not in SERVICES:
-            yield "target", ("must be one of voicemail, auto_attendant, hunt_group:NAME, "
+            yield "target", ("must be one of voicemail, voicemail:USER, auto_attendant, "
+                             "hunt_group:NAME, "
                              f"ring_group:ID, got {target!r}")
 
     @classmethod
@@ -667,6 +668,8 @@ class CalledRoute:
             service, _, name = target.partition(":")
             if service in ("hunt_group", "ring_group"):
                 yield "target", service, name
+            elif service == "voicemail":
+                yield "target", "user", name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -762,6 +765,7 @@ class FeatureCodes:
     break_in: str = _code("*75", "*75*ext breaks into ext's call (operators)")
     do_not_disturb_on: str = _code("*78", "do not disturb: callers get busy treatment")
     do_not_disturb_off: str = _code("*79", "do not disturb off")
+    voicemail: str = _code("*97", "listen to one's voice messages (from one's own phone)")
 
     @classmethod
     def _check(cls, v: dict[str, Any]) -> Iterable[tuple[str, str]]:
@@ -828,6 +832,8 @@ class ListRule:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Voicemail:
     max_message_seconds: int = opt(120, "longest message (s)", IntC(5, 3600))
+    silence_seconds: int = opt(5, "a message ends after this long without voice (s); "
+                                  "0 = only # or hang-up end it", IntC(0, 60))
     keep_days: int = opt(30, "messages older than this are deleted; 0 = keep", SECONDS)
     smtp_server: str = opt("", "mail server; empty = keep messages in data_dir only", StrC())
     smtp_port: int = opt(587, "mail server port", PEER_PORT)
@@ -840,11 +846,21 @@ class Voicemail:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MenuEntry:
+    number: str = req("where the caller goes: any number a user could dial",
+                      DialC(nonempty=True))
+    description: str = opt("", "free text", StrC())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AutoAttendant:
     digit_timeout: int = opt(5, "seconds to wait for the next digit", IntC(1, 60))
     max_attempts: int = opt(3, "wrong numbers before the call goes to operator or ends",
                             IntC(1, 10))
     operator: str = opt("", "number reached by dialling 0; empty = none", DialC())
+    menu: Mapping[str, MenuEntry] = table(
+        MenuEntry, DialC(nonempty=True), "menu entry",
+        "keys the caller presses -> the number they lead to (before extensions)", "keys")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,14 +33,13 @@ from ..dialog.dialog import Dialog
 from ..sip.message import Request, Response, make_response, new_call_id, new_tag
 from ..sip.peer import Peer
 from ..media.dtmf import DtmfDigit, make_info, parse_info_untrusted
-from ..media.prompts import prompt_path
 from ..sip.digest import authorization_for
 from ..sip.digits import is_digits
 from ..sip.errors import BadMessage
 from .cdr import CdrRecord
 from .legspec import LegSpec
 from .lines.outgoing import without_100rel
-from .media import CallMedia, sdp_on_hold
+from .media import CallMedia, hold_music, sdp_on_hold
 from .services.plan import End, Kind, Outcome, Plan, Step, Target, combine, outcome_of
 from .timers import Timer
 
@@ -198,6 +197,7 @@ class Call:
     _ack_to: tuple[Leg, int] | None = None
     media: CallMedia | None = None  #: the RTP relay, when this call's media is relayed
     media_stats: dict[str, Any] = field(default_factory=dict)
+    _bodies: dict[str, bytes] = field(default_factory=dict)  #: last SDP each side sent
     # -- the plan being executed ---------------------------------------------------
     step: Step | None = None
     step_no: int = 0
@@ -600,6 +600,8 @@ class Call:
         self._cancel_forks()
         self.app = app
         self._answered_by(app.name, None)
+        if self.answer_time is not None:  # handed on to an app: the caller is ours already
+            return
         self.answer_time = time.time()
         self._set_state(CallState.ANSWERED)
         self.final_status = 200
@@ -718,6 +720,9 @@ class Call:
             return make_response(req, 200)
         if req.method in ("INVITE", "UPDATE") and req.body:
             self._note_hold(leg.side, req.body)
+        if self.media is None and req.method in ("INVITE", "UPDATE"):
+            # a hold on a direct-media call: the held party comes to the relay for the music
+            self.media = self.pbx.hold_media(self, leg, req.body, self._bodies)
         if self.media is not None:
             answered = self._media_request(leg, other, req)
             if answered is not None:
@@ -780,10 +785,12 @@ class Call:
             holder = self.pbx.snapshot().users.get(leg.user)
             if sdp_on_hold(req.body):
                 if holder is not None and holder.music_on_hold:
-                    lang = self.pbx.snapshot().system.voice_prompts
-                    media.start_music(other.side, prompt_path(lang, "hold_music"))
+                    media.start_music(other.side, hold_music(self.pbx.snapshot()))
             else:
                 media.stop_music(other.side)
+                if media.hold_only == leg.side:  # resumed: back to direct media
+                    self.media = None
+                    media.close()
         return None
 
     def digit_to_info(self, side: str, digit: DtmfDigit) -> None:
@@ -801,6 +808,8 @@ class Call:
 
     def _sdp(self, side: str, body: bytes) -> bytes:
         """A body from ``side`` on its way to the other party (rewritten when relayed)."""
+        if body:
+            self._bodies[side] = body  # each party's current SDP: a hold may need the relay
         if self.media is None or not body:
             return body
         return self.media.sdp_from(side, body)

@@ -22,7 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..dialog.dialog import DialogId
+from ..media.pacer import Pacer
 from ..media.relay import MediaIO, PortPool
+from ..sip.errors import BadMessage
 from ..sip.message import Request, Response, make_response, new_tag
 from ..sip.peer import Peer
 from ..transaction.keys import ServerKey
@@ -36,7 +38,7 @@ from .lines.incoming import Origin, incoming_route
 from .lines.manager import LineManager
 from .lines.outgoing import Refusal
 from .location import LocationService, device_peer
-from .media import CallMedia, needs_relay
+from .media import CallMedia, needs_relay, sdp_on_hold
 from .services import plan_route
 from .services.black_white_list import screen
 from .services.plan import Ctx, Kind, Plan, Step
@@ -72,7 +74,8 @@ class CallController:
         self._relayed = {"packets": 0, "bytes": 0, "lost": 0}  #: relay figures of ended calls
         self.media_io: MediaIO | None = None  #: set by the server: relays need its loop
         self.port_pool: PortPool | None = None
-        self.spawn: Any = None  #: nursery.start_soon, for players (music on hold, DTMF)
+        self.spawn: Any = None  #: nursery.start_soon, for players (DTMF)
+        self.pacer: Pacer | None = None  #: set by the server: paces prompts and music on hold
         #: sends what the layers queued (the driver's flush): for SIP that media started
         self.flush: Callable[[], None] = lambda: None
         #: told of every change a watcher may see (start, state, who rings, hold): events/
@@ -293,14 +296,44 @@ class CallController:
         if not app and not needs_relay(snap.system.relay_media, flagged, a.invite.body, a.peer,
                                        [(b.contact, b.source) for b in bindings]):
             return
-        a_addr = self.core.local_address(a.peer)[0]
-        b_addr = self.core.local_address(device_peer(bindings[0]))[0] if bindings else a_addr
+        call.media = self._open_media(call, device_peer(bindings[0]) if bindings else None)
+
+    def _open_media(self, call: Call, b_peer: Peer | None) -> CallMedia | None:
+        assert self.media_io is not None and self.port_pool is not None
+        a_addr = self.core.local_address(call.a.peer)[0]
+        b_addr = self.core.local_address(b_peer)[0] if b_peer is not None else a_addr
         # One dual-stack socket pair per leg when either party speaks IPv6.
         bind = "::" if ":" in a_addr + b_addr else "0.0.0.0"
-        call.media = CallMedia.open(self.media_io, self.port_pool, bind,
-                                    a_addr, b_addr, a.invite.call_id, self.spawn)
-        if call.media is not None:
-            call.media.on_digit = call.digit_to_info
+        media = CallMedia.open(self.media_io, self.port_pool, bind, a_addr, b_addr,
+                               call.a.invite.call_id, self.spawn, self.pacer)
+        if media is not None:
+            media.on_digit = call.digit_to_info
+        return media
+
+    def hold_media(self, call: Call, leg: Leg, body: bytes,
+                   bodies: dict[str, bytes]) -> CallMedia | None:
+        """A relay for the time of a hold on a direct-media call, so that the held party
+        hears music on hold: None when ``body`` holds nothing, the holder has no
+        music_on_hold, or relay_media is never. ``bodies``: each side's current SDP."""
+        snap = self.snapshot()
+        holder = snap.users.get(leg.user)
+        other = call.winner if leg.side == "A" else call.a
+        if (not body or holder is None or not holder.music_on_hold or other is None
+                or self.media_io is None or self.port_pool is None
+                or snap.system.relay_media == "never"):
+            return None
+        try:
+            if not sdp_on_hold(body):
+                return None
+        except BadMessage:
+            return None
+        media = self._open_media(call, other.peer)
+        if media is not None:
+            media.hold_only = leg.side
+            for side, sdp in bodies.items():  # where each party listens, and its codecs
+                media.sdp_from(side, sdp)
+            log.info("call %s: held, the relay plays music on hold", call.a.invite.call_id)
+        return media
 
     def _exit_relays(self, name: str) -> bool:
         """A line's or trunk's ``relay_media``."""

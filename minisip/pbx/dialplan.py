@@ -152,6 +152,7 @@ FEATURES: Mapping[str, tuple[Arg, str | None]] = {
     "break_in": (Arg.NUMBER, "operator_break_in"),
     "do_not_disturb_on": (Arg.NONE, None),
     "do_not_disturb_off": (Arg.NONE, None),
+    "voicemail": (Arg.NONE, "voicemail"),
 }
 
 

@@ -8,6 +8,12 @@ IPv4 phone cannot send RTP to an IPv6-only one: the relay, on both, can). A
 relayed call owns a ``RelaySession``: every SDP going to the callee names leg
 B's port, every SDP going to the caller leg A's, and each party's own SDP
 address is given to its leg as a latching hint.
+
+A call whose media goes direct gets a relay for the time of a hold
+(``hold_only``): the held party is re-INVITEd to the relay and hears music
+on hold from it, and the resume re-INVITE sends both parties back to each
+other (the relay closes). Music on hold and every prompt are tracks on the
+server's one :class:`~minisip.media.pacer.Pacer`: no task per held call.
 """
 from __future__ import annotations
 
@@ -17,10 +23,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import trio
-
+from ..config.schema import Snapshot
 from ..media.dtmf import DtmfDigit, DtmfReceiver
+from ..media.pacer import Pacer, Track
 from ..media.player import Player
+from ..media.prompts import prompt_path
 from ..media.relay import MediaIO, PortPool, PortsExhausted, RelaySession
 from ..sip.errors import BadMessage
 from ..sip.peer import Peer
@@ -68,6 +75,19 @@ def _contact_host(contact: str) -> str | None:
         return None
 
 
+def hold_music(snap: Snapshot) -> Path:
+    """What held parties hear: services.yaml's music_on_hold_file (relative to the
+    config directory), else the built-in music."""
+    name = snap.services.music_on_hold_file
+    if name:
+        path = Path(name)
+        path = path if path.is_absolute() else snap.config_dir / path
+        if path.is_file():
+            return path
+        log.warning("music_on_hold_file %s not found: the built-in music plays", path)
+    return prompt_path(snap.system.voice_prompts, "hold_music")
+
+
 def needs_relay(policy: str, flagged: bool, a_body: bytes, a_peer: Peer,
                 b_contacts: list[tuple[str, Peer]]) -> bool:
     if policy == "never":
@@ -97,21 +117,26 @@ class CallMedia:
     (RFC 4733 events on one side, SIP INFO on the other)."""
 
     def __init__(self, session: RelaySession, a_address: str, b_address: str,
-                 spawn: Spawn | None = None) -> None:
+                 spawn: Spawn | None = None, pacer: Pacer | None = None) -> None:
         self.session = session
         self.address = {"A": a_address, "B": b_address}  # what each party is told
         self.spawn = spawn
+        self.pacer = pacer
+        #: the side whose hold on a direct-media call opened this relay ("A"/"B"); its
+        #: resume closes it again. None: the call's media is relayed for good.
+        self.hold_only: str | None = None
         self.audio: dict[str, Media | None] = {"A": None, "B": None}
-        self._music: dict[str, trio.CancelScope] = {}  # side hearing music -> its player
+        self._music: dict[str, Track] = {}  # side hearing music -> its pacer track
         self._players: dict[str, Player] = {}
         self.on_digit: OnDigit | None = None  #: set by the call: a key to pass on as INFO
 
     @classmethod
     def open(cls, io: MediaIO, pool: PortPool, bind: str, a_address: str, b_address: str,
-             call_id: str, spawn: Spawn | None = None) -> CallMedia | None:
+             call_id: str, spawn: Spawn | None = None,
+             pacer: Pacer | None = None) -> CallMedia | None:
         try:
             return cls(RelaySession(io, pool, bind, call_id=call_id), a_address, b_address,
-                       spawn)
+                       spawn, pacer)
         except (PortsExhausted, OSError) as exc:
             log.warning("call %s: no media relay (%s); media goes direct", call_id, exc)
             return None
@@ -155,24 +180,23 @@ class CallMedia:
     # -- music on hold ----------------------------------------------------------------
     def start_music(self, side: str, path: Path) -> None:
         """``side`` hears ``path`` in a loop instead of the other party (who holds)."""
-        if side in self._music or self.spawn is None:
+        if side in self._music or self.pacer is None:
             return
         player = self._player(side)
         if player is None:
             return
-        scope = trio.CancelScope()
-        self._music[side] = scope
+        try:
+            self._music[side] = player.start_loop(path)
+        except (OSError, ValueError) as exc:  # a bad music_on_hold_file: silence, not a crash
+            log.warning("call %s: music on hold %s not played: %s", self.session.call_id,
+                        path, exc)
+            return
         self.session.leg(_other(side)).mute(True)
-        self.spawn(self._play_music, scope, player, path)
-
-    async def _play_music(self, scope: trio.CancelScope, player: Player, path: Path) -> None:
-        with scope:
-            await player.play(path, loop=True)
 
     def stop_music(self, side: str) -> None:
-        scope = self._music.pop(side, None)
-        if scope is not None:
-            scope.cancel()
+        track = self._music.pop(side, None)
+        if track is not None and self.pacer is not None:
+            self.pacer.stop(track)
             self.session.leg(_other(side)).mute(False)
 
     def music_playing(self, side: str) -> bool:
@@ -201,7 +225,8 @@ class CallMedia:
                 except OSError:
                     return False
 
-            player = Player(send, codec=codec[0], dtmf_payload_type=self.event_type(side))
+            player = Player(send, codec=codec[0], dtmf_payload_type=self.event_type(side),
+                            pacer=self.pacer)
             self._players[side] = player
         return player
 

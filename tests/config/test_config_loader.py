@@ -56,8 +56,8 @@ def _leaf_keys(cls: type) -> set[str]:
     for path, spec in schema.walk(cls):
         if not isinstance(spec.check, NestedC):
             out.add(path.rsplit(".", 1)[-1])
-        if isinstance(spec.check, (TableC, ListC)):
-            out.add(path)
+        if isinstance(spec.check, (TableC, ListC)) and "." not in path:
+            out.add(path)  # a top-level table; a nested one shows as its leaf key
     return out
 
 
@@ -181,7 +181,9 @@ BAD_EDITS = [
      {"users.yaml": USERS_OK + "    follow_me:\n      strategy: 2\n      interval: 0\n"},
      ["users.yaml line 8: follow_me.interval: must be > 0 when strategy is 2"]),
     ("overlapping feature codes", {"services.yaml": 'feature_codes:\n  call_park: "*9"\n'},
-     ["services.yaml line 2: feature_codes.call_park: '*9' and forward_busy's '*90' overlap "
+     ["services.yaml line 1: feature_codes: voicemail '*97' and call_park's '*9' overlap "
+      "(one is a prefix)",
+      "services.yaml line 2: feature_codes.call_park: '*9' and forward_busy's '*90' overlap "
       "(one is a prefix)"]),
     ("duplicate list entry", {"services.yaml": 'black_white_list:\n'
                                                '  - caller_prefix: "1"\n'

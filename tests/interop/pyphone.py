@@ -81,6 +81,7 @@ class PyPhone:
         self.dialog: Dialog | None = None
         self.remote_sdp: Media | None = None  #: the other side's (the relay's)
         self.rtp_log: list[Received] = []
+        self.sent_audio: list[bytes] = []  #: payloads sent by send_audio, in order
         self.infos: list[tuple[float, Request]] = []  #: (time.monotonic() of arrival, INFO)
         self.requests: list[Request] = []  #: every request received, retransmissions not
         self.arrived_at: list[float] = []  #: time.monotonic() of each of ``requests``
@@ -441,7 +442,9 @@ class PyPhone:
             pcm = b"".join(int(8000 * math.sin(2 * math.pi * freq * (n * 160 + i) / 8000))
                            .to_bytes(2, "little", signed=True) for i in range(160))
             time.sleep(max(0.0, start + n * 0.020 - time.monotonic()))
-            self._rtp_send(0, self.ts, g711.ulaw_encode(pcm), marker=n == 0)
+            payload = g711.ulaw_encode(pcm)
+            self._rtp_send(0, self.ts, payload, marker=n == 0)
+            self.sent_audio.append(payload)
             self.ts += 160
         return frames
 

@@ -123,6 +123,15 @@ COMBO = users(
 )
 COMBO_SERVICES = ('ring_groups:\n  2: {number: "600"}\n' + HUNT_SERVICES)
 LINES = 'lines:\n  provider: {account: "2001", server: 127.0.0.1, no_answer_time: 40}\n'
+APPS = {"users.yaml": users(user("100"), user("101", "voicemail: true"), user("102"),
+                            user("800", 'auto_attendant: true, voicemail: true, '
+                                        'forward_unconditional: {enabled: true, number: "102"}'
+                                 )),
+        "dialplan.yaml": 'analyze_called:\n'
+                         '  "555": {route: service, target: voicemail}\n'
+                         '  "556": {route: service, target: "voicemail:101"}\n'
+                         '  "557": {route: service, target: "voicemail:102"}\n'
+                         '  "558": {route: service, target: auto_attendant}\n'}
 
 CASES: list[tuple[str, dict[str, str], set[str], set[str], str, str, list[Outcome],
                   list[str]]] = [
@@ -247,6 +256,23 @@ CASES: list[tuple[str, dict[str, str], set[str], set[str], str, str, list[Outcom
      ["feature do_not_disturb_on: app:feature_code(do_not_disturb_on=)"]),
     ("a code without the right", {"users.yaml": BASIC}, ALL, set(), "101", "*90*200#", [],
      ["end 403 rejected"]),
+    # apps: voicemail and the attendant
+    ("a user who is an attendant is answered by it: nothing rings, nothing forwards", APPS,
+     ALL | {"800"}, set(), "100", "800", [], ["auto_attendant 800: app:auto_attendant(800)"]),
+    ("the attendant's route", APPS, ALL, set(), "100", "558", [],
+     ["auto_attendant: app:auto_attendant"]),
+    ("the voicemail route: the caller's own messages", APPS, ALL, set(), "101", "555", [],
+     ["voicemail: app:voicemail"]),
+    ("the voicemail code: the same", APPS, ALL, set(), "101", "*97", [],
+     ["voicemail: app:voicemail"]),
+    ("the voicemail code needs the voicemail right", APPS, ALL, set(), "102", "*97", [],
+     ["end 403 rejected"]),
+    ("an outside caller has no mailbox to listen to", APPS, ALL, set(), "0301234", "555", [],
+     ["end 403 forbidden"]),
+    ("voicemail:USER leaves USER a message at once", APPS, ALL, set(), "100", "556", [],
+     ["voicemail 101: app:voicemail(101)"]),
+    ("voicemail:USER without the voicemail right", APPS, ALL, set(), "100", "557", [],
+     ["end 404 not found"]),
 ]
 
 

@@ -14,11 +14,24 @@ from .plan import Ctx, End, Kind, Outcome, Plan, Step, Target, finish
 
 #: services of later issues (moving calls, apps): the dial plan knows them, nothing runs them
 NOT_YET = frozenset({"directed_pickup", "group_pickup", "call_park", "call_retrieve",
-                     "one_number_join", "break_in", "auto_attendant"})
+                     "one_number_join", "break_in"})
 
 
 def _app(ctx: Ctx, name: str, argument: str, label: str) -> Step:
     return ctx.step((Target(Kind.APP, name, argument=argument),), 0.0, label, finish)
+
+
+def _voicemail(ctx: Ctx, user: str, label: str) -> Plan:
+    """``voicemail``: the caller listens to its own messages (a user's own phone is
+    authenticated already); ``voicemail:USER``: the caller leaves USER a message."""
+    if not user:
+        if ctx.caller_user is None:
+            return End(403, "Voicemail from your own phone only", "forbidden")
+        return _app(ctx, "voicemail", "", label or "voicemail")
+    mailbox = ctx.snap.users.get(user)
+    if mailbox is None or not mailbox.voicemail:
+        return End(404, f"No mailbox {user}", "not found")
+    return _app(ctx, "voicemail", user, label or f"voicemail {user}")
 
 
 def _service(ctx: Ctx, route: Route, label: str) -> Plan:
@@ -30,7 +43,9 @@ def _service(ctx: Ctx, route: Route, label: str) -> Plan:
     if name in feature_codes.SETTINGS:
         return _app(ctx, "feature_code", f"{name}={arg}", label or f"feature {name}")
     if name == "voicemail":
-        return _app(ctx, "voicemail", arg, label or "voicemail")
+        return _voicemail(ctx, arg, label)
+    if name == "auto_attendant":
+        return _app(ctx, "auto_attendant", arg, label or "auto_attendant")
     if name in NOT_YET:
         return End(503, f"{name} is not available yet", "service unavailable")
     return End(404, "Number not found", "not found")

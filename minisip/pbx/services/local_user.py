@@ -1,5 +1,7 @@
 """A call to a local user: the order in which the user's services apply.
 
+0. auto_attendant: the user is an automatic attendant; the attendant app
+   answers its calls (nothing rings; the attendant hands the caller on).
 1. do_not_disturb: busy treatment at once.
 2. forward_unconditional: the call goes on to that number.
 3. The user is at its call limit: busy treatment.
@@ -36,6 +38,9 @@ def treatment(ctx: Ctx, user: str, outcome: Outcome) -> Plan:
 def plan(ctx: Ctx, user: str, label: str = "") -> Plan:
     u = ctx.snap.users[user]
     label = label or user
+    if u.auto_attendant:
+        return ctx.step((Target(Kind.APP, "auto_attendant", argument=user),), 0.0,
+                        f"auto_attendant {user}", finish)
     if u.do_not_disturb:
         return treatment(ctx, user, Outcome.BUSY)
     fwd = forwarding.forward(ctx, user, "forward_unconditional")
