@@ -76,14 +76,21 @@ def cdr(server: ServerProcess) -> dict[str, object]:
     raise AssertionError("no CDR")
 
 
-def user_field(server: ServerProcess, user: str, key: str, value: str,
-               timeout: float = 5.0) -> None:
-    """Wait until `minisip user show` reports ``key: value`` for ``user``."""
+def generation(server: ServerProcess) -> int:
+    """The running server's configuration generation (bumped by every reload)."""
+    return int(json.loads(server.cli("status", "--json").stdout)["config"]["generation"])
+
+
+def user_field(server: ServerProcess, user: str, key: str, value: str, since: int,
+               timeout: float = 10.0) -> None:
+    """Wait until `minisip user show` reports ``key: value`` for ``user`` and the server
+    has reloaded since generation ``since`` (so the next call sees the change)."""
     deadline = time.monotonic() + timeout
     out = ""
     while time.monotonic() < deadline:
         out = server.cli("user", "show", user, "--json").stdout
-        if f'"{key}": {value}' in out.replace("\n", " ").replace("  ", " "):
+        if (f'"{key}": {value}' in out.replace("\n", " ").replace("  ", " ")
+                and generation(server) > since):
             return
         time.sleep(0.2)
     raise AssertionError(f"{user} {key} != {value}: {out}")
@@ -125,14 +132,16 @@ def test_feature_codes_set_and_clear_busy_forwarding(server: ServerProcess,
                                                      tmp_path: Path) -> None:
     configure(server, {"100": "", "101": f"forward_busy: {FWD % ''}", "102": ""})
     server.start()
+    gen = generation(server)
     dial(server, "101", "*90*102%23", "uac_feature_code.xml", tmp_path)
-    user_field(server, "101", "number", '"102"')
+    user_field(server, "101", "number", '"102"', gen)
     d101 = device(server, "101", "uas_busy.xml", tmp_path, calls=2)
     d102 = device(server, "102", "uas_answer.xml", tmp_path)
     dial(server, "100", "101", "uac_call.xml", tmp_path)
     done(d102)
+    gen = generation(server)
     dial(server, "101", "*90%23", "uac_feature_code.xml", tmp_path)
-    user_field(server, "101", "number", '""')
+    user_field(server, "101", "number", '""', gen)
     dial(server, "100", "101", "uac_expect_486.xml", tmp_path)
     done(d101)
 
@@ -313,12 +322,14 @@ def test_dnd_from_the_phone_gives_busy_until_turned_off(server: ServerProcess,
                                                         tmp_path: Path) -> None:
     configure(server, {"100": "", "101": ""})
     server.start()
+    gen = generation(server)
     dial(server, "101", "*78", "uac_feature_code.xml", tmp_path)
-    user_field(server, "101", "do_not_disturb", "true")
+    user_field(server, "101", "do_not_disturb", "true", gen)
     d101 = device(server, "101", "uas_answer.xml", tmp_path)
     dial(server, "100", "101", "uac_expect_486.xml", tmp_path)
+    gen = generation(server)
     dial(server, "101", "*79", "uac_feature_code.xml", tmp_path)
-    user_field(server, "101", "do_not_disturb", "false")
+    user_field(server, "101", "do_not_disturb", "false", gen)
     dial(server, "100", "101", "uac_call.xml", tmp_path)
     done(d101)
 
