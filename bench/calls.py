@@ -31,7 +31,9 @@ CALLEE = "2000"
 
 
 def write_users(config_dir: Path, callers: int) -> list[tuple[str, str, str]]:
-    big = "    max_concurrent_calls: 1000000\n    max_concurrent_outgoing_calls: 1000000\n"
+    # call_waiting: the callee takes every call while it talks (else it is busy)
+    big = ("    max_concurrent_calls: 1000000\n    max_concurrent_outgoing_calls: 1000000\n"
+           "    call_waiting: true\n")
     users = [(str(1000 + i), f"pw{1000 + i}", CALLEE) for i in range(callers)]
     text = ["users:"] + [f'  "{u}":\n    password: "{p}"\n{big}' for u, p, _ in users]
     text.append(f'  "{CALLEE}":\n    password: "pw{CALLEE}"\n{big}    no_answer_time: 60\n')

@@ -28,7 +28,8 @@ from bench.register import cpu_seconds  # noqa: E402
 from tests.helpers import ServerProcess, free_port, run_sipp, start_sipp  # noqa: E402
 
 CALLEE, ACCOUNT, SECRET = "2000", "2001", "pw2001"
-BIG = "    max_concurrent_calls: 1000000\n    max_concurrent_outgoing_calls: 1000000\n"
+BIG = ("    max_concurrent_calls: 1000000\n    max_concurrent_outgoing_calls: 1000000\n"
+       "    call_waiting: true\n")  # callees take every call while they talk
 
 
 def server(tmp: Path, name: str, users: dict[str, str], lines: str = "lines: {}\n"

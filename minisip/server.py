@@ -456,7 +456,8 @@ class Server:
                 self.calls.apps = starters(self.opts.config_dir, nursery.start_soon,
                                            lambda: self.holder.current.system.voice_prompts,
                                            snapshot=lambda: self.holder.current,
-                                           voicemail=self.voicemail)
+                                           voicemail=self.voicemail,
+                                           parking=self.calls.parking)
                 self.calls.flush = self.driver.flush
                 await nursery.start(self.lines.resolver.run)
                 self.lines.flush = self.driver.flush

@@ -204,9 +204,10 @@ def calls(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = 
         emit_json(live)
         return
     table("calls", ["caller", "callee", "dialed", "state", "duration", "ringing", "step",
-                    "call id"],
+                    "parked", "call id"],
           [[c["caller"], c["callee"], c["dialed"], c["state"], c["duration"],
-            " ".join(c.get("ringing") or ()), c.get("step") or c["route"], c["call_id"]]
+            " ".join(c.get("ringing") or ()), c.get("step") or c["route"],
+            c.get("parked") or "", c["call_id"]]
            for c in live])
 
 
@@ -241,10 +242,12 @@ def cdr(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir = No
         return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(t)) if t else ""
 
     table("CDRs", ["kind", "setup", "caller", "dialed", "final", "duration", "status", "cause",
-                   "released by", "steps"],
+                   "released by", "steps", "transfer"],
           [[KINDS.get(r["kind"], r["kind"]), fmt(r["setup_time"]), r["caller"], r["dialed"],
             r["final"], r["duration"], r["status"], r["cause"], r["released_by"],
-            r.get("steps") or ""]
+            r.get("steps") or "",
+            f"{r.get('transferred_by')} -> {r.get('transferred_to') or r['final']}"
+            if r.get("transferred_by") else ""]
            for r in rows])
 
 

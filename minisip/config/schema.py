@@ -504,10 +504,12 @@ class User:
     pickup_group_id: int = opt(0, "pick-up group; 0 = none", GROUP_ID)
     call_park: bool = opt(True, "may park calls", BoolC())
     call_retrieve: bool = opt(True, "may retrieve parked calls", BoolC())
-    call_waiting: bool = opt(False, "callers to a busy user wait with music", BoolC())
+    call_waiting: bool = opt(False, "a second call is offered while talking (else busy)",
+                             BoolC())
     one_number_multi_devices: bool = opt(True, "all registered devices ring together",
                                          BoolC())
-    operator_break_in: bool = opt(False, "may break into other users' calls", BoolC())
+    operator_break_in: bool = opt(False, "may break into other users' calls (*75*ext, or "
+                                         "calling a busy user)", BoolC())
     operator_overstep: bool = opt(False, "cannot be broken into", BoolC())
     do_not_disturb: bool = opt(False, "callers get busy treatment (set by *78, cleared by "
                                       "*79)", BoolC())
@@ -758,10 +760,12 @@ class FeatureCodes:
     forward_no_answer: str = _code("*92", "no-answer forwarding, as *90")
     forward_unconditional: str = _code("*93", "unconditional forwarding, as *90")
     directed_pickup: str = _code("*40", "*40*ext answers ext's ringing call")
-    group_pickup: str = _code("*50", "*50* answers a ringing call of the pick-up group")
-    call_park: str = _code("*70", "transfer a call to *70*nn to park it in slot nn")
+    group_pickup: str = _code("*50", "*50 answers a ringing call of the pick-up group")
+    call_park: str = _code("*70", "transfer a call to *70*nn to park it in slot nn (*70: "
+                                  "minisip picks the slot and says it)")
     call_retrieve: str = _code("*71", "*71*nn takes the call parked in slot nn")
-    one_number_join: str = _code("*74", "joins the caller's other device to its call")
+    one_number_join: str = _code("*74", "another device of the user takes over its "
+                                        "answered call")
     break_in: str = _code("*75", "*75*ext breaks into ext's call (operators)")
     do_not_disturb_on: str = _code("*78", "do not disturb: callers get busy treatment")
     do_not_disturb_off: str = _code("*79", "do not disturb off")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..sip.digits import is_digits
 from ..sip.errors import BadMessage
 from ..sip.sdp import DIRECTIONS, Media, parse_sdp_untrusted
 
@@ -155,3 +156,48 @@ def _narrow(a: str, b: str) -> str:
     recv = a in ("sendrecv", "recvonly") and b in ("sendrecv", "recvonly")
     return {(True, True): "sendrecv", (True, False): "sendonly",
             (False, True): "recvonly", (False, False): "inactive"}[(send, recv)]
+
+
+# ---- moving a party from one call to another ------------------------------------------------
+
+def g711_codecs_untrusted(body: bytes) -> list[str]:
+    """The G.711 codecs of an SDP's audio stream, in its order ("PCMU", "PCMA")."""
+    m = parse_sdp_untrusted(body).audio() if body else None
+    out: list[str] = []
+    for pt in m.payload_types() if m is not None else ():
+        enc = m.encoding(pt) if m is not None else None
+        if enc and enc[0] in STATIC_PT and enc[1] == 8000 and enc[0] not in out:
+            out.append(enc[0])
+    return out
+
+
+def event_payload_type_untrusted(body: bytes) -> int | None:
+    """The telephone-event payload type of an SDP's audio stream, or None."""
+    m = parse_sdp_untrusted(body).audio() if body else None
+    return m.event_payload_type() if m is not None else None
+
+
+def session_codec_untrusted(theirs: bytes, ours: bytes) -> str | None:
+    """The G.711 codec a party uses: the first of its SDP (``theirs``) that the other
+    side of the exchange (``ours``) has too; either may be the answer, which narrows."""
+    mine = g711_codecs_untrusted(ours)
+    return next((c for c in g711_codecs_untrusted(theirs) if not mine or c in mine), None)
+
+
+def with_origin(body: bytes, previous: bytes) -> bytes:
+    """``body`` with the o= line continuing ``previous``'s (same user, session id and
+    address, version + 1): RFC 3264 8 wants one origin per session, whoever speaks."""
+    if not previous:
+        return body
+    try:
+        prev, sd = parse_sdp_untrusted(previous), parse_sdp_untrusted(body)
+    except BadMessage:
+        return body
+    old = (prev.origin or "").split()
+    if len(old) != 6 or not is_digits(old[2]) or len(old[2]) > 20:
+        return body
+    old[2] = str(int(old[2]) + 1)
+    for ln in sd.lines:
+        if ln.type == "o":
+            ln.value = " ".join(old)
+    return sd.to_bytes()

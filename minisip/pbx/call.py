@@ -141,6 +141,11 @@ class Leg:
     reason: str = ""  #: reason phrase of the last final response
     challenges: int = 0  #: 401/407 answered on this leg
     slot: bool = False  #: holds a slot of its line or trunk (given back when it ends)
+    talking: bool = False  #: its user is counted as talking in this call (pbx.user_talking)
+    sdp_in: bytes = b""  #: the last SDP its party sent (moves answer it with its codec)
+    sdp_out: bytes = b""  #: the last SDP sent to it (the next one continues its o= line)
+    refers: int = 0  #: REFERs received in its dialog (RFC 3515 2.4.6: the Event id)
+    placed: float = 0.0  #: when a move put it in its call (the PBX's clock)
 
     def destination(self) -> Peer:
         """Where in-dialog requests to this leg go: its dialog's route set or remote
@@ -189,9 +194,8 @@ class Call:
     released_by: str = ""
     # In-dialog relays in flight: our client transaction key -> (server txn request, leg it came on)
     pending: dict[object, tuple[Request, Leg]] = field(default_factory=dict)
-    #: the 2xx we resend until its ACK (RFC 3261 13.3.1.4), and the leg it goes to
-    _2xx: tuple[Response, Leg] | None = None
-    _2xx_interval: float = 0.0
+    #: the 2xx we resend until its ACK (RFC 3261 13.3.1.4), per leg it goes to
+    _acks: dict[Leg, Response] = field(default_factory=dict)
     #: an offerless INVITE's 2xx carried the offer: (leg, CSeq) waits for the answer in
     #: the ACK from the other side (RFC 3264), so minisip's ACK is sent only then
     _ack_to: tuple[Leg, int] | None = None
@@ -223,6 +227,23 @@ class Call:
     exits: dict[int, list[str]] = field(default_factory=dict)
     tried: list[Leg | Refused] = field(default_factory=list)  #: ways out tried, in order
     reason: str = ""  #: why the call failed, when a way out said so
+    # -- moves (pbx/moves.py, transfer.py, pickup.py) ----------------------------------
+    key: str = ""  #: its key among the controller's calls (the caller's Call-ID)
+    #: the caller's counters (active, outgoing, talking) are still this call's to release
+    caller_counted: bool = True
+    b_offer: bytes | None = None  #: what B-legs are offered instead of the caller's SDP
+    #: what a handed-on call does when someone answers (a transfer notifies its transferor)
+    _on_answer: Callable[[], None] | None = None
+    #: legs in this call that a service handles (a transferor waiting for its NOTIFYs,
+    #: a party that broke in): leg -> its handler (on_request, on_ack, close)
+    managed: dict[Leg, Any] = field(default_factory=dict)
+    transferred_by: str = ""  #: for the CDR: the user who transferred this call
+    transferred_to: str = ""  #: for the CDR: the number its party was transferred to
+    parked: str = ""  #: the park slot while the caller waits in it
+    merged: bool = False  #: its caller's leg joined another call: no records of its own
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.a.invite.call_id
 
     # -- state ----------------------------------------------------------------------
     def _set_state(self, new: CallState) -> None:
@@ -292,6 +313,10 @@ class Call:
         elif target.kind is Kind.APP:
             if not self.pbx.start_app(self, target):
                 self._target_done(i, Outcome.FAILED, 503, f"{target.name} is not available")
+        elif target.kind is Kind.CALL:
+            refused = self.pbx.take_call(self, target)
+            if refused is not None:  # its status is the caller's answer (End 0)
+                self._target_done(i, Outcome.FAILED, *refused)
         else:
             assert target.route is not None
             if not self.callee:
@@ -316,9 +341,10 @@ class Call:
                    ("To", spec.to), ("Call-ID", new_call_id()), ("CSeq", "1 INVITE"),
                    ("Contact", our_contact), *own,
                    *[(n, v) for n, v in relayed_headers(a_inv) if n not in _OWN_HEADERS]]
-        req = Request("INVITE", spec.uri, headers, self._sdp("A", a_inv.body))
+        body = self.b_offer if self.b_offer is not None else self._sdp("A", a_inv.body)
+        req = Request("INVITE", spec.uri, headers, body)
         leg = Leg("B", spec.peer, req, None, spec.callee, step=self.step_no, target=i,
-                  spec=spec, slot=bool(spec.exit))
+                  spec=spec, slot=bool(spec.exit), sdp_out=body)
         self.b_legs.append(leg)
         leg.key = self.pbx.send_request(req, spec.peer, self._on_b_response, leg)
         return leg
@@ -456,6 +482,8 @@ class Call:
         self._cancel_forks()
         self.planning = False
         if self.state not in (CallState.ROUTING, CallState.RINGING):  # a handed-on call
+            if not end.status and self._best is not None:  # the best failure a target gave
+                end = End(self._best[1], self._best[2] or "", end.cause)
             if self._on_end is not None:
                 self._on_end(end)
             else:
@@ -543,9 +571,10 @@ class Call:
         for other in self.b_legs:
             if other is not leg and other.state in (LegState.CALLING, LegState.EARLY):
                 self._cancel_leg(other, reason="SIP;cause=200;text=\"Call completed elsewhere\"")
-        self._answered_by(leg.user, None if _exit_of(leg) else leg.user)  # a number: no user
+        self._answered_by(leg.user, leg)
         if not unanswered:  # handed on: the caller talks to the relay already
-            self._sdp("B", resp.body)
+            self.learn(leg, resp.body)
+            self._handed_on_answered()
             return
         self.answer_time = time.time()
         self._set_state(CallState.ANSWERED)
@@ -596,12 +625,18 @@ class Call:
                           resp if best is leg else None)
 
     def answer_by_app(self, app: Any, body: bytes) -> None:
-        """minisip itself answers the caller (an app of pbx/apps) with ``body``."""
+        """minisip itself answers the caller (an app of pbx/apps) with ``body``; a
+        caller already answered (a handed-on call) is connected to it as it is."""
         self._cancel_forks()
         self.app = app
         self._answered_by(app.name, None)
         if self.answer_time is not None:  # handed on to an app: the caller is ours already
+            self._handed_on_answered()
             return
+        self.answer_caller(body)
+
+    def answer_caller(self, body: bytes) -> None:
+        """The 200 to the caller's INVITE, with ``body`` (an app's or a picker's SDP)."""
         self.answer_time = time.time()
         self._set_state(CallState.ANSWERED)
         self.final_status = 200
@@ -610,27 +645,45 @@ class Call:
         if self.max_duration > 0:
             self._after(self.max_duration, self._max_duration)
 
-    def _answered_by(self, callee: str, user: str | None) -> None:
-        """Who rings now stops ringing; ``user`` (None: an app) answered as ``callee``."""
+    def _answered_by(self, callee: str, leg: Leg | None) -> None:
+        """Who rings now stops ringing; ``leg`` (None: an app) answered as ``callee``."""
         self.planning = False
         for u in list(self.ringing_users):
             self._unring(u)
-        self.callee, self.answered_user = callee, user
-        if user is not None:
-            self.pbx.user_talking(user, +1)
+        self.callee, self.answered_user = callee, leg.user if leg is not None else None
+        if leg is not None:
+            self.talk(leg, True)
 
-    def hand_on(self, plan: Plan, on_end: Callable[[End], None] | None = None) -> None:
+    def _handed_on_answered(self) -> None:
+        if self.media is not None:
+            self.media.stop_music("A")  # the music the caller waited with
+        hook, self._on_answer = self._on_answer, None
+        if hook is not None:
+            hook()
+
+    def talk(self, leg: Leg, on: bool) -> None:
+        """Count ``leg``'s user as talking in this call, or stop counting it (a local
+        user's: an outside number has no state)."""
+        if leg.talking == on or (on and (_exit_of(leg) or leg.user not in
+                                         self.pbx.snapshot().users)):
+            return
+        leg.talking = on
+        self.pbx.user_talking(leg.user, 1 if on else -1)
+
+    def hand_on(self, plan: Plan, on_end: Callable[[End], None] | None = None,
+                on_answer: Callable[[], None] | None = None) -> None:
         """Ring ``plan`` for a caller already answered by an app (the attendant connects,
         a parked call is retrieved...). The caller's media is on the relay: whoever
         answers is connected through it; when the plan ends unanswered ``on_end`` is
-        told (None: the call is released)."""
+        told (None: the call is released; also when the caller hangs up meanwhile), when
+        someone answers ``on_answer``."""
         if self.app is not None:
             app, self.app = self.app, None
             app.cancel()
-        if self.answered_user is not None:  # a transfer replaces who talked
-            self.pbx.user_talking(self.answered_user, -1)
+        if self.winner is not None:  # a transfer replaces who talked
+            self.talk(self.winner, False)
         self.winner = self.answered_user = None
-        self._on_end, self.step = on_end, None
+        self._on_end, self._on_answer, self.step = on_end, on_answer, None
         self._next(plan)
 
     # -- A-leg ------------------------------------------------------------------------
@@ -649,7 +702,7 @@ class Call:
             headers.append(("Content-Type", "application/sdp"))
         resp = make_response(a.invite, status, reason, to_tag=self.a_tag, headers=headers)
         if body:
-            resp.body = body
+            resp.body = a.sdp_out = body
         elif source is not None and source.body:
             resp.body = self._sdp("B", source.body)
         if a.dialog is None and status < 300:
@@ -661,27 +714,30 @@ class Call:
 
     def _await_ack(self, resp: Response, leg: Leg) -> None:
         """Resend ``resp`` (a 2xx to an INVITE) to ``leg`` until its ACK comes."""
-        self._2xx, self._2xx_interval = (resp, leg), self.pbx.t1
-        self._after(self.pbx.t1, self._retransmit_2xx, resp)
-        self._after(64 * self.pbx.t1, self._ack_timeout, resp)
+        self._acks[leg] = resp
+        self._after(self.pbx.t1, self._retransmit_2xx, resp, leg, self.pbx.t1)
+        self._after(64 * self.pbx.t1, self._ack_timeout, resp, leg)
 
-    def _retransmit_2xx(self, resp: Response) -> None:
+    def _retransmit_2xx(self, resp: Response, leg: Leg, interval: float) -> None:
         # RFC 3261 13.3.1.4: the UAS core resends the 2xx until the ACK comes.
-        if self._2xx is None or self._2xx[0] is not resp or self.state is CallState.ENDED:
+        if self._acks.get(leg) is not resp or self.state is CallState.ENDED:
             return
-        self.pbx.send_stateless(resp, self._2xx[1].peer)
-        self._2xx_interval = min(2 * self._2xx_interval, self.pbx.t2)
-        self._after(self._2xx_interval, self._retransmit_2xx, resp)
+        self.pbx.send_stateless(resp, leg.peer)
+        interval = min(2 * interval, self.pbx.t2)
+        self._after(interval, self._retransmit_2xx, resp, leg, interval)
 
-    def _ack_timeout(self, resp: Response) -> None:
-        if self._2xx is not None and self._2xx[0] is resp:  # 64*T1 and no ACK: RFC 13.3.1.4
+    def _ack_timeout(self, resp: Response, leg: Leg) -> None:
+        if self._acks.get(leg) is resp:  # 64*T1 and no ACK: RFC 13.3.1.4
             self.hangup(released_by="pbx", cause="no ACK")
 
     def on_ack(self, leg: Leg, req: Request) -> None:
-        pending = self._2xx
-        if pending is None or pending[1] is not leg or req.cseq[0] != pending[0].cseq[0]:
+        pending = self._acks.get(leg)
+        if pending is None or req.cseq[0] != pending.cseq[0]:
             return  # a retransmitted ACK, or one for a 2xx we no longer resend
-        self._2xx = None
+        del self._acks[leg]
+        if leg in self.managed:
+            self.managed[leg].on_ack(leg, req)
+            return
         if self.app is not None:
             self.app.on_ack(req)
         if self._ack_to is not None:  # the answer to the other side's offer is in it
@@ -689,6 +745,8 @@ class Call:
             self._ack_to = None
             if other.dialog is not None:
                 self._ack(other, other.dialog, cseq, self._sdp(leg.side, req.body))
+        elif req.body and self.app is None:  # the answer to an offer minisip made
+            self.learn(leg, req.body)
         if leg is self.a and self.state is CallState.ANSWERED:
             self._set_state(CallState.TALKING)
 
@@ -702,6 +760,11 @@ class Call:
     def on_request(self, leg: Leg, req: Request) -> Response | None:
         """An in-dialog request on one leg: answer it or relay it to the other."""
         other = self._other(leg)
+        if leg in self.managed and self.state is not CallState.ENDED:
+            return self.managed[leg].on_request(leg, req)
+        if leg.state is LegState.GONE and self.state is not CallState.ENDED:
+            # a party replaced by another (pick-up, join, transfer): its dialog is over
+            return make_response(req, 200 if req.method == "BYE" else 481)
         if req.method == "BYE":
             if self.state in (CallState.ROUTING, CallState.RINGING):
                 self.on_cancel()  # RFC 3261 15.1.2: the early dialog ends, the INVITE gets 487
@@ -709,6 +772,9 @@ class Call:
                 self.hangup(released_by="caller" if leg.side == "A" else "callee",
                             cause="normal", skip=leg)
             return make_response(req, 200)
+        if req.method == "REFER" and self.state is not CallState.ENDED:
+            from .transfer import on_refer  # transfer builds on this module
+            return on_refer(self, leg, req)
         if self.app is not None and self.state is not CallState.ENDED:
             return self.app.on_request(req)
         if self.planning and self.state is not CallState.ENDED and other is None:
@@ -806,13 +872,25 @@ class Call:
         self.pbx.send_request(req, dest, None, other)
         self.pbx.flush()  # we are in the media loop: no SIP batch end will send it soon
 
+    def learn(self, leg: Leg, body: bytes) -> None:
+        """``leg``'s party answered an offer minisip made: where its media comes from."""
+        if body:
+            leg.sdp_in = body
+            if self.media is not None:
+                self.media.sdp_from(leg.side, body)
+
     def _sdp(self, side: str, body: bytes) -> bytes:
         """A body from ``side`` on its way to the other party (rewritten when relayed)."""
-        if body:
-            self._bodies[side] = body  # each party's current SDP: a hold may need the relay
-        if self.media is None or not body:
+        if not body:
             return body
-        return self.media.sdp_from(side, body)
+        self._bodies[side] = body  # each party's current SDP: a hold may need the relay
+        frm, to = (self.a, self.winner) if side == "A" else (self.winner, self.a)
+        out = self.media.sdp_from(side, body) if self.media is not None else body
+        if frm is not None:
+            frm.sdp_in = body
+        if to is not None:
+            to.sdp_out = out
+        return out
 
     def check_media(self, timeout: float) -> None:
         """Release an answered call whose relayed media stopped ``timeout`` seconds ago."""
@@ -892,6 +970,8 @@ class Call:
             self.hangup(released_by="pbx", cause=cause)
 
     def _end(self) -> None:
+        # a handed-on call ended while its plan rang (the caller hung up): its on_end hears
+        unfinished = self._on_end if self.planning else None
         self.planning = False
         for t in self.timers:
             t.cancel()
@@ -900,6 +980,10 @@ class Call:
             self._give_back(leg)
         for user in list(self.ringing_users):
             self._unring(user)
+        for leg in (self.a, *self.b_legs):
+            self.talk(leg, False)
+        for leg, handler in list(self.managed.items()):
+            handler.close(leg)
         if self.app is not None:  # the app's task tree goes with the call
             self.app.cancel()
         if self.media is not None:  # ports go back to the pool with the call
@@ -907,11 +991,15 @@ class Call:
             self.media.close()
         self._set_state(CallState.ENDED)
         self.pbx.call_ended(self)
+        if unfinished is not None:
+            unfinished(End(487, "Request Terminated", "cancelled"))
 
     # -- records ----------------------------------------------------------------------------
     def cdrs(self) -> list[CdrRecord]:
         """The O-CDR (the caller's half), a T-CDR for the users' devices that rang (or the
         app that answered), and one per line or trunk tried, in order (refusals too)."""
+        if self.merged:
+            return []
         end = time.time()
         duration = end - self.answer_time if self.answer_time else 0.0
         last = self.winner or (self.tried[-1] if self.tried else None)
@@ -923,6 +1011,7 @@ class Call:
             released_by=self.released_by or "caller", steps=" | ".join(self.history),
             line_in=self.line_in, line_out=_exit_of(last),
             caller_number=self.caller_number or self.caller, reason=self.reason,
+            transferred_by=self.transferred_by, transferred_to=self.transferred_to,
             **_media_columns(self.media_stats))
         out = [CdrRecord(kind="O", **common)]
         if self.app is not None or any(not _exit_of(b) for b in self.b_legs):
@@ -958,4 +1047,6 @@ class Call:
                 "line_out": _exit_of(self.winner or (self.tried[-1] if self.tried else None)),
                 "devices": sum(1 for b in self.b_legs if b.state is not LegState.GONE),
                 "step": str(self.step) if self.step is not None else "",
-                "ringing": sorted(self.ringing_users)}
+                "ringing": sorted(self.ringing_users), "parked": self.parked,
+                "parties": [leg.user for leg in (self.a, self.winner, *self.managed)
+                            if leg is not None and leg.state is not LegState.GONE]}

@@ -28,7 +28,9 @@ from ..sip.errors import BadMessage
 from ..sip.message import Request, Response, make_response, new_tag
 from ..sip.peer import Peer
 from ..transaction.keys import ServerKey
-from .call import CAUSES, Call, CallState, Leg
+from . import pickup
+from .apps.park import ParkLot
+from .call import CAUSES, Call, CallState, Leg, LegState
 from .cdr import CdrRecord, CdrStore
 from .core import SUPPORTED, Pbx
 from .dialplan import Route, RouteKind, route_call
@@ -39,7 +41,7 @@ from .lines.manager import LineManager
 from .lines.outgoing import Refusal
 from .location import LocationService, device_peer
 from .media import CallMedia, needs_relay, sdp_on_hold
-from .services import plan_route
+from .services import local_user, plan_route
 from .services.black_white_list import screen
 from .services.plan import Ctx, Kind, Plan, Step
 
@@ -84,6 +86,8 @@ class CallController:
         pbx.route_method("INVITE", self.on_invite)
         pbx.route_method("CANCEL", self.on_cancel)
         pbx.route_method("ACK", lambda req, peer, now: None)
+        pbx.route_method("REFER", self._refer_outside)
+        self.parking = ParkLot()  #: parked calls by slot (pbx/apps/park.py)
 
     # -- what Call needs -----------------------------------------------------------
     def domain_for(self, peer: Peer) -> str:
@@ -124,7 +128,8 @@ class CallController:
 
     def busy(self, user: str) -> bool:
         u = self.snapshot().users.get(user)
-        return u is None or not self._room(user, u.max_concurrent_calls)
+        return u is None or local_user.busy(u, self.active.get(user, 0),
+                                            self.talking.get(user, 0))
 
     def hunt_start(self, group: str) -> int:
         return self._hunt.get(group, -1) + 1
@@ -173,8 +178,11 @@ class CallController:
 
     def _start(self, req: Request, peer: Peer, caller: str, dialed: str, route: Route, *,
                max_duration: float, line_in: str = "") -> None:
-        """A new Call executing the plan of ``route``."""
-        plan = self.plan_for(caller, dialed, route)
+        """A new Call executing the plan of ``route`` (an INVITE with Replaces joins the
+        dialog it names instead: pbx/pickup.py)."""
+        replaces = req.headers.get("Replaces") if not line_in else None
+        plan = pickup.replaces_plan(caller, replaces) if replaces is not None \
+            else self.plan_for(caller, dialed, route)
         target = route.target if route.kind is not RouteKind.REJECT else str(route.status)
         call = Call(self, Leg("A", peer, req, None, caller), caller, dialed,
                     f"{route.kind.value}:{target}", max_duration=max_duration)
@@ -310,6 +318,15 @@ class CallController:
             media.on_digit = call.digit_to_info
         return media
 
+    def open_relay(self, call: Call, b_peer: Peer | None = None) -> bool:
+        """Give ``call`` a relay for good (a move: pbx/moves.py); side B faces ``b_peer``,
+        or the party already on it. False when none can open."""
+        if self.media_io is None or self.port_pool is None:
+            return False
+        call.media = self._open_media(
+            call, b_peer or (call.winner.peer if call.winner is not None else None))
+        return call.media is not None
+
     def hold_media(self, call: Call, leg: Leg, body: bytes,
                    bodies: dict[str, bytes]) -> CallMedia | None:
         """A relay for the time of a hold on a direct-media call, so that the held party
@@ -363,6 +380,43 @@ class CallController:
         """minisip answers ``call`` as app ``target.name``; False when it cannot."""
         start = self.apps.get(target.name)
         return start is not None and call.media is not None and start(call, target)
+
+    def take_call(self, call: Call, target: Any) -> tuple[int, str] | None:
+        """``call``'s caller joins a live call (pick-up, retrieve, join, break-in);
+        None when it did, else the status and reason the caller gets."""
+        return pickup.take(self, call, target)
+
+    def adopt(self, call: Call) -> None:
+        """A call made by a move (a blind transfer's transferee and its new party)."""
+        self.calls[call.key] = call
+        self.core.publish("calls", "call_started", call.summary() | {"users": [call.caller]})
+
+    def caller_left(self, call: Call) -> None:
+        """``call``'s caller moved on (transferred, replaced): its counters are released
+        now, not when the call ends."""
+        if call.caller_counted:
+            call.caller_counted = False
+            if not call.local_caller:
+                return
+            self._count(self.active, call.caller, -1)
+            self._count(self.outgoing, call.caller, -1)
+            if call.answer_time is not None:
+                self._count(self.talking, call.caller, -1)
+
+    def find_dialog(self, call_id: str, to_tag: str, from_tag: str) -> tuple[Call, Leg] | None:
+        """The call and leg of a dialog named as in a Replaces header (RFC 3891 3: the
+        to-tag is our tag); either tag order, and the early dialogs of ringing devices."""
+        for key in ((call_id, to_tag, from_tag), (call_id, from_tag, to_tag)):
+            entry = self._dialogs.get(key)
+            if entry is not None and entry[0].state is not CallState.ENDED:
+                return entry
+        for call in self.calls.values():
+            for leg in call.b_legs:
+                d = leg.dialog
+                if d is not None and d.call_id == call_id and {d.local_tag, d.remote_tag} \
+                        == {to_tag, from_tag} and leg.state is not LegState.GONE:
+                    return call, leg
+        return None
 
     def user_ringing(self, user: str, delta: int) -> None:
         self._count(self.ringing, user, delta)
@@ -419,6 +473,10 @@ class CallController:
             ack = dialog.new_request("ACK", via=self.core.via_for(dest), cseq=resp.cseq[0])
             self.core.send_stateless(ack, dest)
 
+    def _refer_outside(self, req: Request, peer: Peer, now: float) -> Response:
+        # A REFER moves a call it is part of; minisip places no calls for strangers.
+        return make_response(req, 403, "REFER only inside a call", to_tag=new_tag())
+
     # -- bookkeeping -----------------------------------------------------------------------
     @staticmethod
     def _count(table: dict[str, int], user: str, delta: int) -> None:
@@ -433,28 +491,24 @@ class CallController:
         if new is CallState.TALKING and call.media is not None and timeout:
             call.timers.append(self.timers.schedule(self.now() + timeout, call.check_media,
                                                     float(timeout)))
-        if new is CallState.ANSWERED and call.local_caller:
+        if new is CallState.ANSWERED and old is not new and call.local_caller:
             self._count(self.talking, call.caller, +1)
         self.core.publish("calls", "call_state", call.summary() | {
             "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
         self.on_change(call)
 
     def call_ended(self, call: Call) -> None:
-        self.calls.pop(call.a.invite.call_id, None)
-        if call.a.invite.branch:
-            self._by_branch.pop(call.a.invite.branch, None)
-        for leg in (call.a, *call.b_legs):
-            if leg.dialog is not None:
-                self._dialogs.pop(leg.dialog.id, None)
-        if call.local_caller:
-            self._count(self.active, call.caller, -1)
-            self._count(self.outgoing, call.caller, -1)
-            if call.answer_time is not None:
-                self._count(self.talking, call.caller, -1)
+        if self.calls.get(call.key) is call:
+            del self.calls[call.key]
+        branch = call.a.invite.branch
+        if branch and self._by_branch.get(branch) is call:
+            del self._by_branch[branch]
+        for leg in (call.a, *call.b_legs):  # a moved leg's dialog belongs to its new call
+            if leg.dialog is not None and self._dialogs.get(leg.dialog.id, (None,))[0] is call:
+                del self._dialogs[leg.dialog.id]
+        self.caller_left(call)
         if call.line_in and self.lines is not None:
             self.lines.usage.give_back(call.line_in, outgoing=False)
-        if call.answered_user:
-            self.user_talking(call.answered_user, -1)
         self.completed += 1
         self.causes[call.cause or "normal"] += 1
         self._add_relayed(self._relayed, call.media_stats)

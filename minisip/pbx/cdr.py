@@ -33,6 +33,8 @@ class CdrRecord:
     released_by: str  #: "caller", "callee" or "pbx"
     #: the plan steps the call ran, in order: who rang, forwarded from whom, which group
     steps: str = ""
+    transferred_by: str = ""  #: the user whose phone transferred the call (REFER)
+    transferred_to: str = ""  #: the number (or user) its party was transferred to
     # Relayed media, as the relay counted it (0 when media went direct):
     a_packets: int = 0  #: RTP packets the caller sent
     b_packets: int = 0  #: RTP packets the callee sent

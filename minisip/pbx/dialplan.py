@@ -135,7 +135,9 @@ class Arg(enum.Enum):
     NONE = "none"  #: nothing: ``*74``, ``*50*``
     OPTIONAL = "optional"  #: a number or nothing (set / clear): ``*90*200#``, ``*90#``
     NUMBER = "number"  #: a number: ``*40*101``
-    SLOT = "slot"  #: a park slot in call_park's range: ``*70*12``
+    SLOT = "slot"  #: a park slot in call_park's range: ``*71*12``
+    #: a park slot or nothing (minisip picks a free one and says it): ``*70*12``, ``*70``
+    OPTIONAL_SLOT = "optional slot"
 
 
 #: FeatureCodes field -> (its argument, the User attribute that is its right or None)
@@ -146,7 +148,7 @@ FEATURES: Mapping[str, tuple[Arg, str | None]] = {
     "forward_unconditional": (Arg.OPTIONAL, "forward_unconditional.enabled"),
     "directed_pickup": (Arg.NUMBER, None),
     "group_pickup": (Arg.NONE, None),
-    "call_park": (Arg.SLOT, "call_park"),
+    "call_park": (Arg.OPTIONAL_SLOT, "call_park"),
     "call_retrieve": (Arg.SLOT, "call_retrieve"),
     "one_number_join": (Arg.NONE, "one_number_multi_devices"),
     "break_in": (Arg.NUMBER, "operator_break_in"),
@@ -202,9 +204,11 @@ def _check_argument(call: _Call, kind: Arg, arg: str) -> tuple[int, str] | None:
         return None if not arg else NOT_FOUND  # *74*5 is no code and no number
     if kind is Arg.OPTIONAL:
         return None if not arg or _is_number(arg) else INCOMPLETE
+    if kind is Arg.OPTIONAL_SLOT and not arg:
+        return None
     if not _is_number(arg):
         return INCOMPLETE
-    if kind is Arg.SLOT:
+    if kind in (Arg.SLOT, Arg.OPTIONAL_SLOT):
         park = call.snap.services.call_park
         if not is_digits(arg) or not park.first_slot <= int(arg) <= park.last_slot:
             return 404, f"No park slot {arg}"

@@ -127,8 +127,13 @@ class CallMedia:
         self.hold_only: str | None = None
         self.audio: dict[str, Media | None] = {"A": None, "B": None}
         self._music: dict[str, Track] = {}  # side hearing music -> its pacer track
+        #: music for a side whose SDP is not known yet (a party being re-INVITEd): it
+        #: starts when the party's SDP says its codec and address
+        self._music_pending: dict[str, Path] = {}
         self._players: dict[str, Player] = {}
         self.on_digit: OnDigit | None = None  #: set by the call: a key to pass on as INFO
+        #: a break-in mixes the parties (pbx/conference.py): it owns the legs' taps
+        self.conference: Any = None
 
     @classmethod
     def open(cls, io: MediaIO, pool: PortPool, bind: str, a_address: str, b_address: str,
@@ -147,8 +152,14 @@ class CallMedia:
         m = self.audio[side]
         return m.event_payload_type() if m is not None else None
 
+    def reconfigure(self) -> None:
+        """The legs' taps as the parties' SDP wants them (after a conference)."""
+        self._configure_dtmf()
+
     def _configure_dtmf(self) -> None:
         # Only a party sending RFC 4733 to one that cannot read it needs a listener.
+        if self.conference is not None:
+            return
         for side in ("A", "B"):
             pt = self.event_type(side)
             leg = self.session.leg(side)
@@ -184,6 +195,7 @@ class CallMedia:
             return
         player = self._player(side)
         if player is None:
+            self._music_pending[side] = path
             return
         try:
             self._music[side] = player.start_loop(path)
@@ -194,13 +206,14 @@ class CallMedia:
         self.session.leg(_other(side)).mute(True)
 
     def stop_music(self, side: str) -> None:
+        self._music_pending.pop(side, None)
         track = self._music.pop(side, None)
         if track is not None and self.pacer is not None:
             self.pacer.stop(track)
             self.session.leg(_other(side)).mute(False)
 
     def music_playing(self, side: str) -> bool:
-        return side in self._music
+        return side in self._music or side in self._music_pending
 
     def _player(self, side: str) -> Player | None:
         """A player sending to ``side`` from its relay socket, in its negotiated codec."""
@@ -250,6 +263,8 @@ class CallMedia:
                 self._configure_dtmf()
                 if m.rtp_address is not None:
                     leg.set_remote(m.rtp_address, m.rtcp_target)
+                if side in self._music_pending:
+                    self.start_music(side, self._music_pending.pop(side))
             out = self.session.leg(other)
             body = rewrite_for_relay_untrusted(body, self.address[other], [out.rtp_port])
             theirs = self.audio[other]

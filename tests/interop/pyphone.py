@@ -87,11 +87,13 @@ class PyPhone:
         self.arrived_at: list[float] = []  #: time.monotonic() of each of ``requests``
         self._arrived = threading.Condition()
         self.subscriptions: dict[str, Dialog] = {}  #: Call-ID -> our SUBSCRIBE dialogs
+        self.provisionals: list[Response] = []  #: 1xx to our requests, in order
         self._invites: queue.Queue[tuple[Request, tuple[str, int]]] = queue.Queue()
         self._responses: dict[str, queue.Queue[Response]] = {}
         self._answered: dict[tuple[str, str], bytes] = {}  # (branch, method) -> response sent
         self._acks: dict[str, bytes] = {}  # INVITE branch -> our ACK to its 2xx
         self._acked = threading.Event()
+        self._ringing: dict[str, tuple[Request, str]] = {}  # branch -> (INVITE, our tag)
         self._closed = threading.Event()
         threading.Thread(target=self._recv_loop, args=(self.sip, self._on_sip),
                          daemon=True).start()
@@ -156,6 +158,11 @@ class PyPhone:
             self.requests.append(msg)
             self.arrived_at.append(time.monotonic())
             self._arrived.notify_all()
+        ringing = self._ringing.pop(msg.branch or "", None)
+        if msg.method == "CANCEL" and ringing is not None:  # 200 to CANCEL, 487 to INVITE
+            self._answer(msg, make_response(msg, 200), addr)
+            self._answer(ringing[0], make_response(ringing[0], 487, to_tag=ringing[1]), addr)
+            return
         resp = make_response(msg, 200)
         if msg.method == "INVITE":  # re-INVITE: answer with our SDP, the direction mirrored
             offer = parse_sdp_untrusted(msg.body).audio() if msg.body else None
@@ -197,6 +204,7 @@ class PyPhone:
                     continue
                 if resp.status >= 200:
                     return resp
+                self.provisionals.append(resp)
                 provisional = True
         finally:
             del self._responses[branch]
@@ -243,8 +251,10 @@ class PyPhone:
             auth = authorization_for(chosen[0], "REGISTER", uri, self.user, self.password)
         return resp
 
-    def call(self, number: str, *, sdp_dtmf: bool = True, timeout: float = 10.0) -> Response:
-        """INVITE ``number``; answer a 407; wait for the final response; ACK a 2xx."""
+    def call(self, number: str, *, sdp_dtmf: bool = True, timeout: float = 10.0,
+             extra: tuple[tuple[str, str], ...] = ()) -> Response:
+        """INVITE ``number`` (with ``extra`` headers: Replaces); answer a 407; wait for the
+        final response; ACK a 2xx."""
         self.sdp_dtmf = sdp_dtmf
         uri = f"sip:{number}@{self.domain}"
         call_id, tag, auth = new_call_id(), new_tag(), None
@@ -253,7 +263,8 @@ class PyPhone:
             branch = new_branch()
             headers = [("Via", self._via(branch)), ("Max-Forwards", "70"),
                        ("From", f"{local_uri};tag={tag}"), ("To", f"<{uri}>"),
-                       ("Call-ID", call_id), ("CSeq", f"{cseq} INVITE"), ("Contact", self.contact)]
+                       ("Call-ID", call_id), ("CSeq", f"{cseq} INVITE"), ("Contact", self.contact),
+                       *extra]
             if auth:
                 headers.append(("Proxy-Authorization", auth))
             invite = Request("INVITE", uri, headers)
@@ -282,6 +293,20 @@ class PyPhone:
         ack = self._in_dialog("ACK", cseq=cseq)
         self._acks[invite_branch] = ack.to_bytes()
         self._send(ack)
+
+    def ring_incoming(self, timeout: float = 10.0) -> Request:
+        """Wait for a new INVITE and only ring (180); a CANCEL gets 200 and 487."""
+        invite, addr = self._invites.get(timeout=timeout)
+        tag = new_tag()
+        self._ringing[invite.branch or ""] = (invite, tag)
+        self._answer(invite, make_response(invite, 180, to_tag=tag), addr)
+        return invite
+
+    def reject_incoming(self, status: int = 486, timeout: float = 10.0) -> Request:
+        """Wait for a new INVITE and refuse it with ``status``."""
+        invite, addr = self._invites.get(timeout=timeout)
+        self._answer(invite, make_response(invite, status, to_tag=new_tag()), addr)
+        return invite
 
     def answer_incoming(self, *, sdp_dtmf: bool = True, timeout: float = 10.0,
                         ring: float = 0.0) -> Request:
@@ -419,6 +444,33 @@ class PyPhone:
         with self._arrived:
             if not self._arrived.wait_for(lambda: found() is not None, timeout):
                 raise TimeoutError(f"{self.user}: no such {method} in {timeout}s")
+            hit = found()
+            assert hit is not None
+            return hit
+
+    def refer(self, refer_to: str, timeout: float = 5.0) -> Response:
+        """REFER in our dialog (a transfer): Refer-To ``refer_to``, Referred-By us."""
+        return self._transact(self._in_dialog("REFER", headers=(
+            ("Refer-To", refer_to), ("Referred-By", f"<sip:{self.user}@{self.domain}>"))),
+            timeout)
+
+    def replaces(self) -> str:
+        """A Replaces value naming our dialog as minisip sees it (its tag is the to-tag)."""
+        d = self.dialog
+        if d is None:
+            raise RuntimeError(f"{self.user}: not in a call")
+        return f"{d.call_id};to-tag={d.remote_tag};from-tag={d.local_tag}"
+
+    def wait_request(self, method: str, timeout: float = 10.0, since: int = 0,
+                     match: Callable[[Request], bool] = lambda r: True) -> Request:
+        """The first ``method`` request in ``requests[since:]`` that ``match``es."""
+        def found() -> Request | None:
+            return next((r for r in self.requests[since:] if r.method == method and match(r)),
+                        None)
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: found() is not None, timeout):
+                raise TimeoutError(f"{self.user}: no {method} in {timeout}s: "
+                                   f"{[r.method for r in self.requests]}")
             hit = found()
             assert hit is not None
             return hit

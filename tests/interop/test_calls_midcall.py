@@ -204,8 +204,8 @@ def test_update_is_relayed(any_server: ServerProcess, tmp_path: Path) -> None:
 
 def test_out_of_dialog_keepalives_and_unknown_dialog(server: ServerProcess,
                                                      tmp_path: Path) -> None:
-    """Without a To tag: OPTIONS 200, INFO 481 (RFC 6086 4.2.1), REFER 405 (no service
-    takes it yet). BYE and INVITE with a To tag that names no dialog: 481 (RFC 3261 12.2.2)."""
+    """Without a To tag: OPTIONS 200, INFO 481 (RFC 6086 4.2.1), REFER 403 (a transfer
+    moves a call the REFER's sender is part of). BYE and INVITE with a To tag that names no dialog: 481 (RFC 3261 12.2.2)."""
     r = run_sipp("mid_out_of_dialog.xml", server.port, timeout=10, workdir=tmp_path,
                  extra=TRACE)
     assert r.ok, r.output + traces(tmp_path, "mid_out_of_dialog.xml") + server.log()

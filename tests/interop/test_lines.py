@@ -109,7 +109,8 @@ def make_pair(tmp_path: Path, lines: str | None = None) -> tuple[ServerProcess, 
     provider = make_server(tmp_path / "provider")
     pbx = make_server(tmp_path / "pbx")
     with open(provider.config_dir / "users.yaml", "a") as f:
-        f.write(f'  "{ACCOUNT}":\n    password: "{SECRET}"\n')
+        # the pbx behind this account takes several calls at once (not busy while talking)
+        f.write(f'  "{ACCOUNT}":\n    password: "{SECRET}"\n    call_waiting: true\n')
     # The provider grants 4 s registrations: the pbx refreshes every 2 s.
     edit(provider, "system.yaml", r"^  min_expires: 60", "  min_expires: 1")
     edit(provider, "system.yaml", r"^  max_expires: 3600", "  max_expires: 4")

@@ -37,7 +37,7 @@ class Site:
 
 
 def write_config(server: ServerProcess) -> None:
-    big = "    max_concurrent_calls: 5000\n    no_answer_time: 60\n"
+    big = "    max_concurrent_calls: 5000\n    call_waiting: true\n    no_answer_time: 60\n"
     users = ["users:"] + [f'  "{n}":\n    password: "pw{n}"\n' + (big if n == FIRST else "")
                           for n in range(FIRST, FIRST + USERS)]
     (server.config_dir / "users.yaml").write_text("\n".join(users) + "\n")

@@ -43,7 +43,7 @@ def test_metrics_are_scraped_while_calls_run(tmp_path: Path) -> None:
     (srv.config_dir / "users.yaml").write_text(
         'users:\n  "100": {password: "100", max_concurrent_calls: 10, '
         'max_concurrent_outgoing_calls: 10}\n'
-        '  "101": {password: "101", max_concurrent_calls: 10}\n')
+        '  "101": {password: "101", max_concurrent_calls: 10, call_waiting: true}\n')
     srv.start()
     try:
         uport = free_port((socket.SOCK_DGRAM,))

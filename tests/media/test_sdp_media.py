@@ -86,3 +86,44 @@ def test_a_host_name_in_c_is_not_an_address_to_send_to() -> None:
     sdp = OFFER.replace(b"c=IN IP4 192.168.1.20", b"c=IN IP4 media.example.com")
     audio = parse_sdp_untrusted(sdp).audio()
     assert audio is not None and audio.rtp_address is None and audio.rtcp_target is None
+
+
+# -- moving a party: codecs and the o= line -------------------------------------------------
+
+from minisip.media.sdp_media import (  # noqa: E402
+    event_payload_type_untrusted, g711_codecs_untrusted, session_codec_untrusted, with_origin,
+)
+
+
+def _sdp(fmts: str, *rtpmaps: str, origin: str = "o=a 5 7 IN IP4 10.0.0.1") -> bytes:
+    lines = ["v=0", origin, "s=-", "c=IN IP4 10.0.0.1", "t=0 0", f"m=audio 4000 RTP/AVP {fmts}",
+             *rtpmaps]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def test_g711_codecs_in_order() -> None:
+    assert g711_codecs_untrusted(_sdp("8 18 0 101", "a=rtpmap:101 telephone-event/8000")) == [
+        "PCMA", "PCMU"]
+    assert g711_codecs_untrusted(_sdp("96", "a=rtpmap:96 opus/48000/2")) == []
+    assert g711_codecs_untrusted(b"") == []
+
+
+def test_the_codec_a_party_speaks_is_narrowed_by_the_answer() -> None:
+    offer, answer = _sdp("8 0"), _sdp("0")
+    assert session_codec_untrusted(offer, answer) == "PCMU"  # the party offered
+    assert session_codec_untrusted(answer, offer) == "PCMU"  # the party answered
+    assert session_codec_untrusted(_sdp("8 0"), b"") == "PCMA"
+    assert session_codec_untrusted(_sdp("18"), _sdp("0")) is None
+
+
+def test_event_payload_type() -> None:
+    assert event_payload_type_untrusted(
+        _sdp("0 96", "a=rtpmap:96 telephone-event/8000")) == 96
+    assert event_payload_type_untrusted(_sdp("0")) is None
+
+
+def test_a_new_offer_continues_the_origin_the_party_knows() -> None:
+    ours = _sdp("0", origin="o=minisip 99 1 IN IP4 192.0.2.1")
+    out = with_origin(ours, _sdp("0 8", origin="o=pbx 1234 41 IN IP4 192.0.2.9"))
+    assert b"o=pbx 1234 42 IN IP4 192.0.2.9\r\n" in out and b"m=audio 4000" in out
+    assert with_origin(ours, b"") == ours

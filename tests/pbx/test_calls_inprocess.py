@@ -439,7 +439,7 @@ def raw(h: Harness, phone: Phone, method: str, to_tag: str = "",
 
 @pytest.mark.parametrize("method, status", [
     ("VITE", 501), ("E", 501), ("FOO", 501),  # not a substring of Allow: unknown
-    ("REFER", 405),  # known, handled by nobody yet (transfer comes later)
+    ("REFER", 403),  # a transfer moves a call its sender is part of (pbx/transfer.py)
     ("INFO", 481), ("UPDATE", 481), ("NOTIFY", 481), ("PRACK", 481), ("BYE", 481),
     ("OPTIONS", 200),
 ])
@@ -455,7 +455,7 @@ def test_methods_outside_a_dialog(h: Harness, method: str, status: int) -> None:
 def test_a_service_taking_a_method_is_listed_in_allow(h: Harness) -> None:
     from minisip.sip.message import make_response, new_tag
     phone = h.phone("100")
-    assert "REFER" not in (raw(h, phone, "OPTIONS").headers.get("Allow") or "")
+    assert "REFER" in (raw(h, phone, "OPTIONS").headers.get("Allow") or "")  # transfers
     h.pbx.route_method("REFER", lambda req, peer, now: make_response(req, 202,
                                                                      to_tag=new_tag()))
     assert raw(h, phone, "REFER").status == 202
@@ -469,10 +469,11 @@ def test_requests_naming_no_dialog_get_481_but_options_200(h: Harness) -> None:
     assert raw(h, phone, "OPTIONS", to_tag="gone").status == 200
 
 
-def test_supported_says_100rel_only_and_require_of_anything_else_is_420(h: Harness) -> None:
+def test_supported_says_100rel_and_replaces_and_require_of_anything_else_is_420(
+        h: Harness) -> None:
     phone = h.phone("100")
     ok = raw(h, phone, "OPTIONS")
-    assert ok.headers.get("Supported") == "100rel"
+    assert ok.headers.get("Supported") == "100rel, replaces"  # replaces: pbx/pickup.py
     refused = raw(h, phone, "INFO", headers=[("Require", "timer, 100rel")])
     assert refused.status == 420 and refused.headers.get("Unsupported") == "timer"
 

@@ -16,7 +16,7 @@ import pytest
 from minisip.config.loader import load_snapshot
 from minisip.config.schema import Snapshot
 from minisip.pbx.dialplan import route_call
-from minisip.pbx.services import plan_route
+from minisip.pbx.services import local_user, plan_route
 from minisip.pbx.services.black_white_list import REFUSED, screen
 from minisip.pbx.services.feature_codes import change
 from minisip.pbx.services.plan import (
@@ -121,6 +121,9 @@ COMBO = users(
     user("106", 'forward_unconditional: {enabled: true, number: "600"}'),
     user("107", 'do_not_disturb: true, follow_me: {destinations: {a: "102"}}'),
 )
+OPERATOR = users(user("100"), user("101", 'forward_busy: {enabled: true, number: "104"}'),
+                 user("102", "operator_overstep: true"), user("103", "operator_break_in: true"),
+                 user("104"))
 COMBO_SERVICES = ('ring_groups:\n  2: {number: "600"}\n' + HUNT_SERVICES)
 LINES = 'lines:\n  provider: {account: "2001", server: 127.0.0.1, no_answer_time: 40}\n'
 APPS = {"users.yaml": users(user("100"), user("101", "voicemail: true"), user("102"),
@@ -273,6 +276,34 @@ CASES: list[tuple[str, dict[str, str], set[str], set[str], str, str, list[Outcom
      ["voicemail 101: app:voicemail(101)"]),
     ("voicemail:USER without the voicemail right", APPS, ALL, set(), "100", "557", [],
      ["end 404 not found"]),
+    # moving calls: park, retrieve, pick-up, join, break-in
+    ("*70*nn parks in slot nn", {"users.yaml": BASIC}, ALL, set(), "101", "*70*5", [],
+     ["park 5: app:park(5)"]),
+    ("*70 parks in a slot minisip picks", {"users.yaml": BASIC}, ALL, set(), "101", "*70",
+     [], ["park: app:park"]),
+    ("*71*nn retrieves slot nn", {"users.yaml": BASIC}, ALL, set(), "101", "*71*5", [F],
+     ["retrieve 5: call:retrieve(5)", "end 0 failed"]),
+    ("*40*ext picks up ext's ringing call", {"users.yaml": BASIC}, ALL, set(), "101",
+     "*40*102", [], ["pickup 102: call:pickup(102)"]),
+    ("*50 picks up in the caller's group", {"users.yaml": BASIC}, ALL, set(), "101", "*50",
+     [], ["group pickup: call:pickup"]),
+    ("*74 joins the user's call", {"users.yaml": BASIC}, ALL, set(), "101", "*74", [],
+     ["join: call:join"]),
+    ("*74 needs one_number_multi_devices", {"users.yaml": MULTI}, ALL, set(), "101", "*74",
+     [], ["end 403 rejected"]),
+    ("*75*ext breaks in", {"users.yaml": OPERATOR}, ALL, set(), "103", "*75*101", [],
+     ["break-in 101: call:break_in(101)"]),
+    ("*75*ext into overstep protection", {"users.yaml": OPERATOR}, ALL, set(), "103",
+     "*75*102", [], ["end 403 overstep"]),
+    ("*75*ext without the right", {"users.yaml": OPERATOR}, ALL, set(), "100", "*75*101",
+     [], ["end 403 rejected"]),
+    ("an operator calling a busy user breaks in, else busy treatment",
+     {"users.yaml": OPERATOR}, ALL, {"101"}, "103", "101", [F],
+     ["break-in 101: call:break_in(101)", "[forward_busy 101] 104: user:104"]),
+    ("an operator calling a busy user with overstep gets busy", {"users.yaml": OPERATOR},
+     ALL, {"102"}, "103", "102", [], ["end 486 busy"]),
+    ("anyone else calling a busy user gets busy treatment", {"users.yaml": OPERATOR},
+     ALL, {"101"}, "100", "101", [], ["[forward_busy 101] 104: user:104"]),
 ]
 
 
@@ -376,3 +407,18 @@ def test_a_ring_group_pilot_rings_for_the_groups_no_answer_time(snapshots: Any) 
     snap = snapshots({"users.yaml": RING, "services.yaml": RING_SERVICES})
     plan = plan_route(Ctx(snap, FakeLive(ALL, set()), "100"), route_call(snap, "100", "600"))
     assert isinstance(plan, Step) and plan.timeout == 12
+
+
+@pytest.mark.parametrize("limit, active, talking, waiting, busy", [
+    (4, 0, 0, False, False),  # idle
+    (4, 1, 0, False, False),  # ringing: a second call rings too
+    (4, 1, 1, False, True),  # talking without call waiting: busy
+    (4, 1, 1, True, False),  # talking with call waiting: the second call is offered
+    (2, 2, 1, True, True),  # max_concurrent_calls stays the hard limit
+    (0, 0, 0, True, True),  # no calls at all
+])
+def test_busy_with_and_without_call_waiting(snapshots: Any, limit: int, active: int,
+                                            talking: int, waiting: bool, busy: bool) -> None:
+    snap = snapshots({"users.yaml": users(user("100", f"max_concurrent_calls: {limit}, "
+                                                      f"call_waiting: {str(waiting).lower()}"))})
+    assert local_user.busy(snap.users["100"], active, talking) is busy

@@ -1,5 +1,5 @@
 """Apps: minisip as a party of a call: feature-code replies, voicemail, the
-automatic attendant (park comes with its issue). Each app is an async function
+automatic attendant, call park. Each app is an async function
 of an :class:`~.session.AppSession`; :func:`starters` gives the call controller
 one starter per app name that a plan's APP target may name."""
 from __future__ import annotations
@@ -11,12 +11,23 @@ from typing import Any
 from ...config.schema import Snapshot
 from .attendant import attendant
 from .feature_code import feature_code
+from .park import ParkLot, park
 from .session import starter
 from .voicemail import VoicemailService
 
 
 def starters(config_dir: Path, spawn: Callable[..., Any], language: Callable[[], str], *,
-             snapshot: Callable[[], Snapshot], voicemail: VoicemailService) -> dict[str, Any]:
-    return {"feature_code": starter(feature_code(config_dir), spawn, language),
-            "voicemail": starter(voicemail, spawn, language),
-            "auto_attendant": starter(attendant(snapshot), spawn, language)}
+             snapshot: Callable[[], Snapshot], voicemail: VoicemailService,
+             parking: ParkLot | None = None) -> dict[str, Any]:
+    out = {"feature_code": starter(feature_code(config_dir), spawn, language),
+           "voicemail": starter(voicemail, spawn, language),
+           "auto_attendant": starter(attendant(snapshot), spawn, language)}
+    if parking is not None:
+        start, lot = starter(park(parking, snapshot), spawn, language), parking
+
+        def start_park(call: Any, target: Any) -> bool:  # a taken slot refuses (503)
+            slot = str(int(target.argument)) if target.argument else ""
+            cp = snapshot().services.call_park
+            return lot.can_park(slot, cp.first_slot, cp.last_slot) and start(call, target)
+        out["park"] = start_park
+    return out

@@ -106,7 +106,8 @@ class AppSession:
         """Answer the caller (200 with our SDP) and listen for keys on the relay; on a
         call answered already (handed on to this app), take over the caller's media."""
         attached = self.call.answer_time is not None
-        body = self._sdp(self.call.a.invite.body, learn=not attached)
+        a = self.call.a  # a party moved here (transferred) speaks what its last SDP said
+        body = self._sdp((a.sdp_in if attached else b"") or a.invite.body, learn=not attached)
         self._listen()
         if attached:
             self._confirmed.set()
@@ -305,7 +306,10 @@ class AppSession:
         call.pbx.flush()
 
     def _come_back(self, app: App, end: End) -> None:
-        """Nobody took the call handed on: the caller is this app's again."""
+        """Nobody took the call handed on: the caller is this app's again (unless the
+        caller hung up meanwhile)."""
+        if self.call.media is None or self.call.media.session.closed:
+            return
         self.returned = end
         self.scope = trio.CancelScope()
         self.call.app = self

@@ -12,9 +12,15 @@ from ..dialplan import EXIT_KINDS, Route, RouteKind
 from . import feature_codes, hunt_group, local_user, ring_group
 from .plan import Ctx, End, Kind, Outcome, Plan, Step, Target, finish
 
-#: services of later issues (moving calls, apps): the dial plan knows them, nothing runs them
-NOT_YET = frozenset({"directed_pickup", "group_pickup", "call_park", "call_retrieve",
-                     "one_number_join", "break_in"})
+#: feature codes whose caller joins a live call (pbx/pickup.py finds it):
+#: field name -> (the CALL target's name, the step's label)
+JOINS: dict[str, tuple[str, str]] = {
+    "directed_pickup": ("pickup", "pickup {}"),
+    "group_pickup": ("pickup", "group pickup"),
+    "call_retrieve": ("retrieve", "retrieve {}"),
+    "one_number_join": ("join", "join"),
+    "break_in": ("break_in", "break-in {}"),
+}
 
 
 def _app(ctx: Ctx, name: str, argument: str, label: str) -> Step:
@@ -34,6 +40,11 @@ def _voicemail(ctx: Ctx, user: str, label: str) -> Plan:
     return _app(ctx, "voicemail", user, label or f"voicemail {user}")
 
 
+def join(ctx: Ctx, name: str, argument: str, label: str) -> Step:
+    """A step whose caller joins a live call (nothing rings)."""
+    return ctx.step((Target(Kind.CALL, name, argument=argument),), 0.0, label, finish)
+
+
 def _service(ctx: Ctx, route: Route, label: str) -> Plan:
     name, arg = route.target, route.argument
     if name == "hunt_group":
@@ -46,8 +57,13 @@ def _service(ctx: Ctx, route: Route, label: str) -> Plan:
         return _voicemail(ctx, arg, label)
     if name == "auto_attendant":
         return _app(ctx, "auto_attendant", arg, label or "auto_attendant")
-    if name in NOT_YET:
-        return End(503, f"{name} is not available yet", "service unavailable")
+    if name == "call_park":
+        return _app(ctx, "park", arg, label or f"park {arg}".rstrip())
+    if name == "break_in":
+        return local_user.break_in(ctx, arg, label)
+    if name in JOINS:
+        target, text = JOINS[name]
+        return join(ctx, target, arg, label or text.format(arg))
     return End(404, "Number not found", "not found")
 
 

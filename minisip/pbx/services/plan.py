@@ -43,6 +43,8 @@ class Kind(enum.Enum):
     USER = "user"  #: every device of a local user (its own services already applied)
     NUMBER = "number"  #: an outside number, through the lines of ``route``
     APP = "app"  #: minisip itself answers: voicemail, attendant, feature codes...
+    #: the caller joins a live call (``name``: pickup, retrieve, join, break_in...)
+    CALL = "call"
 
 
 @dataclass(frozen=True, slots=True)
