@@ -90,7 +90,7 @@ def connect(caller: PyPhone, callee: PyPhone, number: str | None = None) -> None
     assert out and out[0].status == 200, out
 
 
-def tones_heard(talkers: list[PyPhone], seconds: float = 1.2) -> dict[str, dict[float, float]]:
+def tones_heard(talkers: list[PyPhone], seconds: float = 0.8) -> dict[str, dict[float, float]]:
     """Every phone of ``talkers`` sends its tone; the power of each tone in what each one
     received meanwhile (decoded PCMU), by user."""
     start = time.monotonic()
@@ -534,7 +534,7 @@ def test_break_in_mixes_three_parties(server: ServerProcess, phones: dict[str, P
     assert op.call(how).status == 200
     time.sleep(0.5)
     start = time.monotonic()
-    threads = [in_thread(p.send_audio, 1.5, TONES[p.user])[0] for p in (a, b, op)]
+    threads = [in_thread(p.send_audio, 1.0, TONES[p.user])[0] for p in (a, b, op)]
     for t in threads:
         t.join(10)
     time.sleep(0.2)
