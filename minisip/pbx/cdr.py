@@ -5,15 +5,26 @@ a callee was reached, a T-CDR (the terminating half). Records are written when
 the call ends, in one committed transaction (WAL): a ``kill -9`` after the BYE
 loses nothing. The day's CSV in ``<data_dir>/cdr/YYYY-MM-DD.csv`` gets the
 same rows, as the manual's CDR files do.
+
+A write the disk refuses (the database locked by another process, a full or
+read-only disk) is rolled back and its records stay queued, separately for
+SQLite and CSV so neither gets a row twice; ``durable.Retry`` tries again a
+second later through the server's timer loop. Calls go on meanwhile.
 """
 from __future__ import annotations
 
 import csv
+import io
+import logging
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from .durable import Retry, rollback
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -58,11 +69,16 @@ _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL"}
 
 
 class CdrStore:
-    def __init__(self, data_dir: Path) -> None:
-        self._pending: list[CdrRecord] = []
+    def __init__(self, data_dir: Path, *, timeout: float = 5.0) -> None:
+        self._pending: list[CdrRecord] = []  #: not yet in SQLite
+        self._csv_pending: list[CdrRecord] = []  #: not yet in the CSV files
+        self.retry = Retry("CDRs")
         self.dir = data_dir / "cdr"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(data_dir / "cdr.db", isolation_level=None,
+        # The server passes timeout 0: a lock held by another process fails the write
+        # at once (it is retried) instead of stalling the event loop for seconds.
+        self.db_path = data_dir / "cdr.db"
+        self.db = sqlite3.connect(self.db_path, isolation_level=None, timeout=timeout,
                                   check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -81,40 +97,81 @@ class CdrStore:
     def add(self, records: list[CdrRecord]) -> None:
         """Queue a call's records; ``commit()`` writes them (before its BYE's 200 leaves)."""
         self._pending += records
+        self._csv_pending += records
 
-    def commit(self) -> None:
-        if self._pending:
-            records, self._pending = self._pending, []
-            self.write(records)
+    @property
+    def pending(self) -> int:
+        """Records not yet in SQLite."""
+        return len(self._pending)
 
-    def write(self, records: list[CdrRecord]) -> None:
-        if not records:
-            return
+    def commit(self, *, force: bool = False) -> bool:
+        """Write what is queued; False when the disk refused some of it (kept for later)."""
+        if not (self._pending or self._csv_pending):
+            return True
+        now = time.time()
+        if not (force or self.retry.may_try(now)):
+            return False
+        try:
+            if self._pending:
+                self._write_db(self._pending)
+                self._pending = []
+            if self._csv_pending:
+                self._write_csv()
+        except (sqlite3.Error, OSError) as exc:
+            self.retry.failed(exc, now, len(self._pending) + len(self._csv_pending))
+            return False
+        self.retry.succeeded(now)
+        return True
+
+    def _write_db(self, records: list[CdrRecord]) -> None:
         rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in records]
         marks = ",".join("?" * len(_COLUMNS))
-        self.db.execute("BEGIN")
-        self.db.executemany(f"INSERT INTO cdr ({','.join(_COLUMNS)}) VALUES ({marks})", rows)
-        self.db.execute("COMMIT")
-        by_day: dict[str, list[tuple[Any, ...]]] = {}
-        for r, row in zip(records, rows):
-            day = time.strftime("%Y-%m-%d", time.localtime(r.end_time))
-            by_day.setdefault(day, []).append(row)
-        for day, day_rows in by_day.items():
+        db = self.db
+        try:
+            db.execute("BEGIN")
+            db.executemany(f"INSERT INTO cdr ({','.join(_COLUMNS)}) VALUES ({marks})", rows)
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            rollback(db)
+            raise
+
+    def _write_csv(self) -> None:
+        """Append the queued records to their day's file; a day written leaves the queue."""
+        by_day: dict[str, list[CdrRecord]] = {}
+        for r in self._csv_pending:
+            by_day.setdefault(_day(r.end_time), []).append(r)
+        for day, records in by_day.items():
             path = self.dir / f"{day}.csv"
-            new = not path.exists()
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            if not path.exists():
+                w.writerow(_COLUMNS)
+            w.writerows(tuple(getattr(r, c) for c in _COLUMNS) for r in records)
             with open(path, "a", newline="") as f:
-                w = csv.writer(f)
-                if new:
-                    w.writerow(_COLUMNS)
-                w.writerows(day_rows)
+                f.write(buf.getvalue())
+            self._csv_pending = [r for r in self._csv_pending if _day(r.end_time) != day]
+
+    # -- retry of a failed commit (a wall-clock timer source of the server) -----------------
+    def get_timer(self) -> float | None:
+        return self.retry.retry_at
+
+    def handle_timer(self, now: float) -> None:
+        if self.retry.retry_at is not None and self.retry.retry_at <= now:
+            self.commit(force=True)
 
     def query(self, *, user: str | None = None, since: float | None = None,
               limit: int = 100, line: str | None = None) -> list[dict[str, Any]]:
         return query(self.db, user=user, since=since, limit=limit, line=line)
 
     def close(self) -> None:
-        self.commit()
+        if not self.commit(force=True):
+            log.error("%d CDRs could not be written to %s at exit", len(self._pending),
+                      self.db_path)
         self.db.close()
+
+
+def _day(t: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(t))
 
 
 def query(db: sqlite3.Connection, *, user: str | None = None, since: float | None = None,

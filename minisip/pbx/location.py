@@ -8,12 +8,20 @@ driver calls it), so a 200 OK is never sent for a binding that a crash could
 lose, and 5,000 registrations/s cost one commit per batch, not one each.
 WAL with synchronous=NORMAL survives a killed process (not a power cut).
 
+A commit the disk refuses is rolled back and its changes stay queued for the
+next attempt (``durable.Retry``): the server keeps answering, and nothing is
+lost once the disk is back.
+
 Expiry is wall-clock (``time.time()``) because it must mean the same after a
-restart; the heap of deadlines is pulled by the server's one timer loop.
+restart; the heap of deadlines is pulled by the server's one timer loop. A
+refreshed or removed binding leaves its old entry behind (lazy deletion); the
+heap is rebuilt once those outnumber the bindings, so re-registrations cannot
+grow it without bound.
 """
 from __future__ import annotations
 
 import heapq
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +31,12 @@ from pathlib import Path
 from ..sip.errors import BadMessage
 from ..sip.peer import Peer
 from ..sip.uri import parse_uri_untrusted
+from .durable import Retry, rollback
+
+log = logging.getLogger(__name__)
+
+#: rebuild the expiry heap when it holds this many more entries than twice the bindings
+_HEAP_SLACK = 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (
@@ -102,7 +116,9 @@ class LocationService:
                  on_state: Callable[[str, bool], None] | None = None,
                  on_binding: Callable[[str, Binding], None] | None = None) -> None:
         self._bindings: dict[str, dict[str, Binding]] = {}
+        self._count = 0  #: bindings held
         self._expiry: list[tuple[float, str, str]] = []  # lazy deletion heap
+        self.retry = Retry("registrations")
         self._dirty: dict[tuple[str, str], Binding | None] = {}
         self._on_state = on_state or (lambda aor, online: None)
         #: ("registered" | "unregistered", binding) for the control socket's event stream
@@ -110,7 +126,9 @@ class LocationService:
         self._db: sqlite3.Connection | None = None
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(db_path, isolation_level=None,
+            # timeout 0: a lock held by another process fails the commit at once
+            # (it is retried later) instead of stalling the event loop for seconds.
+            self._db = sqlite3.connect(db_path, isolation_level=None, timeout=0,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -129,6 +147,7 @@ class LocationService:
             b = Binding(aor, contact, expires_at, q, call_id, cseq,
                         Peer(transport, host, port), ua, instance, registered_at)
             self._bindings.setdefault(aor, {})[contact] = b
+            self._count += 1
             heapq.heappush(self._expiry, (expires_at, aor, contact))
         self.commit()
 
@@ -144,7 +163,12 @@ class LocationService:
         return iter(self._bindings)
 
     def count(self) -> int:
-        return sum(len(v) for v in self._bindings.values())
+        return self._count
+
+    @property
+    def heap_entries(self) -> int:
+        """Expiry entries held, stale ones included (for status and the flood tests)."""
+        return len(self._expiry)
 
     # -- updates ------------------------------------------------------------
     def put(self, b: Binding) -> None:
@@ -152,9 +176,16 @@ class LocationService:
         was_online = bool(per_user)
         if per_user is None:
             per_user = self._bindings[b.aor] = {}
+        if per_user.get(b.contact) is None:
+            self._count += 1
         per_user[b.contact] = b
         self._dirty[(b.aor, b.contact)] = b
-        heapq.heappush(self._expiry, (b.expires_at, b.aor, b.contact))
+        heap = self._expiry
+        heapq.heappush(heap, (b.expires_at, b.aor, b.contact))
+        if len(heap) > 2 * self._count + _HEAP_SLACK:
+            self._expiry = [(x.expires_at, x.aor, x.contact)
+                            for per in self._bindings.values() for x in per.values()]
+            heapq.heapify(self._expiry)
         if self._on_binding is not None:
             self._on_binding("registered", b)
         if not was_online:
@@ -165,6 +196,7 @@ class LocationService:
         b = per_user.pop(contact, None) if per_user is not None else None
         if b is None:
             return
+        self._count -= 1
         self._dirty[(aor, contact)] = None
         if self._on_binding is not None:
             self._on_binding("unregistered", b)
@@ -176,30 +208,52 @@ class LocationService:
         for contact in list(self._bindings.get(aor, ())):
             self.remove(aor, contact)
 
-    def commit(self) -> None:
-        """Write the changes since the last commit in one transaction."""
+    def commit(self, *, force: bool = False) -> bool:
+        """Write the changes since the last commit in one transaction.
+
+        False when the disk refused them: they stay queued for the next attempt,
+        which comes after ``durable.RETRY_DELAY`` (or now with ``force``).
+        """
         if not self._dirty:
-            return
-        dirty, self._dirty = self._dirty, {}
+            return True
         if self._db is None:
-            return
+            self._dirty = {}
+            return True
+        now = time.time()
+        if not (force or self.retry.may_try(now)):
+            return False
+        dirty = self._dirty
         puts = [b.as_row() for b in dirty.values() if b is not None]
         dels = [k for k, b in dirty.items() if b is None]
         db = self._db
-        db.execute("BEGIN")
-        if dels:
-            db.executemany("DELETE FROM bindings WHERE aor=? AND contact=?", dels)
-        if puts:
-            db.executemany("INSERT OR REPLACE INTO bindings VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                           puts)
-        db.execute("COMMIT")
+        try:
+            db.execute("BEGIN")
+            if dels:
+                db.executemany("DELETE FROM bindings WHERE aor=? AND contact=?", dels)
+            if puts:
+                db.executemany("INSERT OR REPLACE INTO bindings "
+                               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", puts)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(db)
+            self.retry.failed(exc, now, len(dirty))
+            return False
+        self._dirty = {}
+        self.retry.succeeded(now)
+        return True
 
     # -- expiry (pulled by the server's timer loop) ---------------------------
     def get_timer(self) -> float | None:
-        """Next expiry as a wall-clock time, or None."""
-        return self._expiry[0][0] if self._expiry else None
+        """Next expiry (or retry of a failed commit) as a wall-clock time, or None."""
+        t = self._expiry[0][0] if self._expiry else None
+        retry = self.retry.retry_at
+        if retry is not None and (t is None or retry < t):
+            return retry
+        return t
 
     def handle_timer(self, now: float) -> None:
+        if self.retry.retry_at is not None and self.retry.retry_at <= now:
+            self.commit(force=True)
         heap = self._expiry
         while heap and heap[0][0] <= now:
             expires_at, aor, contact = heapq.heappop(heap)
@@ -208,7 +262,8 @@ class LocationService:
                 self.remove(aor, contact)
 
     def close(self) -> None:
-        self.commit()
+        if not self.commit(force=True):
+            log.error("%d registration changes could not be saved at exit", len(self._dirty))
         if self._db is not None:
             self._db.close()
             self._db = None
