@@ -8,8 +8,13 @@ adds one) for the name ``server_name(peer)`` gives. Each connection reads into a
 ``StreamFramer`` and hands whole messages up synchronously; writes go through a
 bounded queue drained by the connection's own writer task, so a peer that stops
 reading cannot block anyone else (its queue fills, and the connection is dropped).
-A TLS handshake and the first bytes of a message are bounded in time; an idle
-connection is closed after ``IDLE_TIMEOUT`` (phones keep theirs open with CRLF pings
+
+Bounded against hostile peers: one source address holds at most
+``MAX_CONNECTIONS_PER_SOURCE`` accepted connections; a TLS handshake, the first
+message after a peer connected, and every message once its first byte arrived
+must be complete within their deadlines (a whole-message deadline, so a drip of
+one byte a second cannot hold half a message forever); an idle connection between
+messages is closed after ``IDLE_TIMEOUT`` (phones keep theirs open with CRLF pings
 or re-REGISTERs).
 A connection that closes or cannot be opened, for whatever reason, is reported
 to ``on_closed``: the transactions that needed it fail at once (RFC 3261 17.1.4).
@@ -32,9 +37,11 @@ log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 3600.0  # longer than any registration interval
-MESSAGE_TIMEOUT = 30.0  # a started message must complete within this
+MESSAGE_TIMEOUT = 10.0  # a message must be whole this long after its first byte
 SEND_QUEUE = 256
 MAX_CONNECTIONS = 10_000
+#: an office NAT puts many phones behind one address: generous, but a bound
+MAX_CONNECTIONS_PER_SOURCE = 100
 
 OnMessage = Callable[[bytes, Peer], None]
 T = TypeVar("T")
@@ -46,6 +53,8 @@ class Connection:
         self.stream = stream
         self.peer = peer
         self.local = local  #: our address on this connection, for Via and Contact
+        #: the peer connected to us (it owes us a message soon); False: we dialed it
+        self.inbound = stream is not None
         self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](SEND_QUEUE)
         self.cancel_scope = trio.CancelScope()
 
@@ -66,8 +75,10 @@ class StreamListener:
         self.host, self.port, self.transport = host, port, transport
         self.ssl_context = ssl_context
         self.connections: dict[Peer, Connection] = {}
+        self._per_source: dict[str, int] = {}  #: accepted connections per address
         self.accepted = 0
         self.rejected = 0
+        self.timed_out = 0  #: closed because a message did not complete in time
         self.dialed = 0
         self.sock: trio.socket.SocketType | None = None
         #: the name a TLS peer's certificate must carry (its host name in the config)
@@ -158,13 +169,23 @@ class StreamListener:
         except OSError:
             await trio.aclose_forcefully(tcp)
             return
+        if self._per_source.get(host, 0) >= MAX_CONNECTIONS_PER_SOURCE:
+            self.rejected += 1
+            await trio.aclose_forcefully(tcp)
+            return
+        self._per_source[host] = self._per_source.get(host, 0) + 1
         peer = Peer(self.transport, host, port)
         stream: trio.abc.Stream = tcp
         if self.ssl_context is not None:
             stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
         conn = Connection(stream, peer, local)
         self.connections[peer] = conn
-        await self._run(conn, stream, on_message, on_batch_end)
+        try:
+            await self._run(conn, stream, on_message, on_batch_end)
+        finally:
+            n = self._per_source.pop(host) - 1
+            if n:
+                self._per_source[host] = n
 
     async def _run(self, conn: Connection, stream: trio.abc.Stream, on_message: OnMessage,
                    on_batch_end: Callable[[], None]) -> None:
@@ -199,27 +220,44 @@ class StreamListener:
         framer = StreamFramer()
         stream = conn.stream
         assert stream is not None
+        # A peer connects to send something: its first message is due at once (a
+        # connection we dialed waits for answers like an idle one). Later, idle time
+        # between messages is allowed for long; half a message is not.
+        waiting_for_message = conn.inbound
+        deadline = trio.current_time() + (MESSAGE_TIMEOUT if conn.inbound else IDLE_TIMEOUT)
         while True:
-            # Idle between messages is allowed for long; half a message is not.
-            timeout = MESSAGE_TIMEOUT if framer.pending else IDLE_TIMEOUT
-            with trio.move_on_after(timeout):
+            data = None
+            with trio.move_on_at(deadline):
                 data = await _guard(stream.receive_some(65536))
-                if not data:
-                    return
-                framer.feed(data)
-                try:
-                    while (msg := framer.next_message()) is not None:
-                        if msg is PING:
-                            conn.send(b"\r\n")  # RFC 5626 pong
-                        else:
-                            on_message(msg, conn.peer)
-                except BadMessage as exc:  # framing is lost: nothing more to read here
-                    log.info("%s: closing, %s", conn.peer, exc.reason)
-                    return
-                finally:
-                    on_batch_end()
-                continue
-            return  # timed out
+            if data is None:
+                if waiting_for_message:
+                    self.timed_out += 1
+                    log.info("%s: closing, no whole message within %g s", conn.peer,
+                             MESSAGE_TIMEOUT)
+                return
+            if not data:
+                return
+            started = framer.pending
+            framer.feed(data)
+            whole = 0
+            try:
+                while (msg := framer.next_message()) is not None:
+                    whole += 1
+                    if msg is PING:
+                        conn.send(b"\r\n")  # RFC 5626 pong
+                    else:
+                        on_message(msg, conn.peer)
+            except BadMessage as exc:  # framing is lost: nothing more to read here
+                log.info("%s: closing, %s", conn.peer, exc.reason)
+                return
+            finally:
+                on_batch_end()
+            now = trio.current_time()
+            if not framer.pending:
+                if whole:
+                    deadline, waiting_for_message = now + IDLE_TIMEOUT, False
+            elif whole or not started:  # a new message began in these bytes
+                deadline, waiting_for_message = now + MESSAGE_TIMEOUT, True
 
     async def _writer(self, conn: Connection) -> None:
         stream = conn.stream
