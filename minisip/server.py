@@ -4,8 +4,14 @@ Start-up order: configuration (a bad config at start is fatal, later it is
 only reported), persistent state from the data dir, listeners (bound before
 anything is announced, so "serving" means reachable), then the tasks: one per
 listener, the timer loop, the config watcher, the control socket and the
-signal handler. SIGINT/SIGTERM cancel the tree; ``finally`` commits and closes
-the location store.
+signal handler.
+
+Shutdown (SIGINT/SIGTERM, ARCHITECTURE.md rule 6): while the sockets are still
+open, new calls and registrations get 503, every call is released on the wire
+(BYE to both parties; CANCEL to ringing phones and 503 to their callers) and
+the server waits up to ``shutdown_grace`` for the answers; then the tree is
+cancelled and ``finally`` writes the CDRs and closes the SQLite files. A second
+signal cuts the wait short.
 """
 from __future__ import annotations
 
@@ -157,7 +163,8 @@ class Server:
                                         algorithms=system.digest_algorithms)
         sec = system.security
         self.guard = AuthGuard(max_failures=sec.auth_failures_before_block,
-                               block_seconds=sec.block_seconds)
+                               max_users_per_source=sec.max_users_per_source,
+                               window=sec.failure_window, block_seconds=sec.block_seconds)
         t = system.timers
         self.layer = TransactionLayer(Timers(t1=t.t1, t2=t.t2, t4=t.t4))
         self.registrar = Registrar(self.location, self.auth, self.guard, self._password_of,
@@ -168,10 +175,10 @@ class Server:
         self.pbx = Pbx(self.layer, self.registrar, self.bus.publish, now=clock,
                        local_address=self.driver.local_address)
         self.driver.stateless = self.pbx.stateless
-        self.cdr = CdrStore(self.data_dir)
+        self.cdr = CdrStore(self.data_dir, timeout=0)
         self.lines = LineManager(self.pbx, self.location, lambda: self.holder.current)
         self.calls = CallController(self.pbx, self.location, lambda: self.holder.current,
-                                    self.cdr, t1=t.t1, t2=t.t2, lines=self.lines)
+                                    self.cdr, lines=self.lines)
         self.media_io = MediaIO(on_fault=self.faults.record)
         self.calls.media_io = self.media_io
         self.calls.port_pool = PortPool(system.rtp_port_min, system.rtp_port_max)
@@ -187,12 +194,13 @@ class Server:
         self.events.mailbox_counts = self.voicemail.mailbox_counts
         self.voicemail.changed.append(self.events.mwi_changed)
         self.voicemail.flush = self.driver.flush
-        self.driver.wall_timers.append(self.location)
-        self.driver.mono_timers.append(self.pbx.timers)
+        self.driver.wall_timers += [self.location, self.cdr]
+        self.driver.mono_timers += [self.pbx.timers, self.guard]
         self.udp: list[UdpListener] = []
         self.streams: list[StreamListener] = []
         self.fingerprint: str | None = None
         self._default_passwords = default_passwords(self.holder.current)
+        self.stopping = False
 
     # -- hooks ------------------------------------------------------------------
     def _commit(self) -> None:
@@ -313,6 +321,7 @@ class Server:
         return {
             "version": __version__,
             "uptime": round(time.time() - self.started, 1),
+            "stopping": self.stopping,
             "listeners": self._listener_names(),
             "tls_fingerprint": self.fingerprint,
             "config": {"dir": str(self.opts.config_dir), "generation": h.generation,
@@ -453,7 +462,7 @@ class Server:
                 await nursery.start(self.pacer.run)
                 await nursery.start(self.voicemail.run)
                 self.calls.spawn = nursery.start_soon
-                self.calls.apps = starters(self.opts.config_dir, nursery.start_soon,
+                self.calls.apps = starters(self.opts.config_dir,
                                            lambda: self.holder.current.system.voice_prompts,
                                            snapshot=lambda: self.holder.current,
                                            voicemail=self.voicemail,
@@ -473,7 +482,7 @@ class Server:
                     from .metrics import serve_metrics
                     await nursery.start(serve_metrics, self, system.metrics_address,
                                         system.metrics_port)
-                nursery.start_soon(self._signals, nursery.cancel_scope)
+                nursery.start_soon(self._signals, nursery)
                 # Start-up objects live forever: keep the collector off them, and run
                 # it less often (PERFORMANCE.md: GC pauses were Sippy's latency spikes).
                 gc.collect()
@@ -483,9 +492,9 @@ class Server:
                     warn_default_password(user)
                 task_status.started(self.info())
         finally:
+            # Whatever is left (the tree failed, or a second signal) ends on paper only:
+            # the sockets are closed now, and nothing is sent.
             self.calls.release_all("shutdown")
-            self.lines.stop()  # unregister from providers: the REGISTERs leave with the flush
-            self.driver.flush()
             self.location.close()
             self.cdr.close()
             self.events.close()
@@ -507,21 +516,46 @@ class Server:
 
     def _on_reload_async(self, snap: Snapshot | None, error: ConfigError | None) -> None:
         # The watcher already built the snapshot; the holder swaps it in one assignment.
+        if self.stopping:  # leaving: no line starts registering, no setting changes now
+            return
         if snap is not None:
             self.holder.swap(snap)
         else:
             self.holder.fail(error)
         self._on_reload(snap, error)
 
-    async def _signals(self, scope: trio.CancelScope) -> None:
+    async def _signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGINT, signal.SIGTERM) as sigs:
             async for signum in sigs:
+                name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
-                    await self.reload({})
-                else:
-                    log.info("shutting down (%s)", signal.Signals(signum).name)
-                    scope.cancel()
+                    if not self.stopping:
+                        await self.reload({})
+                elif self.stopping:
+                    log.info("%s again: stopping now", name)
+                    nursery.cancel_scope.cancel()
                     return
+                else:
+                    nursery.start_soon(self.shutdown, nursery.cancel_scope, name)
+
+    async def shutdown(self, scope: trio.CancelScope, why: str = "shutdown") -> None:
+        """Refuse new work, end every call on the wire, wait for the answers, stop."""
+        self.stopping = True
+        grace = self.holder.current.system.shutdown_grace
+        log.info("shutting down (%s): ending %d calls, waiting up to %d s for the answers",
+                 why, len(self.calls.calls), grace)
+        self.driver.draining = True
+        self.calls.release_all("shutdown")
+        self.lines.stop()  # unregister from providers: their answers are waited for too
+        self.driver.flush()
+        answered = trio.Event()
+        self.pbx.when_answered(answered.set)
+        with trio.move_on_after(grace):
+            await answered.wait()
+        if not answered.is_set():
+            log.warning("stopping with %d requests unanswered after %d s",
+                        self.pbx.unanswered, grace)
+        scope.cancel()
 
 
 async def serve(opts: ServeOptions, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

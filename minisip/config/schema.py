@@ -424,6 +424,8 @@ class SystemConfig:
                             IntC(0, 65535))
     metrics_address: str = opt("127.0.0.1", "address the metrics port listens on",
                                StrC(nonempty=True))
+    shutdown_grace: int = opt(5, "on SIGTERM/SIGINT, how long hung-up calls get to answer "
+                                 "before the server exits (s)", IntC(0, 600))
     data_dir: str = opt(DEFAULT_DATA_DIR, "live state: registrations, CDRs, voicemail, TLS key; "
                                    "relative to the configuration directory",
                         StrC(nonempty=True, what="a directory path"))

@@ -18,7 +18,11 @@ sees the forks: every response to it carries the one A-leg tag.
 
 States and their legal transitions are the table ``_TRANSITIONS``; the call
 moves only through ``_set_state``. Every request received gets a final
-response; every timer is a deadline in the PBX's heap, cancelled on exit.
+response; every timer is a deadline in the PBX's heap, cancelled on exit; every
+trio task the call starts (``start_task``: players, DTMF senders, its app) runs
+in the call's own nursery and is cancelled on exit. A call reads the
+configuration snapshot it started with (``snap``), so a reload mid-call changes
+nothing under it.
 """
 from __future__ import annotations
 
@@ -41,9 +45,11 @@ from .legspec import LegSpec
 from .lines.outgoing import without_100rel
 from .media import CallMedia, hold_music, sdp_on_hold
 from .services.plan import End, Kind, Outcome, Plan, Step, Target, combine, outcome_of
+from .tasks import CallTasks, TaskFn
 from .timers import Timer
 
 if TYPE_CHECKING:
+    from ..config.schema import Snapshot
     from .calls import CallController
 
 log = logging.getLogger(__name__)
@@ -179,6 +185,7 @@ class Call:
     dialed: str
     route: str
     max_duration: float
+    snap: "Snapshot"  #: the configuration the call started with, kept to its end
     callee: str = ""  #: who answered; before that the first user the plan rang
     setup_time: float = field(default_factory=time.time)
     state: CallState = CallState.ROUTING
@@ -202,6 +209,7 @@ class Call:
     media: CallMedia | None = None  #: the RTP relay, when this call's media is relayed
     media_stats: dict[str, Any] = field(default_factory=dict)
     _bodies: dict[str, bytes] = field(default_factory=dict)  #: last SDP each side sent
+    tasks: CallTasks | None = None  #: the call's nursery, opened by its first task
     # -- the plan being executed ---------------------------------------------------
     step: Step | None = None
     step_no: int = 0
@@ -258,6 +266,14 @@ class Call:
         t = self.pbx.timers.schedule(self.pbx.now() + seconds, fn, *args)
         self.timers.append(t)
         return t
+
+    def start_task(self, fn: TaskFn, *args: Any) -> None:
+        """Run ``await fn(*args)`` in the call's nursery: the call's end cancels it."""
+        if self.state is CallState.ENDED:
+            return
+        if self.tasks is None:
+            self.tasks = CallTasks(self.pbx.spawn, self.a.invite.call_id)
+        self.tasks.start(fn, *args)
 
     # -- the plan ----------------------------------------------------------------------
     def start(self, plan: Plan) -> None:
@@ -363,7 +379,7 @@ class Call:
             if isinstance(got, LegSpec):
                 leg = self._send_leg(i, got)
                 self.tried.append(leg)
-                seconds = got.no_answer_time or self.pbx.snapshot().system.no_answer_time
+                seconds = got.no_answer_time or self.snap.system.no_answer_time
                 self._after(seconds, self._exit_no_answer, leg)
                 return
             self.tried.append(Refused(name, route.number, route.caller_number, *got))
@@ -715,15 +731,16 @@ class Call:
     def _await_ack(self, resp: Response, leg: Leg) -> None:
         """Resend ``resp`` (a 2xx to an INVITE) to ``leg`` until its ACK comes."""
         self._acks[leg] = resp
-        self._after(self.pbx.t1, self._retransmit_2xx, resp, leg, self.pbx.t1)
-        self._after(64 * self.pbx.t1, self._ack_timeout, resp, leg)
+        t1 = self.snap.system.timers.t1
+        self._after(t1, self._retransmit_2xx, resp, leg, t1)
+        self._after(64 * t1, self._ack_timeout, resp, leg)
 
     def _retransmit_2xx(self, resp: Response, leg: Leg, interval: float) -> None:
         # RFC 3261 13.3.1.4: the UAS core resends the 2xx until the ACK comes.
         if self._acks.get(leg) is not resp or self.state is CallState.ENDED:
             return
         self.pbx.send_stateless(resp, leg.peer)
-        interval = min(2 * interval, self.pbx.t2)
+        interval = min(2 * interval, self.snap.system.timers.t2)
         self._after(interval, self._retransmit_2xx, resp, leg, interval)
 
     def _ack_timeout(self, resp: Response, leg: Leg) -> None:
@@ -848,10 +865,10 @@ class Call:
             media.send_digit(other.side, d.digit, d.duration_ms)
             return make_response(req, 200)
         if req.method in ("INVITE", "UPDATE") and req.body:
-            holder = self.pbx.snapshot().users.get(leg.user)
+            holder = self.snap.users.get(leg.user)
             if sdp_on_hold(req.body):
                 if holder is not None and holder.music_on_hold:
-                    media.start_music(other.side, hold_music(self.pbx.snapshot()))
+                    media.start_music(other.side, hold_music(self.snap))
             else:
                 media.stop_music(other.side)
                 if media.hold_only == leg.side:  # resumed: back to direct media
@@ -984,8 +1001,8 @@ class Call:
             self.talk(leg, False)
         for leg, handler in list(self.managed.items()):
             handler.close(leg)
-        if self.app is not None:  # the app's task tree goes with the call
-            self.app.cancel()
+        if self.tasks is not None:  # its app, players, DTMF senders end with the call
+            self.tasks.close()
         if self.media is not None:  # ports go back to the pool with the call
             self.media_stats = self.media.stats()
             self.media.close()

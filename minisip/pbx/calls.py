@@ -50,14 +50,12 @@ log = logging.getLogger(__name__)
 
 class CallController:
     def __init__(self, pbx: Pbx, location: LocationService, snapshot: Callable[[], Any],
-                 cdr: CdrStore | None, *, t1: float, t2: float,
-                 lines: LineManager | None = None) -> None:
+                 cdr: CdrStore | None, *, lines: LineManager | None = None) -> None:
         self.core = pbx
         self.location = location
         self.snapshot = snapshot
         self.cdr = cdr
         self.lines = lines  #: external lines and trunks (None: a PBX without them)
-        self.t1, self.t2 = t1, t2
         self.timers = pbx.timers
         self.now = pbx.now
         self.calls: dict[str, Call] = {}  # by the caller's Call-ID
@@ -76,7 +74,8 @@ class CallController:
         self._relayed = {"packets": 0, "bytes": 0, "lost": 0}  #: relay figures of ended calls
         self.media_io: MediaIO | None = None  #: set by the server: relays need its loop
         self.port_pool: PortPool | None = None
-        self.spawn: Any = None  #: nursery.start_soon, for players (DTMF)
+        #: the server nursery's start_soon: each call's own nursery starts in it
+        self.spawn: Any = None
         self.pacer: Pacer | None = None  #: set by the server: paces prompts and music on hold
         #: sends what the layers queued (the driver's flush): for SIP that media started
         self.flush: Callable[[], None] = lambda: None
@@ -90,11 +89,12 @@ class CallController:
         self.parking = ParkLot()  #: parked calls by slot (pbx/apps/park.py)
 
     # -- what Call needs -----------------------------------------------------------
-    def domain_for(self, peer: Peer) -> str:
-        """Our users' domain as ``peer`` should write it: system.yaml's ``domain``, or
-        by default our own address as ``peer`` reaches it, so a phone calling the
-        caller back reaches this server (a bare name like "minisip" resolves nowhere)."""
-        domain = self.snapshot().system.domain
+    def domain_for(self, peer: Peer, snap: Any = None) -> str:
+        """Our users' domain as ``peer`` should write it: system.yaml's ``domain`` (of
+        ``snap``, a call's own), or by default our own address as ``peer`` reaches it, so
+        a phone calling the caller back reaches this server (a bare name like "minisip"
+        resolves nowhere)."""
+        domain = (snap or self.snapshot()).system.domain
         if domain:
             return domain
         host = self.core.local_address(peer)[0]
@@ -103,8 +103,8 @@ class CallController:
     def local_via_contact(self, peer: Peer, user: str) -> tuple[str, str]:
         return self.core.via_for(peer), self.core.contact_for(peer, user)
 
-    def display_for(self, user: str) -> str:
-        u = self.snapshot().users.get(user)
+    def display_for(self, user: str, snap: Any = None) -> str:
+        u = (snap or self.snapshot()).users.get(user)
         return getattr(u, "display_name", "") if u is not None else ""
 
     def common_headers(self) -> list[tuple[str, str]]:
@@ -185,7 +185,8 @@ class CallController:
             else self.plan_for(caller, dialed, route)
         target = route.target if route.kind is not RouteKind.REJECT else str(route.status)
         call = Call(self, Leg("A", peer, req, None, caller), caller, dialed,
-                    f"{route.kind.value}:{target}", max_duration=max_duration)
+                    f"{route.kind.value}:{target}", max_duration=max_duration,
+                    snap=self.snapshot())
         call.line_in, call.local_caller = line_in, not line_in
         call.caller_number = route.caller_number or caller
         self.calls[req.call_id] = call
@@ -278,9 +279,11 @@ class CallController:
         """The legs to ``user``'s devices: From the caller (an outside caller as the
         number the dial plan made of it), To the user, at the domain each device knows."""
         caller = call.caller if call.local_caller else call.caller_number or call.caller
-        display = self.display_for(call.caller) if call.local_caller else ""
-        return [LegSpec(uri=contact, peer=peer, to=f"<sip:{user}@{self.domain_for(peer)}>",
-                        from_uri=f"sip:{caller}@{self.domain_for(peer)}", display=display,
+        display = self.display_for(call.caller, call.snap) if call.local_caller else ""
+        return [LegSpec(uri=contact, peer=peer,
+                        to=f"<sip:{user}@{self.domain_for(peer, call.snap)}>",
+                        from_uri=f"sip:{caller}@{self.domain_for(peer, call.snap)}",
+                        display=display,
                         contact_user=call.caller, callee=user, caller_number=caller)
                 for contact, peer in self.devices(user, latest_only)]
 
@@ -289,7 +292,7 @@ class CallController:
         policy says so for the caller or a user about to ring, or minisip answers."""
         if call.media is not None or self.media_io is None or self.port_pool is None:
             return
-        snap = self.snapshot()
+        snap = call.snap
         users = [snap.users[t.name] for t in step.targets
                  if t.kind is Kind.USER and t.name in snap.users]
         bindings = [b for t in step.targets if t.kind is Kind.USER
@@ -299,7 +302,7 @@ class CallController:
         exits = [call.line_in, *(n for t in step.targets if t.kind is Kind.NUMBER and t.route
                                  for n in t.route.candidates)]
         flagged = any(u.relay_media for u in users) or bool(
-            caller_cfg and caller_cfg.relay_media) or any(self._exit_relays(n) for n in exits)
+            caller_cfg and caller_cfg.relay_media) or any(self._exit_relays(n, snap) for n in exits)
         a = call.a
         if not app and not needs_relay(snap.system.relay_media, flagged, a.invite.body, a.peer,
                                        [(b.contact, b.source) for b in bindings]):
@@ -313,7 +316,7 @@ class CallController:
         # One dual-stack socket pair per leg when either party speaks IPv6.
         bind = "::" if ":" in a_addr + b_addr else "0.0.0.0"
         media = CallMedia.open(self.media_io, self.port_pool, bind, a_addr, b_addr,
-                               call.a.invite.call_id, self.spawn, self.pacer)
+                               call.a.invite.call_id, call.start_task, self.pacer)
         if media is not None:
             media.on_digit = call.digit_to_info
         return media
@@ -332,7 +335,7 @@ class CallController:
         """A relay for the time of a hold on a direct-media call, so that the held party
         hears music on hold: None when ``body`` holds nothing, the holder has no
         music_on_hold, or relay_media is never. ``bodies``: each side's current SDP."""
-        snap = self.snapshot()
+        snap = call.snap
         holder = snap.users.get(leg.user)
         other = call.winner if leg.side == "A" else call.a
         if (not body or holder is None or not holder.music_on_hold or other is None
@@ -352,9 +355,8 @@ class CallController:
             log.info("call %s: held, the relay plays music on hold", call.a.invite.call_id)
         return media
 
-    def _exit_relays(self, name: str) -> bool:
+    def _exit_relays(self, name: str, snap: Any) -> bool:
         """A line's or trunk's ``relay_media``."""
-        snap = self.snapshot()
         exit_ = snap.lines.get(name) or snap.trunks.get(name)
         return bool(exit_ is not None and exit_.relay_media)
 
@@ -363,7 +365,7 @@ class CallController:
         it cannot take the call now."""
         if self.lines is None:
             return 503, "External lines are not available"
-        got = self.lines.leg(name, route, domain=self.domain_for(call.a.peer),
+        got = self.lines.leg(name, route, domain=self.domain_for(call.a.peer, call.snap),
                              local_host=lambda p: self.core.local_address(p)[0])
         if isinstance(got[0], LegSpec):
             spec, refined = got
@@ -487,7 +489,7 @@ class CallController:
             table.pop(user, None)
 
     def call_state_changed(self, call: Call, old: CallState, new: CallState) -> None:
-        timeout = self.snapshot().system.media_timeout
+        timeout = call.snap.system.media_timeout
         if new is CallState.TALKING and call.media is not None and timeout:
             call.timers.append(self.timers.schedule(self.now() + timeout, call.check_media,
                                                     float(timeout)))

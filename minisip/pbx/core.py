@@ -83,6 +83,9 @@ class Pbx:
         self._dialog_owners: dict[str, Callable[[Request], bool]] = {}
         self.allow_events = ""  #: event packages served (RFC 6665 Allow-Events), if any
         self._pending: deque[ev.Event] = deque()
+        #: our requests still waiting for a final response (shutdown waits for them)
+        self._unanswered: set[object] = set()
+        self._on_answered: Callable[[], None] | None = None
         self.scanners_dropped = 0
         self._scanner_logged: dict[str, float] = {}  #: source -> when last logged
         self.bad_input = 0  #: messages whose lazily read headers were bad: 4xx or dropped
@@ -194,6 +197,8 @@ class Pbx:
             self.calls.on_ack(event.request, event.peer)
 
     def _on_response(self, event: ev.ResponseReceived, now: float) -> None:
+        if event.response.status >= 200:
+            self._answered(event.key)
         entry = self._client.get(event.key)
         if entry is None:
             return
@@ -208,6 +213,7 @@ class Pbx:
             self.calls.on_stray(event.response, event.peer)
 
     def _on_timeout(self, event: Any, now: float) -> None:
+        self._answered(getattr(event, "key", None))
         entry = self._client.pop(getattr(event, "key", None), None)
         if entry is None:
             return
@@ -230,13 +236,34 @@ class Pbx:
             on_response(leg, _local_response(leg, 503, "Service Unavailable"), event.key)
 
     def _on_terminated(self, event: ev.TransactionTerminated, now: float) -> None:
+        self._answered(event.key)
         self._client.pop(event.key, None)
+
+    def _answered(self, key: object) -> None:
+        unanswered = self._unanswered
+        if key in unanswered:
+            unanswered.discard(key)
+            if not unanswered and self._on_answered is not None:
+                fn, self._on_answered = self._on_answered, None
+                fn()
+
+    def when_answered(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` once every request we sent has its final response (or timed out)."""
+        if self._unanswered:
+            self._on_answered = fn
+        else:
+            fn()
+
+    @property
+    def unanswered(self) -> int:
+        return len(self._unanswered)
 
     # -- sending, for calls ---------------------------------------------------------------
     def send_request(self, req: Request, peer: Peer, on_response: OnResponse | None,
                      leg: Any) -> object:
         key = self.layer.send_request(req, peer, self.now())
         self._client[key] = (on_response, leg)
+        self._unanswered.add(key)
         return key
 
     def send_response(self, resp: Response) -> None:

@@ -103,7 +103,7 @@ def needs_relay(policy: str, flagged: bool, a_body: bytes, a_peer: Peer,
                for contact, peer in b_contacts)
 
 
-Spawn = Callable[..., None]  #: nursery.start_soon of the server's tree
+Spawn = Callable[..., None]  #: the call's start_task: players live in the call's nursery
 OnDigit = Callable[[str, DtmfDigit], None]  #: (side the key was pressed on, digit)
 
 

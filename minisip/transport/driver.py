@@ -49,6 +49,8 @@ _KEEPALIVE_MAX = 16
 _FLUSH_ROUNDS = 4
 #: new work that may be refused; requests inside calls always go through
 _SHEDDABLE = frozenset({"INVITE", "REGISTER", "SUBSCRIBE", "OPTIONS", "MESSAGE"})
+#: what a server shutting down refuses: nothing new may start that it would have to end
+_REFUSED_DRAINING = frozenset({"INVITE", "REGISTER", "SUBSCRIBE"})
 
 
 class Sender(Protocol):
@@ -125,6 +127,7 @@ class SipDriver:
         self.wall_timers: list[TimerSource] = []  # deadlines in time.time()
         self.bad_messages = 0
         self.shed = 0  #: new requests refused with 503 while overloaded
+        self.draining = False  #: shutting down: new calls and registrations get 503
         #: RFC 3261 8.2.7 stateless UAS: requests it answers skip the transaction layer
         self.stateless: Callable[[Request, Peer, float], Response | object | None] | None = None
         self.advertised = ""  #: system.yaml's sip_address, when set
@@ -207,14 +210,20 @@ class SipDriver:
             return None
 
     def _receive(self, msg: Request | Response, peer: Peer, now: float) -> None:
-        if isinstance(msg, Request) and msg.to_tag is None and msg.method in _SHEDDABLE \
-                and self.overloaded():
+        if isinstance(msg, Request) and msg.to_tag is None and msg.method in _SHEDDABLE:
             # PERFORMANCE.md: an overloaded server that queues collapses (answers
             # arrive after T1, clients retransmit). Refuse new work early instead.
-            self.shed += 1
-            self.send(make_response(msg, 503, "Overloaded", to_tag=new_tag(),
-                                    headers=[("Retry-After", "5")]).to_bytes(), peer)
-            return
+            if self.draining and msg.method in _REFUSED_DRAINING:
+                reason = "Shutting down"
+            elif self.overloaded():
+                self.shed += 1
+                reason = "Overloaded"
+            else:
+                reason = ""
+            if reason:
+                self.send(make_response(msg, 503, reason, to_tag=new_tag(),
+                                        headers=[("Retry-After", "5")]).to_bytes(), peer)
+                return
         if self.stateless is not None and isinstance(msg, Request):
             answer = self.stateless(msg, peer, now)
             if isinstance(answer, Response):  # answered without a transaction

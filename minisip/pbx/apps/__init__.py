@@ -16,14 +16,14 @@ from .session import starter
 from .voicemail import VoicemailService
 
 
-def starters(config_dir: Path, spawn: Callable[..., Any], language: Callable[[], str], *,
+def starters(config_dir: Path, language: Callable[[], str], *,
              snapshot: Callable[[], Snapshot], voicemail: VoicemailService,
              parking: ParkLot | None = None) -> dict[str, Any]:
-    out = {"feature_code": starter(feature_code(config_dir), spawn, language),
-           "voicemail": starter(voicemail, spawn, language),
-           "auto_attendant": starter(attendant(snapshot), spawn, language)}
+    out = {"feature_code": starter(feature_code(config_dir), language),
+           "voicemail": starter(voicemail, language),
+           "auto_attendant": starter(attendant(snapshot), language)}
     if parking is not None:
-        start, lot = starter(park(parking, snapshot), spawn, language), parking
+        start, lot = starter(park(parking, snapshot), language), parking
 
         def start_park(call: Any, target: Any) -> bool:  # a taken slot refuses (503)
             slot = str(int(target.argument)) if target.argument else ""

@@ -332,16 +332,16 @@ async def run(session: AppSession, app: App) -> None:
             session.hangup("app failure")
 
 
-def starter(app: App, spawn: Spawn, language: Callable[[], str]
-            ) -> Callable[[Call, Target], bool]:
-    """What the call controller calls to let ``app`` answer a call."""
+def starter(app: App, language: Callable[[], str]) -> Callable[[Call, Target], bool]:
+    """What the call controller calls to let ``app`` answer a call: the app's task runs
+    in the call's own nursery (``Call.start_task``), so it ends with the call."""
     def start(call: Call, target: Target) -> bool:
-        session = AppSession(call, target, language(), spawn)
+        session = AppSession(call, target, language(), call.start_task)
         try:
             session.answer()
         except BadMessage as exc:  # nothing in the caller's offer we can answer
             log.info("call %s: %s cannot answer: %s", call.a.invite.call_id, target.name, exc)
             return False
-        spawn(run, session, app)
+        call.start_task(run, session, app)
         return True
     return start

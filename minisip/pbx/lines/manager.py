@@ -124,8 +124,10 @@ class LineManager:
         return None
 
     def stop(self) -> None:
-        """Shutdown: unregister every line (the REGISTERs leave with the last flush)."""
-        for reg in self.registrations.values():
+        """Shutdown: unregister every line; none registers again (a stopped registration
+        of a line still configured would start anew)."""
+        self._lines = {}
+        for reg in list(self.registrations.values()):  # (a stop may remove it at once)
             reg.stop()
 
     # -- state ------------------------------------------------------------------------------
