@@ -35,7 +35,8 @@ import trio
 from . import __version__
 from .config.loader import ConfigError
 from .config.paths import resolve_data_dir
-from .config.schema import FILES, Snapshot
+from .config.reloader import Reloader
+from .config.schema import FILES, START_ONLY, Snapshot
 from .config.watcher import ConfigHolder, watch_config
 from .control.api import ControlError, Rows, require_arg
 from .control.events import EventBus
@@ -133,6 +134,10 @@ def _secret(data_dir: Path) -> bytes:
         return key
 
 
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _policy(snap: Snapshot) -> RegistrarPolicy:
     reg = snap.system.registration
     return RegistrarPolicy(reg.min_expires, reg.max_expires, reg.default_expires,
@@ -158,20 +163,15 @@ class Server:
         self.location = LocationService(self.data_dir / "registrations.db",
                                         on_state=self._user_state,
                                         on_binding=self._binding_event)
-        self.auth = DigestAuthenticator(system.realm, secret=_secret(self.data_dir),
-                                        nonce_ttl=system.nonce_ttl,
-                                        algorithms=system.digest_algorithms)
-        sec = system.security
-        self.guard = AuthGuard(max_failures=sec.auth_failures_before_block,
-                               max_users_per_source=sec.max_users_per_source,
-                               window=sec.failure_window, block_seconds=sec.block_seconds)
-        t = system.timers
-        self.layer = TransactionLayer(Timers(t1=t.t1, t2=t.t2, t4=t.t4))
+        # Built with defaults; _apply_config puts the snapshot's settings in, here and
+        # after every reload (one place, so no key is live at start but dead on reload).
+        self.auth = DigestAuthenticator(system.realm, secret=_secret(self.data_dir))
+        self.guard = AuthGuard()
+        self.layer = TransactionLayer()
         self.registrar = Registrar(self.location, self.auth, self.guard, self._password_of,
                                    lambda: _policy(self.holder.current), self._open_gateway)
         self.driver = SipDriver(self.layer, self._handle_events, self._commit,
                                 trace=self._trace, faults=self.faults, clock=clock)
-        self.driver.advertised = system.sip_address
         self.pbx = Pbx(self.layer, self.registrar, self.bus.publish, now=clock,
                        local_address=self.driver.local_address)
         self.driver.stateless = self.pbx.stateless
@@ -201,6 +201,11 @@ class Server:
         self.fingerprint: str | None = None
         self._default_passwords = default_passwords(self.holder.current)
         self.stopping = False
+        self.reloader = Reloader(opts.config_dir, self.holder.current)
+        #: start-only keys as they were at start, and changes already logged
+        self.started_with = {k: getattr(system, k) for k in START_ONLY}
+        self._restart_logged: dict[str, Any] = {}
+        self._apply_config(self.holder.current)
 
     # -- hooks ------------------------------------------------------------------
     def _commit(self) -> None:
@@ -247,6 +252,34 @@ class Server:
                 "port": peer.port, "text": text, "call_id": m.group(1) if m else None,
                 "users": sorted(set(_USERS.findall(text)))})
 
+    def _apply_config(self, snap: Snapshot) -> None:
+        """Put a snapshot's settings in force: for the next challenge, transaction and
+        call (calls already up keep the snapshot they started with). The rest of the
+        live keys are read from the snapshot where they are used."""
+        system = snap.system
+        self.auth.configure(realm=system.realm, nonce_ttl=system.nonce_ttl,
+                            algorithms=system.digest_algorithms)
+        sec = system.security
+        self.guard.configure(max_failures=sec.auth_failures_before_block,
+                             max_users_per_source=sec.max_users_per_source,
+                             window=sec.failure_window, block_seconds=sec.block_seconds)
+        t = system.timers
+        self.layer.timers = Timers(t1=t.t1, t2=t.t2, t4=t.t4)
+        self.driver.advertised = system.sip_address
+        assert self.calls.port_pool is not None
+        self.calls.port_pool.configure(system.rtp_port_min, system.rtp_port_max)
+        for key, value in self.restart_pending(snap).items():
+            if self._restart_logged.get(key, self.started_with[key]) != value["configured"]:
+                log.warning("system.yaml %s changed to %r: takes effect after restart "
+                            "(running with %r)", key, value["configured"], value["running"])
+        self._restart_logged = {k: getattr(system, k) for k in START_ONLY}
+
+    def restart_pending(self, snap: Snapshot | None = None) -> dict[str, dict[str, Any]]:
+        """Start-only keys whose value in system.yaml differs from the one at start."""
+        system = (snap or self.holder.current).system
+        return {k: {"running": _plain(v), "configured": _plain(getattr(system, k))}
+                for k, v in self.started_with.items() if getattr(system, k) != v}
+
     def _on_reload(self, snap: Snapshot | None, error: ConfigError | None) -> None:
         if error is not None:
             for line in str(error).splitlines():  # one whole line per problem in the log
@@ -255,6 +288,7 @@ class Server:
             self.bus.publish("reloads", "reload_failed", {"error": str(error)})
             return
         assert snap is not None
+        self._apply_config(snap)
         before = self._default_passwords
         self._default_passwords = default_passwords(snap)
         for user in self._default_passwords:
@@ -326,7 +360,8 @@ class Server:
             "tls_fingerprint": self.fingerprint,
             "config": {"dir": str(self.opts.config_dir), "generation": h.generation,
                        "last_reload": h.last_reload,
-                       "error": str(h.last_error) if h.last_error else None},
+                       "error": str(h.last_error) if h.last_error else None,
+                       "restart_pending": self.restart_pending()},
             "data_dir": str(self.data_dir.absolute()),
             "users": len(h.current.users),
             "online": sum(1 for a in self.location.aors() if a in h.current.users),
@@ -431,8 +466,9 @@ class Server:
         return gone.as_dict() if gone is not None else None
 
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
-        error = await trio.to_thread.run_sync(self.holder.reload)
-        self._on_reload(None if error else self.holder.current, error)
+        """SIGHUP, ``minisip reload``: read and check every file again now."""
+        _, snap, error = await self.reloader.load(force=True)
+        self._on_reload_async(snap, error)
         return {"ok": error is None, "error": str(error) if error else None,
                 "generation": self.holder.generation}
 
@@ -472,7 +508,9 @@ class Server:
                 self.lines.flush = self.driver.flush
                 self.lines.configure(self.holder.current)  # lines start registering
                 self.driver.flush()
-                await nursery.start(watch_config, self.opts.config_dir, self._on_reload_async)
+                await nursery.start(self.reloader.serve)
+                await nursery.start(partial(watch_config, reloader=self.reloader),
+                                    self.opts.config_dir, self._on_reload_async)
                 if self._edited_since_load():  # an edit between our load and the watcher
                     await self.reload({})
                 await nursery.start(partial(serve_control, on_fault=self.faults.record),

@@ -108,6 +108,9 @@ def status(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir =
     if st.get("tls_fingerprint"):
         lines.append(f"  TLS        SHA-256 {st['tls_fingerprint']}")
     lines.append(f"  config     {cfg['dir']} (generation {cfg['generation']})")
+    for key, v in (cfg.get("restart_pending") or {}).items():
+        lines.append(f"  restart    system.yaml {key}: {v['running']} -> {v['configured']} "
+                     f"takes effect after restart")
     if cfg.get("error"):
         lines.append("  config     last reload failed, still serving the previous "
                      "configuration: " + "; ".join(cfg["error"].splitlines()))

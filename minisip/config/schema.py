@@ -441,6 +441,12 @@ class SystemConfig:
             yield "tls_private_key", "is set but tls_certificate is empty"
 
 
+#: system.yaml keys read only when the server starts (sockets, certificates, the metrics
+#: listener, the data dir); every other key takes effect on reload. ``minisip status`` shows a changed one.
+START_ONLY = ("listen", "udp_port", "tcp_port", "tls_port", "tls_certificate",
+              "tls_private_key", "metrics_port", "metrics_address", "data_dir")
+
+
 # -- users.yaml ------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,17 +1,18 @@
-"""Live reload: watch the config directory, build snapshots off the trio thread.
+"""Live reload: watch the config directory, build snapshots off the event loop.
 
 Theory of operation
 -------------------
 watchfiles watches the *directory* (watching a file stops at its first
 rename-replace) and reports changes to ``*.yaml`` names, debounced: a burst of
 events (an editor's write-rename-chmod) arrives as one batch. For each batch the
-whole configuration is read and validated in a worker thread and the result is
-handed to ``on_reload``: a new snapshot, or the error (the caller keeps serving
-the old snapshot). Changes that arrive while a load runs are collected by the
-watcher and come out as the next batch, so the load runs again once it
-finishes: whatever an editor does (write in place, temp file + rename, several
-steps), the last load sees the final files. A batch whose files hash the same
-as the last attempt is skipped (a ``touch``, a save without changes).
+whole configuration is read and validated by a ``Reloader`` (reloader.py: in a
+worker process, so the event loop is never starved) and the result is handed to
+``on_reload``: a new snapshot, or the error (the caller keeps serving the old
+snapshot). Changes that arrive while a load runs are collected by the watcher
+and come out as the next batch, so the load runs again once it finishes:
+whatever an editor does (write in place, temp file + rename, several steps),
+the last load sees the final files. A batch whose files hash the same as the
+last attempt is skipped (a ``touch``, a save without changes).
 
 Cancellation: watchfiles waits for events in a thread that trio cannot cancel;
 a helper task sets the ``stop_event`` watchfiles polls every ``step`` ms when
@@ -30,7 +31,8 @@ from typing import Any, Callable
 
 import trio
 
-from .loader import ConfigError, build_snapshot, load_snapshot, read_files
+from .loader import ConfigError, load_snapshot
+from .reloader import Reloader
 from .schema import Snapshot
 
 log = logging.getLogger("minisip.config")
@@ -45,35 +47,23 @@ def _yaml_only(change: Any, path: str) -> bool:
     return name.endswith(".yaml") and not name.startswith(".")  # not editors' temp files
 
 
-def _attempt(config_dir: Path, last: dict[str, str | None] | None) -> tuple[
-        dict[str, str | None] | None, Snapshot | None, ConfigError | None]:
-    """(identity of the files, snapshot, error); identity None when unchanged."""
-    try:
-        raw = read_files(config_dir)
-    except ConfigError as exc:
-        return {}, None, exc
-    ident = {n: (f.info.sha256 if f.info else None) for n, f in raw.items()}
-    if ident == last:
-        return None, None, None
-    try:
-        return ident, build_snapshot(config_dir, raw), None
-    except ConfigError as exc:
-        return ident, None, exc
-
-
 async def watch_config(config_dir: Path, on_reload: OnReload, *,
+                       reloader: Reloader | None = None,
                        stop_event: trio.Event | None = None,
                        task_status: Any = trio.TASK_STATUS_IGNORED,
                        debounce_ms: int = 50, step_ms: int = 10) -> None:
     """Call ``on_reload(snapshot, None)`` or ``on_reload(None, error)`` after each change.
 
-    Runs until cancelled or until ``stop_event`` is set. ``task_status.started()`` is
-    called once the directory is being watched: an edit made after ``nursery.start``
-    returns is seen.
+    ``reloader`` does the loading (the server's, shared with SIGHUP); without one, a
+    reloader working in a thread. Runs until cancelled or until ``stop_event`` is set.
+    ``task_status.started()`` is called once the directory is being watched: an edit
+    made after ``nursery.start`` returns is seen.
     """
     from watchfiles import awatch
 
     config_dir = Path(config_dir)
+    if reloader is None:
+        reloader = Reloader(config_dir, in_process=True)
     stop = trio.Event()  # what watchfiles' thread polls
 
     async def stopper() -> None:
@@ -85,7 +75,6 @@ async def watch_config(config_dir: Path, on_reload: OnReload, *,
         finally:
             stop.set()
 
-    last: dict[str, str | None] | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stopper)
         changes = awatch(config_dir, watch_filter=_yaml_only, debounce=debounce_ms,
@@ -96,11 +85,13 @@ async def watch_config(config_dir: Path, on_reload: OnReload, *,
             task_status.started()
             async for batch in changes:
                 log.debug("config change: %s", sorted(os.path.basename(p) for _, p in batch))
-                ident, snap, error = await trio.to_thread.run_sync(
-                    _attempt, config_dir, last, abandon_on_cancel=True)
-                if ident is None:
+                try:
+                    changed, snap, error = await reloader.load()
+                except Exception:  # the worker died, the directory vanished...
+                    log.exception("config reload failed")
+                    continue
+                if not changed:
                     continue  # same bytes as last time
-                last = ident
                 try:
                     on_reload(snap, error)
                 except Exception:  # a broken callback must not stop reloading

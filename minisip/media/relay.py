@@ -94,14 +94,23 @@ class PortPool:
     """
 
     def __init__(self, min_port: int, max_port: int) -> None:
+        self.min_port = self.max_port = 0
+        self._free: deque[int] = deque()
+        self._used: set[int] = set()
+        self.configure(min_port, max_port)
+
+    def configure(self, min_port: int, max_port: int) -> None:
+        """A new range (a reload): new calls get ports from it; ports in use stay with
+        their calls, and those outside the range are not handed out again."""
         if not 0 < min_port < max_port <= 65535:
             raise ValueError(f"bad RTP port range {min_port}-{max_port}")
+        if (min_port, max_port) == (self.min_port, self.max_port):
+            return
         first = min_port + (min_port & 1)
-        self.min_port, self.max_port = min_port, max_port
-        self._free: deque[int] = deque(range(first, max_port, 2))  # p + 1 <= max_port
-        self._used: set[int] = set()
-        if not self._free:
+        free = deque(p for p in range(first, max_port, 2) if p not in self._used)
+        if not free and not self._used:
             raise ValueError(f"RTP port range {min_port}-{max_port} holds no even/odd pair")
+        self.min_port, self.max_port, self._free = min_port, max_port, free  # p + 1 <= max
 
     @property
     def capacity(self) -> int:
@@ -125,7 +134,8 @@ class PortPool:
     def release(self, port: int) -> None:
         if port in self._used:
             self._used.remove(port)
-            self._free.append(port)
+            if self.min_port <= port < self.max_port and not port & 1:
+                self._free.append(port)
 
     def open_pair(self, host: str, *,
                   attempts: int = 32) -> tuple[int, socket.socket, socket.socket]:

@@ -124,20 +124,27 @@ class DigestAuthenticator:
     def __init__(self, realm: str, secret: bytes | None = None, nonce_ttl: float = 300.0,
                  algorithms: tuple[str, ...] = ("SHA-256", "MD5"),
                  max_nonces: int = 100_000) -> None:
-        self.realm = realm
         self.secret = secret if secret is not None else os.urandom(32)
+        self.realm = realm
         self.nonce_ttl = nonce_ttl
-        algs = tuple(a.upper() for a in algorithms)
-        for a in algs:
-            if a not in _HASHES:
-                raise ValueError(f"unsupported digest algorithm {a!r}")
-        self.algorithms = algs
+        self.algorithms: tuple[str, ...] = ()
+        self.configure(realm=realm, nonce_ttl=nonce_ttl, algorithms=algorithms)
         self.max_nonces = max_nonces
         # "nonce:cnonce" -> (last nc, nonce timestamp in ms)
         self._nc: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._floor = -1  # nonces stamped at or before this (ms) and not in _nc are stale
 
     parse_credentials_untrusted = staticmethod(parse_credentials_untrusted)
+
+    def configure(self, *, realm: str, nonce_ttl: float, algorithms: tuple[str, ...]) -> None:
+        """New settings (a reload), for the next challenge and check. Nonces issued
+        under another realm stop verifying (their MAC covers the realm): phones are
+        challenged again, which is what changing the realm means."""
+        algs = tuple(a.upper() for a in algorithms)
+        for a in algs:
+            if a not in _HASHES:
+                raise ValueError(f"unsupported digest algorithm {a!r}")
+        self.realm, self.nonce_ttl, self.algorithms = realm, nonce_ttl, algs
 
     # -- nonces ------------------------------------------------------------------------
     def _mac(self, stamp: str) -> str:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from ..sip.peer import Peer
+    from .timers import Timers
     from .keys import TransactionKey
     from .layer import TransactionLayer
 
@@ -86,7 +87,7 @@ def send_trigger(status: int) -> Trigger:
 class Transaction:
     """One transaction of any kind; subclasses are the four machines."""
 
-    __slots__ = ("key", "peer", "reliable", "state", "layer", "wire",
+    __slots__ = ("key", "peer", "reliable", "state", "layer", "timers", "wire",
                  "retx_at", "retx_interval", "end_at", "silent")
 
     #: "ict", "nict", "ist" or "nist": the counter this kind is alive under.
@@ -102,6 +103,9 @@ class Transaction:
     def __init__(self, layer: TransactionLayer, key: TransactionKey, peer: Peer,
                  state: Any, wire: bytes) -> None:
         self.layer = layer
+        #: T1/T2/T4 as the layer had them when this transaction began: a reload
+        #: changes the timers of new transactions only
+        self.timers: Timers = layer.timers
         self.key = key
         self.peer = peer
         self.reliable = peer.reliable

@@ -122,7 +122,7 @@ class ClientInviteTransaction(Transaction):
         super().__init__(layer, key, peer, State.CALLING, request.to_bytes())
         self.request = request
         self.ack_wire: bytes | None = None
-        timers = layer.timers
+        timers = self.timers
         self._send_wire()
         if not self.reliable:
             self._arm_retx(now + timers.A, timers.A)
@@ -152,10 +152,10 @@ class ClientInviteTransaction(Transaction):
             self.ack_wire = build_ack(self.request, response).to_bytes()
             layer._out.append((self.ack_wire, self.peer))
             layer._event(self, ResponseReceived(response, self.key))  # type: ignore[arg-type]
-            self._end_state(layer.timers.D(self.reliable), now)
+            self._end_state(self.timers.D(self.reliable), now)
             return
         if old is State.CALLING:
             self._cancel_timers()  # A and B only run in Calling
         if new is State.ACCEPTED and old is not State.ACCEPTED:
-            self._arm_end(now, layer.timers.M)
+            self._arm_end(now, self.timers.M)
         layer._event(self, ResponseReceived(response, self.key))  # type: ignore[arg-type]

@@ -90,7 +90,7 @@ class ClientNonInviteTransaction(Transaction):
     def __init__(self, layer: TransactionLayer, key: ClientKey, peer: Peer,
                  request: Request, now: float) -> None:
         super().__init__(layer, key, peer, State.TRYING, request.to_bytes())
-        timers = layer.timers
+        timers = self.timers
         self._send_wire()
         if not self.reliable:
             self._arm_retx(now + timers.E, timers.E)
@@ -102,7 +102,7 @@ class ClientNonInviteTransaction(Transaction):
             return
         self._send_wire()
         self.layer.counters.retransmissions_sent += 1
-        t2 = self.layer.timers.t2
+        t2 = self.timers.t2
         interval = t2 if state is State.PROCEEDING else min(2 * self.retx_interval, t2)
         self._arm_retx(now + interval, interval)
 
@@ -116,4 +116,4 @@ class ClientNonInviteTransaction(Transaction):
         layer._event(self, ResponseReceived(response, self.key))  # type: ignore[arg-type]
         if new is State.COMPLETED:
             self._cancel_timers()
-            self._end_state(layer.timers.K(self.reliable), now)
+            self._end_state(self.timers.K(self.reliable), now)

@@ -122,7 +122,7 @@ class ServerInviteTransaction(Transaction):
         if new is State.CONFIRMED:
             if old is State.COMPLETED:
                 self._cancel_timers()
-                self._end_state(layer.timers.I(self.reliable), now)
+                self._end_state(self.timers.I(self.reliable), now)
         elif new is not State.ACCEPTED and self.wire:  # Proceeding, Completed: answer again
             self._send_wire()
 
@@ -134,17 +134,17 @@ class ServerInviteTransaction(Transaction):
         self.wire = response.to_bytes()
         self._send_wire()
         if new is State.COMPLETED:
-            timers = self.layer.timers
+            timers = self.timers
             if not self.reliable:
                 self._arm_retx(now + timers.G, timers.G)
             self._arm_end(now, timers.H)
         elif new is State.ACCEPTED and self.end_at is None:
-            self._arm_end(now, self.layer.timers.L)
+            self._arm_end(now, self.timers.L)
         return True
 
     def on_retx_timer(self, now: float) -> None:
         if self._step(Trigger.TIMER_G) is not None:
             self._send_wire()
             self.layer.counters.retransmissions_sent += 1
-            interval = min(2 * self.retx_interval, self.layer.timers.t2)
+            interval = min(2 * self.retx_interval, self.timers.t2)
             self._arm_retx(now + interval, interval)

@@ -99,5 +99,5 @@ class ServerNonInviteTransaction(Transaction):
         self.wire = response.to_bytes()
         self._send_wire()
         if new is State.COMPLETED:
-            self._end_state(self.layer.timers.J(self.reliable), now)
+            self._end_state(self.timers.J(self.reliable), now)
         return True

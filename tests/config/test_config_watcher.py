@@ -108,7 +108,7 @@ async def test_a_bad_edit_keeps_the_old_snapshot_and_a_fix_recovers(
 
 async def test_changes_while_a_load_runs_are_loaded_once_it_finishes(
         cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import minisip.config.watcher as watcher_module
+    import minisip.config.reloader as watcher_module
 
     real = watcher_module.build_snapshot
 
