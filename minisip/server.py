@@ -591,8 +591,8 @@ class Server:
         with trio.move_on_after(grace):
             await answered.wait()
         if not answered.is_set():
-            log.warning("stopping with %d requests unanswered after %d s",
-                        self.pbx.unanswered, grace)
+            log.warning("stopping with %d requests unanswered after %d s: %s",
+                        len(self.pbx.unanswered), grace, ", ".join(self.pbx.unanswered))
         scope.cancel()
 
 

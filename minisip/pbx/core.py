@@ -83,8 +83,9 @@ class Pbx:
         self._dialog_owners: dict[str, Callable[[Request], bool]] = {}
         self.allow_events = ""  #: event packages served (RFC 6665 Allow-Events), if any
         self._pending: deque[ev.Event] = deque()
-        #: our requests still waiting for a final response (shutdown waits for them)
-        self._unanswered: set[object] = set()
+        #: our requests still waiting for a final response (shutdown waits for them):
+        #: transaction key -> "METHOD to peer", for the log
+        self._unanswered: dict[object, str] = {}
         self._on_answered: Callable[[], None] | None = None
         self.scanners_dropped = 0
         self._scanner_logged: dict[str, float] = {}  #: source -> when last logged
@@ -241,8 +242,7 @@ class Pbx:
 
     def _answered(self, key: object) -> None:
         unanswered = self._unanswered
-        if key in unanswered:
-            unanswered.discard(key)
+        if unanswered.pop(key, None) is not None:
             if not unanswered and self._on_answered is not None:
                 fn, self._on_answered = self._on_answered, None
                 fn()
@@ -255,15 +255,16 @@ class Pbx:
             fn()
 
     @property
-    def unanswered(self) -> int:
-        return len(self._unanswered)
+    def unanswered(self) -> list[str]:
+        """Our requests waiting for a final response, as "METHOD to peer"."""
+        return list(self._unanswered.values())
 
     # -- sending, for calls ---------------------------------------------------------------
     def send_request(self, req: Request, peer: Peer, on_response: OnResponse | None,
                      leg: Any) -> object:
         key = self.layer.send_request(req, peer, self.now())
         self._client[key] = (on_response, leg)
-        self._unanswered.add(key)
+        self._unanswered[key] = f"{req.method} to {peer.transport}:{peer.host}:{peer.port}"
         return key
 
     def send_response(self, resp: Response) -> None:
