@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import wave
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,11 +23,15 @@ from minisip.media import g711
 from minisip.sip.digest import authorization_for
 from tests.helpers import ServerProcess, make_server
 from tests.interop.pyphone import PyPhone
-from tests.interop.test_media_services import (  # noqa: F401 (stack: a fixture)
-    free_port_range, relay_address, stack, start_server,
-)
+from tests.interop.test_media_services import free_port_range, relay_address, start_server
 
 pytestmark = pytest.mark.interop
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as s:
+        yield s
 
 
 def edit_system(server: ServerProcess, **keys: object) -> None:
@@ -212,8 +217,7 @@ def wait_bye(phone: PyPhone, timeout: float) -> bool:
 def test_media_keys_change_on_reload_and_calls_keep_their_snapshot(
         tmp_path: Path, stack: ExitStack) -> None:
     server = start_server(tmp_path, stack)
-    for user in ("103",):
-        assert server.cli("user", "add", user, "--password", user).returncode == 0
+    assert server.cli("user", "add", "103", "--password", "103").returncode == 0
     lo, hi = map(int, re.findall(r"(?m)^rtp_port_(?:min|max): (\d+)",
                                  (server.config_dir / "system.yaml").read_text()))
     a, b = call(stack, server, "100", "101")  # media_timeout 0: this call is never timed out
