@@ -13,7 +13,15 @@ one, never half of one. Concurrent edits from several CLI processes are
 serialised with a lock file.
 
 users.yaml, lines.yaml and trunks.yaml are tables of named entries under one
-top-level key; one generic :class:`Table` edits any of them.
+top-level key; one generic :class:`Table` edits any of them. In a big table
+(10,000 users) a round trip of the whole file takes ruamel many seconds, so an
+entry edit takes the round trip through that entry's own lines only: the fast
+reader finds where each entry starts, the entry's block (its key line and the
+lines indented under it) is loaded, edited and dumped alone, and spliced back
+into the text: every other line stays as it was (which also spares the comments
+that ruamel attaches to the wrong neighbour in a whole-file round trip). Files
+outside that shape (flow style, no such entry, a file the fast reader refuses)
+take the whole-file round trip.
 """
 from __future__ import annotations
 
@@ -280,7 +288,7 @@ class Table:
             entry = CommentedMap()
             _merge(entry, _expand(fields))
             table[to_node(name)] = entry
-        return self._edit(Path(config_dir), name, edit)
+        return self._edit(Path(config_dir), name, edit, new_entry=True)
 
     def set(self, config_dir: Path, name: str, **fields: Any) -> Any:
         """Change keys of an entry (dotted keys or nested mappings reach nested ones;
@@ -299,7 +307,7 @@ class Table:
             if name not in table:
                 raise EntryNotFound(f"no {self.entry} {name!r} in {self.file}")
             del table[name]
-        self._edit(Path(config_dir), None, edit)
+        self._edit(Path(config_dir), None, edit, target=name)
 
     def _table(self, doc: Any, *, create: bool) -> CommentedMap | None:
         if doc is None:
@@ -311,9 +319,22 @@ class Table:
         doc[self.key] = table
         return table
 
-    def _edit(self, config_dir: Path, name: str | None, edit: Any) -> Any:
+    def _edit(self, config_dir: Path, name: str | None, edit: Any, *,
+              target: str | None = None, new_entry: bool = False) -> Any:
         path = config_dir / self.file
         with _locked(config_dir):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = None
+            new = None if text is None else self._edit_entry(text, name or target or "",
+                                                               edit, new_entry)
+            if new is not None:
+                assert text is not None
+                snap = load_text(config_dir, self.file, new)  # raises ConfigError: refused
+                if new != text:
+                    atomic_write(path, new)
+                return None if name is None else getattr(snap, self.key)[name]
             doc, text = read_document(path)
             if doc is None:
                 doc = CommentedMap()
@@ -332,6 +353,56 @@ class Table:
             if new != text:
                 atomic_write(path, new)
         return None if name is None else getattr(snap, self.key)[name]
+
+
+    def _edit_entry(self, text: str, name: str, edit: Any, new_entry: bool) -> str | None:
+        """``text`` with one entry edited by a round trip of its own lines, or None when
+        the file is not in the plain block shape this needs."""
+        try:
+            data = fastyaml.parse(text)
+        except (fastyaml.Unsupported, fastyaml.DuplicateKey):
+            return None
+        if not isinstance(data, fastyaml.LDict):
+            return None
+        table = data.get(self.key)
+        if not isinstance(table, fastyaml.LDict) or not table or (name in table) == new_entry:
+            return None
+        lines = text.splitlines(keepends=True)
+        head = data.lines[self.key] - 1  # 0-based line of "users:"
+        if lines[head].split("#", 1)[0].strip() != f"{self.key}:":
+            return None
+        start = (table.lines[list(table)[-1]] if new_entry else table.lines[name]) - 1
+        indent = len(lines[start]) - len(lines[start].lstrip(" "))
+        end = start + 1
+        while end < len(lines):  # the entry's block: lines indented deeper than its key
+            line = lines[end]
+            if line.strip() and len(line) - len(line.lstrip(" ")) <= indent:
+                break
+            end += 1
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1  # blank lines after the block belong to what follows
+        if "\t" in "".join(lines[start:end]):
+            return None
+        if new_entry:  # after the last entry, in a table of its own
+            block, at, gone = [], end, end
+        else:
+            block, at, gone = lines[start:end], start, end
+        if block and not block[-1].endswith("\n"):
+            block[-1] += "\n"
+        doc = round_trip_yaml().load(f"{self.key}:\n" + "".join(block)) if block else None
+        if doc is None:
+            doc = CommentedMap()
+            doc[self.key] = CommentedMap()
+        edit(doc[self.key])
+        out = dump(doc) if doc[self.key] else f"{self.key}:\n"
+        if not out.startswith(f"{self.key}:\n"):
+            return None
+        body = out[len(self.key) + 2:]
+        if body.strip() and not body.startswith(" " * indent):
+            return None  # the dump indents differently from this file
+        if at == len(lines) and not lines[-1].endswith("\n"):
+            body = "\n" + body
+        return "".join(lines[:at]) + body + "".join(lines[gone:])
 
 
 def _plain(node: Any) -> Any:
