@@ -65,6 +65,9 @@ from .transport.udp import UdpListener
 
 log = logging.getLogger("minisip")
 
+LAG_PERIOD = 0.05  #: how often the loop's lateness is sampled (s)
+STALL = 0.1  #: lateness counted as a stall (s)
+
 # For trace filters only: rough on purpose, the trace shows the message as it is.
 _CALL_ID = re.compile(r"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.I | re.M)
 _USERS = re.compile(r"^(?:From|f|To|t)[ \t]*:[^\r\n]*?sips?:([^@;>\s]+)@", re.I | re.M)
@@ -201,6 +204,8 @@ class Server:
         self.fingerprint: str | None = None
         self._default_passwords = default_passwords(self.holder.current)
         self.stopping = False
+        self.lag_max = 0.0  #: the event loop's worst lateness so far (s)
+        self.lag_stalls = 0  #: times it ran more than STALL late
         self.reloader = Reloader(opts.config_dir, self.holder.current)
         #: start-only keys as they were at start, and changes already logged
         self.started_with = {k: getattr(system, k) for k in START_ONLY}
@@ -369,6 +374,8 @@ class Server:
             "calls": len(self.calls.calls),
             "calls_completed": self.calls.completed,
             "bindings": self.location.count(),
+            "loop": {"lag_max_ms": round(1000 * self.lag_max, 1),
+                     f"stalls_over_{int(1000 * STALL)}ms": self.lag_stalls},
             "counters": {
                 "registered": self.registrar.registered,
                 "challenged": self.registrar.challenged,
@@ -466,9 +473,11 @@ class Server:
         return gone.as_dict() if gone is not None else None
 
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
-        """SIGHUP, ``minisip reload``: read and check every file again now."""
-        _, snap, error = await self.reloader.load(force=True)
-        self._on_reload_async(snap, error)
+        """SIGHUP, ``minisip reload``: read and check every file again now. With
+        ``if_changed`` (a CLI edit), only when the watcher has not loaded them yet."""
+        changed, snap, error = await self.reloader.load(force=not args.get("if_changed"))
+        if changed or not args.get("if_changed"):
+            self._on_reload_async(snap, error)
         return {"ok": error is None, "error": str(error) if error else None,
                 "generation": self.holder.generation}
 
@@ -494,6 +503,7 @@ class Server:
                     nursery.start_soon(s.serve, self.driver.on_message, self.driver.flush,
                                        self.driver.connection_lost)
                 nursery.start_soon(self.driver.run_timers)
+                nursery.start_soon(self._watch_lag)
                 await nursery.start(self.media_io.run)
                 await nursery.start(self.pacer.run)
                 await nursery.start(self.voicemail.run)
@@ -561,6 +571,18 @@ class Server:
         else:
             self.holder.fail(error)
         self._on_reload(snap, error)
+
+    async def _watch_lag(self) -> None:
+        """How late the event loop runs: nothing may hold it (a reload, a commit, a
+        sweep), so ``status`` shows the worst lateness and the stalls."""
+        while True:
+            t = trio.current_time()
+            await trio.sleep(LAG_PERIOD)
+            lag = trio.current_time() - t - LAG_PERIOD
+            if lag > self.lag_max:
+                self.lag_max = lag
+            if lag > STALL:
+                self.lag_stalls += 1
 
     async def _signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGINT, signal.SIGTERM) as sigs:
