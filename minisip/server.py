@@ -374,6 +374,7 @@ class Server:
             "calls": len(self.calls.calls),
             "calls_completed": self.calls.completed,
             "bindings": self.location.count(),
+            "tables": self.tables(),
             "loop": {"lag_max_ms": round(1000 * self.lag_max, 1),
                      f"stalls_over_{int(1000 * STALL)}ms": self.lag_stalls},
             "counters": {
@@ -399,6 +400,15 @@ class Server:
                              for k in ("ict", "nict", "ist", "nist")},
             "faults": self.faults.as_dict(),
         }
+
+    def tables(self) -> dict[str, int]:
+        """The sizes of the state a peer can make grow: each must come back down."""
+        c = self.layer.counters
+        return {"transactions": c.ict + c.nict + c.ist + c.nist,
+                "calls": len(self.calls.calls), "pbx_timers": self.pbx.timers.entries,
+                "auth_guard": len(self.guard), "expiry_heap": self.location.heap_entries,
+                "connections": sum(len(s.connections) for s in self.streams),
+                "cdrs_pending": self.cdr.pending}
 
     def _known_user(self, args: dict[str, Any]) -> str | None:
         """The ``user`` filter of a listing, refused when no such user exists."""
