@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -375,6 +376,7 @@ class Server:
             "calls_completed": self.calls.completed,
             "bindings": self.location.count(),
             "tables": self.tables(),
+            "memory": {"allocated_blocks": sys.getallocatedblocks()},
             "loop": {"lag_max_ms": round(1000 * self.lag_max, 1),
                      f"stalls_over_{int(1000 * STALL)}ms": self.lag_stalls},
             "counters": {
