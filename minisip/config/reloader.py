@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copyreg
 import hashlib
+import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -69,6 +70,13 @@ class Changes:
     digests: bytes = b""  #: opaque to the server: handed back on the next load
     unchanged: bool = False  #: the files of the server's snapshot: only ``digests`` is news
     complete: bool = False  #: ``tables`` hold every entry (the server had no digests yet)
+
+
+def _background() -> None:
+    """In the worker, once: loading is background work; on a busy machine the server's
+    calls get the CPU first (the worker is a process of its own, so this costs them
+    nothing while the machine is idle)."""
+    os.nice(10)
 
 
 def snapshot_ident(snap: Snapshot) -> Ident:
@@ -160,6 +168,7 @@ class Reloader:
         import trio_parallel  # type: ignore[import-untyped]
 
         async with trio_parallel.open_worker_context(idle_timeout=float("inf"),
+                                                     init=_background,
                                                      grace_period=1.0) as ctx:
             self._context = ctx
             task_status.started()
