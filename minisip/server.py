@@ -485,11 +485,9 @@ class Server:
         return gone.as_dict() if gone is not None else None
 
     async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
-        """SIGHUP, ``minisip reload``: read and check every file again now. With
-        ``if_changed`` (a CLI edit), only when the watcher has not loaded them yet."""
-        changed, snap, error = await self.reloader.load(force=not args.get("if_changed"))
-        if changed or not args.get("if_changed"):
-            self._on_reload_async(snap, error)
+        """SIGHUP, ``minisip reload``: read and check every file again now."""
+        _, snap, error = await self.reloader.load(force=True)
+        self._on_reload_async(snap, error)
         return {"ok": error is None, "error": str(error) if error else None,
                 "generation": self.holder.generation}
 

@@ -93,7 +93,7 @@ def call(exits: dict[str, LegSpec | tuple[int, str]]) -> tuple[Call, FakeControl
         ("To", "<sip:9555@pbx>"), ("Call-ID", "c1"), ("CSeq", "2 INVITE"),
         ("Contact", "<sip:100@192.0.2.1:5062>")])
     c = Call(ctl, Leg("A", CALLER, invite, None, "100"), "100", "9555",  # type: ignore[arg-type]
-             "outgoing_group:", max_duration=0)
+             "outgoing_group:", max_duration=0, snap=ctl.snapshot())
     route = Route(RouteKind.OUTGOING_GROUP, number="555", candidates=tuple(exits))
     c.start(Step((Target(Kind.NUMBER, "555", route=route),), 0.0, "out", relay_failure))
     return c, ctl
