@@ -172,8 +172,28 @@ class Reloader:
                                                      grace_period=1.0) as ctx:
             self._context = ctx
             task_status.started()
-            await self.load()  # the baseline digests, and the worker warmed up
+            await self._warm_up()
             await trio.sleep_forever()
+
+    async def _warm_up(self) -> None:
+        """Start the worker and learn the digests of the snapshot the server holds. When
+        the files were edited meanwhile nothing is learnt: the next load (the watcher's)
+        then loads them whole and reports the change."""
+        async with self._lock:
+            if self._digests is not None or self._base is None:
+                return
+            ch = await self._build(None, None, self._base)
+            if ch is not None and ch.unchanged:
+                self._digests, self._last = ch.digests, ch.ident
+
+    async def _build(self, last: Ident | None, digests: bytes | None,
+                     base: Ident | None) -> Changes | None:
+        """``build_changes`` in the worker process (in a thread when ``in_process``)."""
+        args = (str(self.config_dir), last, digests, base)
+        if self.in_process or self._context is None:
+            return await trio.to_thread.run_sync(build_changes, *args, abandon_on_cancel=True)
+        return await self._context.run_sync(build_changes, *args,  # type: ignore[no-any-return]
+                                            kill_on_cancel=True)
 
     async def load(self, *, force: bool = False) -> tuple[
             bool, Snapshot | None, ConfigError | None]:
@@ -183,13 +203,7 @@ class Reloader:
         (SIGHUP, ``minisip reload``): a new snapshot even when nothing changed."""
         async with self._lock:
             t0 = time.perf_counter()
-            last = None if force else self._last
-            args = (str(self.config_dir), last, self._digests, self._base)
-            if self.in_process or self._context is None:
-                ch = await trio.to_thread.run_sync(build_changes, *args,
-                                                   abandon_on_cancel=True)
-            else:
-                ch = await self._context.run_sync(build_changes, *args, kill_on_cancel=True)
+            ch = await self._build(None if force else self._last, self._digests, self._base)
             self.load_seconds = time.perf_counter() - t0
             if ch is None:
                 if self._error is not None:

@@ -130,7 +130,7 @@ def test_security_limits_change_on_reload(tmp_path: Path) -> None:
         assert register_from(server, "127.0.0.5", "100", "wrong")[0] == 401
         assert register_from(server, "127.0.0.5", "100", "100")[0] == 200
         st = json.loads(server.cli("status", "--json").stdout)
-        assert st["counters"]["auth_blocked"] == 2
+        assert st["security"]["refused_while_blocked"] == 2
     finally:
         server.stop()
 
