@@ -185,7 +185,9 @@ class Call:
     dialed: str
     route: str
     max_duration: float
-    snap: "Snapshot"  #: the configuration the call started with, kept to its end
+    #: the configuration the call started with, kept to its end (the controller gives it;
+    #: a Call made without one, as other parts' tests make them, must not read it)
+    snap: "Snapshot" = None  # type: ignore[assignment]
     callee: str = ""  #: who answered; before that the first user the plan rang
     setup_time: float = field(default_factory=time.time)
     state: CallState = CallState.ROUTING
