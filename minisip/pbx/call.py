@@ -1006,6 +1006,8 @@ class Call:
             self.talk(leg, False)
         for leg, handler in list(self.managed.items()):
             handler.close(leg)
+        if self.app is not None:  # a recording is stored now, before the BYE's 200
+            self.app.cancel()
         if self.tasks is not None:  # its app, players, DTMF senders end with the call
             self.tasks.close()
         if self.media is not None:  # ports go back to the pool with the call
