@@ -185,8 +185,8 @@ class Call:
     dialed: str
     route: str
     max_duration: float
-    #: the configuration the call started with, kept to its end (the controller gives it;
-    #: a Call made without one, as other parts' tests make them, must not read it)
+    #: the configuration the call started with, kept to its end (by default the
+    #: controller's current one when the Call is made)
     snap: "Snapshot" = None  # type: ignore[assignment]
     callee: str = ""  #: who answered; before that the first user the plan rang
     setup_time: float = field(default_factory=time.time)
@@ -254,6 +254,8 @@ class Call:
 
     def __post_init__(self) -> None:
         self.key = self.key or self.a.invite.call_id
+        if self.snap is None and self.pbx is not None:
+            self.snap = self.pbx.snapshot()
 
     # -- state ----------------------------------------------------------------------
     def _set_state(self, new: CallState) -> None:
