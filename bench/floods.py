@@ -64,7 +64,8 @@ def prepare(tmp: Path, t1: float = 0.5) -> ServerProcess:
     users.write_text(users.read_text().replace(
         '"100":\n', '"100":\n    max_duration: 3600\n    max_concurrent_calls: 100000\n'
                     '    max_concurrent_outgoing_calls: 100000\n').replace(
-        '"101":\n', '"101":\n    max_concurrent_calls: 100000\n'))
+        '"101":\n', '"101":\n    max_concurrent_calls: 100000\n'
+                    '    call_waiting: true\n'))  # (else busy while it talks: every call is one)
     return srv
 
 

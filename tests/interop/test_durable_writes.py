@@ -25,6 +25,8 @@ CALLS, RATE = 300, 30  #: ten seconds of calls; the databases are locked in the 
 def test_locked_databases_lose_no_call_and_no_cdr(tmp_path: Path) -> None:
     need("sipp")
     srv = make_server(tmp_path)
+    users = srv.config_dir / "users.yaml"  # 101 takes each call even while it talks
+    users.write_text(users.read_text().replace('"101":\n', '"101":\n    call_waiting: true\n'))
     srv.start()
     try:
         uas_port = free_port((socket.SOCK_DGRAM,))
