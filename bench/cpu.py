@@ -35,6 +35,20 @@ sys.path.insert(0, str(REPO))
 
 from tests.pbx.harness import Harness  # noqa: E402
 
+_pauses: list[float] = []
+_by_gen: dict[int, list[float]] = {}
+_gc_start = 0.0
+
+
+def _gc_pause(phase: str, info: dict[str, Any]) -> None:
+    global _gc_start
+    if phase == "start":
+        _gc_start = time.perf_counter()
+    else:
+        took = time.perf_counter() - _gc_start
+        _pauses.append(took)
+        _by_gen.setdefault(info["generation"], []).append(took)
+
 
 class Meter:
     """Process CPU time spent inside the wrapped functions (not re-entrant-counted)."""
@@ -134,7 +148,13 @@ def bench_calls(tmp: Path, count: int, profile: bool) -> float:
 
 def report(unit: str, count: int, meter: Meter) -> None:
     print(f"{unit}s: {count}, CPU in the server's entry points {meter.cpu:.2f} s "
-          f"= {1e6 * meter.cpu / count:.0f} us per {unit}")
+          f"= {1e6 * meter.cpu / count:.0f} us per {unit}; collections {len(_pauses)}, "
+          f"{1e6 * sum(_pauses) / count:.0f} us per {unit}, longest "
+          f"{1000 * max(_pauses, default=0):.1f} ms (" + ", ".join(
+              f"gen{g}: {len(p)}, longest {1000 * max(p):.1f} ms" for g, p in sorted(
+                  _by_gen.items())) + ")")
+    _pauses.clear()
+    _by_gen.clear()
     if meter.prof is not None:
         st = pstats.Stats(meter.prof)
         st.sort_stats("tottime").print_stats(25)
@@ -147,8 +167,17 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--calls", type=int, default=5000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--gc-threshold", type=int, nargs=3, metavar=("G0", "G1", "G2"),
+                    help="run Python's collector with these thresholds (default: off after "
+                         "start-up, as the server runs it)")
     args = ap.parse_args()
+    gc.collect()
     gc.freeze()  # as server.py does after start-up
+    if args.gc_threshold:
+        gc.set_threshold(*args.gc_threshold)
+    else:
+        gc.disable()
+    gc.callbacks.append(_gc_pause)
     tmp = Path(tempfile.mkdtemp(prefix="minisip-bench-cpu-"))
     try:
         if args.registrations:

@@ -106,3 +106,41 @@ def test_a_2xx_of_another_dialog_after_the_call_ended_is_acked_and_ended(
     bob.answer(bye)
     h.settle()
     assert h.leftovers() == {}
+
+
+def test_calls_and_registrations_make_no_reference_cycles(h: Harness) -> None:
+    """What lets the server run Python's collector rarely (server.py ``_collector``):
+    reference counting alone frees everything a call or a registration leaves."""
+    alice, bob, call, leg = answered(h)  # warm: caches, first-use imports
+    call.bye()
+    bob.answer(bob.requests("BYE")[-1])
+    h.settle()
+    alice.auto = bob.auto = False  # (settle made the phones answer by themselves)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            assert alice.register().status == 200
+            call = alice.call("101")
+            leg = bob.incoming()
+            assert leg is not None
+            leg.ring()
+            leg.answer()
+            call.ack()
+            call.bye()
+            bob.answer(bob.requests("BYE")[-1])
+            assert call.final("BYE") is not None
+        h.settle()
+        assert h.leftovers() == {}
+        del call, leg
+        alice.inbox.clear()
+        bob.inbox.clear()
+        bob.calls.clear()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        found = gc.collect()
+        garbage = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert found == 0, garbage[:50]
