@@ -48,6 +48,7 @@ from .pbx.guard import AuthGuard
 from .pbx.lines.manager import LineManager
 from .pbx.location import Binding, LocationService
 from .pbx.registrar import Registrar, RegistrarPolicy
+from .pbx.storage import checkpoint_forever
 from .sip.digest import DigestAuthenticator
 from .sip.peer import Peer
 from .transaction.layer import TransactionLayer
@@ -478,6 +479,9 @@ class Server:
                     nursery.start_soon(s.serve, self.driver.on_message, self.driver.flush,
                                        self.driver.connection_lost)
                 nursery.start_soon(self.driver.run_timers)
+                nursery.start_soon(checkpoint_forever, [
+                    self.data_dir / "registrations.db", self.cdr.path,
+                    self.voicemail.mailbox.path])
                 await nursery.start(self.media_io.run)
                 await nursery.start(self.pacer.run)
                 await nursery.start(self.voicemail.run)

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .storage import open_store
+
 
 @dataclass(slots=True)
 class CdrRecord:
@@ -62,10 +64,8 @@ class CdrStore:
         self._pending: list[CdrRecord] = []
         self.dir = data_dir / "cdr"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(data_dir / "cdr.db", isolation_level=None,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.path = data_dir / "cdr.db"
+        self.db = open_store(self.path)
         cols = ", ".join(f"{f.name} {_SQL_TYPES[str(f.type).split(' ')[0]]}"
                          for f in fields(CdrRecord))
         self.db.execute(f"CREATE TABLE IF NOT EXISTS cdr (id INTEGER PRIMARY KEY, {cols})")

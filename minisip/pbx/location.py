@@ -23,6 +23,7 @@ from pathlib import Path
 from ..sip.errors import BadMessage
 from ..sip.peer import Peer
 from ..sip.uri import parse_uri_untrusted
+from .storage import open_store
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bindings (
@@ -110,10 +111,7 @@ class LocationService:
         self._db: sqlite3.Connection | None = None
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(db_path, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = open_store(db_path)
             self._db.execute(_SCHEMA)
             self._load()
 

@@ -23,6 +23,7 @@ from typing import Any
 from ..call import Call
 from ..identity import Identity
 from ..location import LocationService
+from ..storage import open_store
 from .dialog import DialogPackage
 from .framework import Notifier, Subscription, SubscriptionPolicy
 from .message import MessagePolicy, MessageService
@@ -60,9 +61,7 @@ class EventService:
         self._db: sqlite3.Connection | None = None
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = open_store(db_path)
         self.identity = Identity(core.registrar, lambda: snapshot().users)
         self.notifier = Notifier(core, self.identity, self._subscription_policy, self.authorize,
                                  self._unlimited, self._db, publish)
