@@ -8,8 +8,6 @@ wire data, so they raise ``BadMessage`` (never anything else) on bad content.
 """
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +15,7 @@ from .digits import digits_untrusted, is_digits
 from .errors import BadMessage
 from .headers import Headers
 from .status import reason_phrase
+from .tokens import random_hex
 from .uri import (
     URI,
     Address,
@@ -333,18 +332,14 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
 
 # -- identifiers -----------------------------------------------------------------------
 
-def _token(nbytes: int) -> str:
-    return base64.b32encode(os.urandom(nbytes)).decode("ascii").rstrip("=").lower()
-
-
 def new_branch() -> str:
-    """A fresh RFC 3261 branch: the magic cookie and 80 random bits."""
-    return BRANCH_MAGIC + _token(10)
+    """A fresh RFC 3261 branch: the magic cookie and 64 random bits."""
+    return BRANCH_MAGIC + random_hex(8)
 
 
 def new_tag() -> str:
-    return _token(5)
+    return random_hex(5)
 
 
 def new_call_id() -> str:
-    return _token(15)
+    return random_hex(15)
