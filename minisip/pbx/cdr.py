@@ -12,8 +12,9 @@ import csv
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, fields
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .storage import open_store
 
@@ -56,12 +57,16 @@ class CdrRecord:
 
 
 _COLUMNS = [f.name for f in fields(CdrRecord)]
+_row = attrgetter(*_COLUMNS)  #: a record's values in column order, in one C call
+_INSERT = f"INSERT INTO cdr ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL"}
 
 
 class CdrStore:
     def __init__(self, data_dir: Path) -> None:
         self._pending: list[CdrRecord] = []
+        self._csv: tuple[str, TextIO, Any] | None = None  #: (day, file, csv writer)
+        self._minute, self._today = -1, ""
         self.dir = data_dir / "cdr"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / "cdr.db"
@@ -90,23 +95,39 @@ class CdrStore:
     def write(self, records: list[CdrRecord]) -> None:
         if not records:
             return
-        rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in records]
-        marks = ",".join("?" * len(_COLUMNS))
+        rows = [_row(r) for r in records]
         self.db.execute("BEGIN")
-        self.db.executemany(f"INSERT INTO cdr ({','.join(_COLUMNS)}) VALUES ({marks})", rows)
+        self.db.executemany(_INSERT, rows)
         self.db.execute("COMMIT")
         by_day: dict[str, list[tuple[Any, ...]]] = {}
         for r, row in zip(records, rows):
-            day = time.strftime("%Y-%m-%d", time.localtime(r.end_time))
-            by_day.setdefault(day, []).append(row)
+            by_day.setdefault(self._day(r.end_time), []).append(row)
         for day, day_rows in by_day.items():
+            f, w = self._csv_for(day)
+            w.writerows(day_rows)
+            f.flush()  # in the kernel before the BYE's 200 leaves, as the row in SQLite
+
+    def _day(self, t: float) -> str:
+        """The local date of ``t`` (the CSV it goes to), computed once a minute: no
+        time zone moves midnight by less than a quarter of an hour."""
+        minute = int(t // 60)
+        if minute != self._minute:
+            self._minute, self._today = minute, time.strftime("%Y-%m-%d", time.localtime(t))
+        return self._today
+
+    def _csv_for(self, day: str) -> tuple[TextIO, Any]:
+        """The day's CSV, kept open while records of that day come."""
+        if self._csv is None or self._csv[0] != day:
+            if self._csv is not None:
+                self._csv[1].close()
             path = self.dir / f"{day}.csv"
             new = not path.exists()
-            with open(path, "a", newline="") as f:
-                w = csv.writer(f)
-                if new:
-                    w.writerow(_COLUMNS)
-                w.writerows(day_rows)
+            f = open(path, "a", newline="")
+            w = csv.writer(f)
+            if new:
+                w.writerow(_COLUMNS)
+            self._csv = (day, f, w)
+        return self._csv[1], self._csv[2]
 
     def query(self, *, user: str | None = None, since: float | None = None,
               limit: int = 100, line: str | None = None) -> list[dict[str, Any]]:
@@ -115,6 +136,9 @@ class CdrStore:
     def close(self) -> None:
         self.commit()
         self.db.close()
+        if self._csv is not None:
+            self._csv[1].close()
+            self._csv = None
 
 
 def query(db: sqlite3.Connection, *, user: str | None = None, since: float | None = None,
