@@ -126,7 +126,7 @@ def main() -> int:
         print(f"retransmissions: caller {r.retransmissions}, callee {u.retransmissions}")
         if st:
             loop = st.get("loop", {})
-            print(f"loop: worst iteration {loop.get('worst_ms')} ms, stalls {loop.get('stalls')}"
+            print(f"loop: {loop.get('iterations')} iterations, worst {loop.get('worst_ms')} ms, stalls {loop.get('stalls')}"
                   f", gc worst {loop.get('gc_worst_ms')} ms; shed "
                   f"{st['counters'].get('shed_overload')}; recent stalls "
                   f"{loop.get('recent_stalls', [])[-3:]}")

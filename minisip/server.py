@@ -187,7 +187,7 @@ class Server:
         self.events = EventService(self.pbx, self.calls, self.location,
                                    lambda: self.holder.current,
                                    self.data_dir / "registrations.db", self.bus.publish)
-        self.events.wants = self.bus.wants
+        self.events.wants = self.pbx.wants = self.bus.wants
         # A change's NOTIFY delay counts from its datagram's arrival in the socket.
         self.events.notifier.lag = lambda: max((u.delay for u in self.udp), default=0.0)
         self.pacer = Pacer()  # one clock for every prompt and music on hold

@@ -194,7 +194,8 @@ class CallController:
         if call.local_caller:
             self._count(self.active, caller, +1)
             self._count(self.outgoing, caller, +1)
-        self.core.publish("calls", "call_started", call.summary() | {"users": [caller]})
+        if self.core.wants("calls"):
+            self.core.publish("calls", "call_started", call.summary() | {"users": [caller]})
         call.start(plan)
         self.on_change(call)
 
@@ -493,8 +494,9 @@ class CallController:
                                                     float(timeout)))
         if new is CallState.ANSWERED and old is not new and call.local_caller:
             self._count(self.talking, call.caller, +1)
-        self.core.publish("calls", "call_state", call.summary() | {
-            "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
+        if self.core.wants("calls"):  # (a summary is built for a listener only)
+            self.core.publish("calls", "call_state", call.summary() | {
+                "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
         self.on_change(call)
 
     def call_ended(self, call: Call) -> None:

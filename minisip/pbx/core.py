@@ -59,6 +59,8 @@ class Pbx:
         self.layer = layer
         self.registrar = registrar
         self.publish = publish
+        #: whether a control-socket topic has a listener (the server sets the bus's)
+        self.wants: Callable[[str], bool] = lambda topic: True
         self.now = now
         self.local_address = local_address
         self.server_header = server_header

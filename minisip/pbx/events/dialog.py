@@ -84,7 +84,8 @@ class DialogPackage:
         self.views: dict[str, dict[tuple[str, str], DialogView]] = {}
         self._users_of: dict[str, set[str]] = {}  # call id -> users with a view of it
         self._docs: dict[str, tuple[bytes, bytes]] = {}  # user -> document around version
-        self._ended: set[str] = set()  # users with a dialog reported as terminated
+        #: (user, view key) of the dialogs reported as terminated, dropped by ``prune``
+        self._ended: set[tuple[str, tuple[str, str]]] = set()
         #: user -> how many of its views are in each activity ("talking": 2, ...), so
         #: ``activity`` does not walk a user's calls (a trunk user may have hundreds)
         self._kinds: dict[str, dict[str, int]] = {}
@@ -136,7 +137,7 @@ class DialogPackage:
                         and old.state != "terminated":  # a fork another device beat
                     self._set(user, (call_id, direction), _ended(old))
                     changed.add(user)
-                    self._ended.add(user)
+                    self._ended.add((user, (call_id, direction)))
         for (user, direction), view in wanted.items():
             mine = self.views.get(user, {})
             if view.state == "terminated" and (call_id, direction) not in mine:
@@ -145,7 +146,7 @@ class DialogPackage:
                 self._set(user, (call_id, direction), view)
                 changed.add(user)
                 if view.state == "terminated":
-                    self._ended.add(user)
+                    self._ended.add((user, (call_id, direction)))
         self._users_of[call_id] = had | {u for (u, d) in wanted
                                          if (call_id, d) in self.views.get(u, {})}
         for user in changed:
@@ -154,18 +155,17 @@ class DialogPackage:
 
     def prune(self) -> None:
         """Drop the dialogs reported as terminated: later documents omit them."""
-        for user in self._ended:
-            mine = self.views.get(user, {})
-            gone = [k for k, v in mine.items() if v.state == "terminated"]
-            for key in gone:
-                self._set(user, key, None)
-                users = self._users_of.get(key[0])
-                if users is not None:
-                    users.discard(user)
-                    if not users:
-                        del self._users_of[key[0]]
-            if gone:
-                self._docs.pop(user, None)
+        for user, key in self._ended:
+            view = self.views.get(user, {}).get(key)
+            if view is None or view.state != "terminated":
+                continue  # (the same call and direction came back meanwhile)
+            self._set(user, key, None)
+            self._docs.pop(user, None)
+            users = self._users_of.get(key[0])
+            if users is not None:
+                users.discard(user)
+                if not users:
+                    del self._users_of[key[0]]
         self._ended.clear()
 
     # -- what a user is doing ----------------------------------------------------------
