@@ -5,12 +5,15 @@ that run between two waits for I/O) that takes long delays every message
 queued behind it: 300 ms and phones retransmit, and the queueing delay looks
 like overload. ``LoopWatch`` is a trio instrument that times each iteration
 (wall and thread CPU time: a stall with little CPU waited, on a blocking call or
-for a busy machine) and the task steps in it, and hears the collector's pauses
-(``gc.callbacks``); the server tells it what its slow parts took (``note``: a
-commit, a reload). An iteration over ``threshold`` is counted, kept in
-``recent`` and logged (at most once a second) with its longest task step, its
-collections and notes, so the culprit has a name. The cost is two clock reads
-per task step and one CPU-clock read per iteration.
+for a busy machine) and hears the collector's pauses (``gc.callbacks``); the
+server tells it what its slow parts took (``note``: a commit, a reload). An
+iteration over ``threshold`` is counted, kept in ``recent`` and logged (at most
+once a second) with its collections and notes, so the culprit has a name.
+
+Timing every task step too would name the task, but trio's hooks cost about
+1 us each, per step: so the steps are timed only for ``STEP_WATCH`` seconds
+after a stall (``_StepTimer``), and the next stall names its longest task step.
+Otherwise the watch costs two hooks and one CPU-clock read per iteration.
 """
 from __future__ import annotations
 
@@ -26,6 +29,24 @@ log = logging.getLogger("minisip.loop")
 
 THRESHOLD = 0.05  #: an iteration longer than this is a stall (seconds)
 NOTE_MIN = 0.005  #: parts shorter than this are not worth a note
+STEP_WATCH = 60.0  #: after a stall, task steps are timed this long (seconds)
+
+
+class _StepTimer(trio.abc.Instrument):
+    """The longest task step of the current iteration (only while installed)."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.start = 0.0
+        self.longest: tuple[float, str] = (0.0, "")
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.start = self.clock()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        took = self.clock() - self.start
+        if took > self.longest[0]:
+            self.longest = (took, task.name)
 
 
 class LoopWatch(trio.abc.Instrument):
@@ -41,9 +62,9 @@ class LoopWatch(trio.abc.Instrument):
         #: the slow iterations: (wall time, seconds, longest task step, its seconds, notes)
         self.recent: deque[dict[str, Any]] = deque(maxlen=20)
         self._start: float | None = None
-        self._cpu_start = 0.0
-        self._step_start = 0.0
-        self._longest: tuple[float, str] = (0.0, "")
+        self._cpu_start = time.thread_time()
+        self._steps: _StepTimer | None = None  #: timing task steps, after a stall
+        self._steps_until = 0.0
         self._notes: list[str] = []
         self._gc_start = 0.0
         self._logged = 0.0
@@ -51,17 +72,10 @@ class LoopWatch(trio.abc.Instrument):
     # -- trio's hooks ----------------------------------------------------------------
     def after_io_wait(self, timeout: float) -> None:
         self._start = self.clock()
-        self._longest = (0.0, "")
+        if self._steps is not None:
+            self._steps.longest = (0.0, "")
         if self._notes:
             self._notes = []
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self._step_start = self.clock()
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        took = self.clock() - self._step_start
-        if took > self._longest[0]:
-            self._longest = (took, task.name)
 
     def before_io_wait(self, timeout: float) -> None:
         start = self._start
@@ -75,6 +89,9 @@ class LoopWatch(trio.abc.Instrument):
             self.worst = took
         if took > self.threshold:
             self._stall(took, self._cpu_start - cpu)
+        elif self._steps is not None and start > self._steps_until:
+            trio.lowlevel.remove_instrument(self._steps)
+            self._steps = None
 
     # -- what the server reports ------------------------------------------------------
     def note(self, what: str, seconds: float) -> None:
@@ -98,16 +115,25 @@ class LoopWatch(trio.abc.Instrument):
             gc.callbacks.append(self._gc)
 
     def uninstall(self) -> None:
+        """Stop hearing the collector and timing task steps (before removing the watch)."""
         if self._gc in gc.callbacks:
             gc.callbacks.remove(self._gc)
+        if self._steps is not None:
+            trio.lowlevel.remove_instrument(self._steps)
+            self._steps = None
 
     def _stall(self, took: float, cpu: float) -> None:
         self.slow += 1
-        step, task = self._longest
+        step, task = self._steps.longest if self._steps is not None else (0.0, "")
+        if self._steps is None:  # name the task of the next one
+            self._steps = _StepTimer(self.clock)
+            trio.lowlevel.add_instrument(self._steps)
+        self._steps_until = self.clock() + STEP_WATCH
         # cpu well under ms: the thread waited (the machine was busy, or a blocking call)
         entry = {"at": round(time.time(), 3), "ms": round(1000 * took, 1),
                  "cpu_ms": round(1000 * cpu, 1),
-                 "task": task.rsplit(".", 1)[-1], "task_ms": round(1000 * step, 1),
+                 "task": task.rsplit(".", 1)[-1] or "(not timed yet)",
+                 "task_ms": round(1000 * step, 1),
                  "notes": list(self._notes)}
         self.recent.append(entry)
         now = time.monotonic()
