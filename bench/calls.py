@@ -126,8 +126,8 @@ def main() -> int:
         print(f"retransmissions: caller {r.retransmissions}, callee {u.retransmissions}")
         if st:
             loop = st.get("loop", {})
-            print(f"loop: {loop.get('iterations')} iterations, worst {loop.get('worst_ms')} ms, stalls {loop.get('stalls')}"
-                  f", gc worst {loop.get('gc_worst_ms')} ms; shed "
+            print(f"loop: {loop.get('iterations')} iterations, worst {loop.get('worst_ms')} "
+                  f"ms, stalls {loop.get('stalls')}, gc worst {loop.get('gc_worst_ms')} ms; shed "
                   f"{st['counters'].get('shed_overload')}; recent stalls "
                   f"{loop.get('recent_stalls', [])[-3:]}")
         print(f"RSS: {rss0 // 1024} MB before, peak {peak_rss // 1024} MB, {rss1 // 1024} MB "
