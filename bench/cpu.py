@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ def bench_registrations(tmp: Path, count: int, users: int, profile: bool) -> flo
     return meter.cpu / count
 
 
-def bench_calls(tmp: Path, count: int, profile: bool) -> float:
+def bench_calls(tmp: Path, count: int, profile: bool, concurrent: int = 0) -> float:
     h = Harness(tmp / "calls", files={"users.yaml": users_yaml(101)})
     meter = Meter(profile)
     callers = [phone(h, i) for i in range(100)]
@@ -121,6 +122,16 @@ def bench_calls(tmp: Path, count: int, profile: bool) -> float:
         assert p.register(3600).status == 200
         p.inbox.clear()
     instrument(h, meter)
+    up: deque[Any] = deque()  # calls talking, oldest first
+
+    def hang_up(call: Any) -> None:
+        call.bye()
+        bye = callee.requests("BYE")[-1]
+        callee.answer(bye)
+        assert call.final("BYE") is not None
+        call.phone.inbox.clear()
+        callee.inbox.clear()
+
     for i in range(count):
         alice = callers[i % len(callers)]
         call = alice.call("10100")
@@ -131,14 +142,15 @@ def bench_calls(tmp: Path, count: int, profile: bool) -> float:
         final = call.final()
         assert final is not None and final.status == 200, final
         call.ack()
-        call.bye()
-        bye = callee.requests("BYE")[-1]
-        callee.answer(bye)
-        assert call.final("BYE") is not None
         alice.inbox.clear()
         callee.inbox.clear()
         callee.calls.clear()
-        h.advance(0.001)
+        up.append(call)
+        while len(up) > concurrent:
+            hang_up(up.popleft())
+        h.advance(0.001 if not concurrent else 1 / 300)
+    while up:
+        hang_up(up.popleft())
     h.settle(40)
     assert h.leftovers() == {}, h.leftovers()
     h.close()
@@ -166,6 +178,8 @@ def main() -> int:
     ap.add_argument("--registrations", type=int, default=20000)
     ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--concurrent", type=int, default=0,
+                    help="keep this many calls up (300 calls/s of fake time)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--gc-threshold", type=int, nargs=3, metavar=("G0", "G1", "G2"),
                     help="run Python's collector with these thresholds (default: off after "
@@ -183,7 +197,7 @@ def main() -> int:
         if args.registrations:
             bench_registrations(tmp, args.registrations, args.users, args.profile)
         if args.calls:
-            bench_calls(tmp, args.calls, args.profile)
+            bench_calls(tmp, args.calls, args.profile, args.concurrent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

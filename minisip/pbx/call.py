@@ -115,11 +115,7 @@ def _media_columns(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def relayed_headers(msg: Request | Response) -> list[tuple[str, str]]:
-    out = []
-    for name in _RELAYED:
-        for value in msg.headers.get_all(name):
-            out.append((name, value))
-    return out
+    return msg.headers.select(_RELAYED)
 
 
 @dataclass(eq=False)

@@ -139,6 +139,17 @@ class Headers:
             out += split_commas(v)
         return out
 
+    def select(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
+        """``(name, value)`` for every line of each of ``names``, in that order, with
+        the names as given (what a B2BUA copies from one leg to the other)."""
+        idx = self._idx()
+        out: list[tuple[str, str]] = []
+        for name in names:
+            lst = idx.get(canonical(name))
+            if lst:
+                out += [(name, v) for v in lst]
+        return out
+
     def count(self, name: str) -> int:
         lst = self._idx().get(canonical(name))
         return len(lst) if lst else 0
