@@ -135,8 +135,9 @@ class DigestAuthenticator:
                 raise ValueError(f"unsupported digest algorithm {a!r}")
         self.algorithms = algs
         self.max_nonces = max_nonces
-        # "nonce:cnonce" -> (last nc, nonce timestamp in ms)
-        self._nc: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # hash((nonce, cnonce)) -> nonce timestamp in ms << 32 | last nc: two ints, not
+        # a 100-character key and a tuple (tens of thousands live for the nonce TTL)
+        self._nc: OrderedDict[int, int] = OrderedDict()
         self._floor = -1  # nonces stamped at or before this (ms) and not in _nc are stale
         self._ha1s: dict[tuple[str, str, str, str], str] = {}
         self.max_ha1s = 20_000
@@ -208,7 +209,7 @@ class DigestAuthenticator:
         # A nonce from the future was issued under another clock (a restart): stale too.
         if age > self.nonce_ttl * 1000 or age < -5000:
             return AuthResult.STALE
-        return self._count(f"{creds.nonce}:{creds.cnonce}", int(nc_text, 16), stamp, now_ms)
+        return self._count(hash((creds.nonce, creds.cnonce)), int(nc_text, 16), stamp, now_ms)
 
     def _ha1(self, alg: str, username: str, password: str) -> str:
         """H(username:realm:password), kept per user (and password: a changed password
@@ -225,19 +226,22 @@ class DigestAuthenticator:
     def verify_ha1(self, creds: Credentials, method: str, ha1: str, now: float) -> AuthResult:
         return self.verify(creds, method, None, now, ha1=ha1)
 
-    def _count(self, key: str, nc: int, stamp: int, now_ms: int) -> AuthResult:
+    def _count(self, key: int, nc: int, stamp: int, now_ms: int) -> AuthResult:
+        # (String hashes are keyed per process: a stranger cannot make two pairs collide;
+        # if two did, the stored count only grows, so no replay ever passes.)
         table = self._nc
         last = table.get(key)
         if last is None:
             if stamp <= self._floor:
                 return AuthResult.STALE  # its record may have been evicted: be safe
-        elif nc <= last[0]:
+        elif nc <= last & 0xFFFFFFFF:
             return AuthResult.REPLAY
-        table[key] = (nc, stamp)
+        table[key] = stamp << 32 | nc
         table.move_to_end(key)
         ttl_ms = self.nonce_ttl * 1000
         while table:  # drop what expired, then what is over the cap
-            oldest, (_, ts) = next(iter(table.items()))
+            oldest, packed = next(iter(table.items()))
+            ts = packed >> 32
             if now_ms - ts > ttl_ms:
                 del table[oldest]
             elif len(table) > self.max_nonces:

@@ -92,12 +92,11 @@ class Headers:
         if items:
             self._items = [(n, canonical(n), _clean(v), None) for n, v in items]
 
-    @classmethod
-    def _from_wire(cls, items: list[Entry], index: dict[str, list[str]]) -> Headers:
-        h = cls.__new__(cls)
+    @staticmethod
+    def _from_wire(items: list[Entry], index: dict[str, list[str]]) -> Headers:
+        h = Headers()
         h._items = items
         h._index = index
-        h.cache = {}
         return h
 
     def _changed(self) -> None:
@@ -173,10 +172,8 @@ class Headers:
         return f"Headers({list(self)!r})"
 
     def copy(self) -> Headers:
-        h = Headers.__new__(Headers)
+        h = Headers()
         h._items = list(self._items)
-        h._index = None
-        h.cache = {}
         return h
 
     # -- writing ----------------------------------------------------------------

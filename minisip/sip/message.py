@@ -9,7 +9,7 @@ wire data, so they raise ``BadMessage`` (never anything else) on bad content.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .digits import digits_untrusted, is_digits
 from .errors import BadMessage
@@ -229,8 +229,8 @@ class Message:
         return None if v is None else v.partition(";")[0].strip().lower()
 
     # -- serialization -------------------------------------------------------------
-    if TYPE_CHECKING:  # Request and Response each define their own
-        def start_line(self) -> str: ...
+    def start_line(self) -> str:
+        raise NotImplementedError  # Request and Response each define their own
 
     def to_bytes(self) -> bytes:
         body = self.body
@@ -239,7 +239,8 @@ class Message:
         lines.append("\r\n")
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
 
-    __bytes__ = to_bytes
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
 
 
 class Request(Message):
@@ -312,9 +313,6 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
                 items.append((e[0], c, f"{e[2]};tag={to_tag}", None))
             else:
                 items.append(e)
-    resp = Response.__new__(Response)
-    resp.status = int(status)
-    resp.reason = reason_phrase(status) if reason is None else reason
     h = Headers(headers)
     h._items[:0] = items
     # The echoed lines are the request's text, so its parsed views hold for them too:
@@ -324,10 +322,7 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
         view = src.get(key)
         if view is not None:
             h.cache[key] = view
-    resp.headers = h
-    resp.body = b""
-    resp.version = SIP_VERSION
-    return resp
+    return Response(status, reason, h)
 
 
 # -- identifiers -----------------------------------------------------------------------
