@@ -118,7 +118,7 @@ def relayed_headers(msg: Request | Response) -> list[tuple[str, str]]:
     return msg.headers.select(_RELAYED)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Leg:
     side: str  #: "A" (caller) or "B" (a callee device)
     peer: Peer
@@ -167,7 +167,7 @@ def _exit_of(tried: Any) -> str:
     return spec.exit if spec is not None else ""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
     pbx: "CallController"  #: the controller: sending, timers, snapshot, bookkeeping
     a: Leg

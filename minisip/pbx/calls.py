@@ -494,6 +494,11 @@ class CallController:
                                                     float(timeout)))
         if new is CallState.ANSWERED and old is not new and call.local_caller:
             self._count(self.talking, call.caller, +1)
+        if new is CallState.TALKING:  # set up: its messages are kept as text only
+            for leg in (call.a, *call.b_legs):
+                leg.invite.compact()
+                if leg.ack is not None:
+                    leg.ack.compact()
         if self.core.wants("calls"):  # (a summary is built for a listener only)
             self.core.publish("calls", "call_state", call.summary() | {
                 "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})

@@ -176,6 +176,15 @@ class Headers:
         h._items = list(self._items)
         return h
 
+    def compact(self) -> None:
+        """Let go of what can be rebuilt, for a message kept long (a call's INVITE):
+        the index and the parsed views (rebuilt on first use), and each received
+        line that reads exactly ``name: value`` (serialized the same without it)."""
+        self._items = [(n, c, v, None if raw is not None and len(raw) == len(n) + 2 + len(v)
+                        and raw == f"{n}: {v}" else raw) for n, c, v, raw in self._items]
+        self._index = None
+        self.cache = {}
+
     # -- writing ----------------------------------------------------------------
     def add(self, name: str, value: str) -> None:
         """Append a line at the end."""

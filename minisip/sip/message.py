@@ -228,6 +228,10 @@ class Message:
         v = self.headers.get("content-type")
         return None if v is None else v.partition(";")[0].strip().lower()
 
+    def compact(self) -> None:
+        """Keep the text only (see ``Headers.compact``): views are parsed again on use."""
+        self.headers.compact()
+
     # -- serialization -------------------------------------------------------------
     def start_line(self) -> str:
         raise NotImplementedError  # Request and Response each define their own
@@ -266,6 +270,10 @@ class Request(Message):
             raise BadMessage("Unsupported URI Scheme", 416)
         self._ruri = (self.uri, uri)
         return uri
+
+    def compact(self) -> None:
+        super().compact()
+        self._ruri = None
 
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
