@@ -34,6 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from minisip.server import GC_YOUNG  # noqa: E402
 from tests.pbx.harness import Harness  # noqa: E402
 
 _pauses: list[float] = []
@@ -182,14 +183,13 @@ def main() -> int:
                     help="keep this many calls up (300 calls/s of fake time)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--gc-threshold", type=int, nargs=3, metavar=("G0", "G1", "G2"),
-                    help="run Python's collector with these thresholds (default: off after "
-                         "start-up, as the server runs it)")
+                    help="the collector's thresholds (default: the server's, GC_YOUNG)")
+    ap.add_argument("--no-gc", action="store_true", help="the collector off")
     args = ap.parse_args()
     gc.collect()
     gc.freeze()  # as server.py does after start-up
-    if args.gc_threshold:
-        gc.set_threshold(*args.gc_threshold)
-    else:
+    gc.set_threshold(*(args.gc_threshold or GC_YOUNG))
+    if args.no_gc:
         gc.disable()
     gc.callbacks.append(_gc_pause)
     tmp = Path(tempfile.mkdtemp(prefix="minisip-bench-cpu-"))
