@@ -87,7 +87,8 @@ def instrument(h: Harness, meter: Meter) -> None:
 
 
 def users_yaml(n: int) -> str:
-    big = "    max_concurrent_calls: 1000000\n    max_concurrent_outgoing_calls: 1000000\n"
+    big = ("    max_concurrent_calls: 1000000\n    max_concurrent_outgoing_calls: 1000000\n"
+           "    call_waiting: true\n")  # the callee takes calls while it talks
     return "users:\n" + "".join(f'  "{10000 + i}":\n    password: "pw{10000 + i}x"\n{big}'
                                 for i in range(n))
 
