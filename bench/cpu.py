@@ -52,37 +52,58 @@ def _gc_pause(phase: str, info: dict[str, Any]) -> None:
         _by_gen.setdefault(info["generation"], []).append(took)
 
 
+def kind_of(data: bytes) -> str:
+    """A message's kind for the per-kind figures: method or status, and whether it
+    carries credentials (``INVITE+auth``)."""
+    first = data.split(b"\r\n", 1)[0].decode("ascii", "replace")
+    kind = first.split(" ")[1] if first.startswith("SIP/") else first.split(" ")[0]
+    if b"\r\nAuthorization:" in data or b"\r\nProxy-Authorization:" in data:
+        kind += "+auth"
+    return kind
+
+
 class Meter:
-    """Process CPU time spent inside the wrapped functions (not re-entrant-counted)."""
+    """Process CPU time spent inside the wrapped functions (not re-entrant-counted),
+    and per kind of message received: its ``on_message`` and the flush (commit, send)
+    of its batch, which the harness runs right after it."""
 
     def __init__(self, profile: bool) -> None:
         self.cpu = 0.0
         self.depth = 0
         self.prof = cProfile.Profile() if profile else None
+        self.kind = "timers"  #: the message the next flush is charged to
+        self.by_kind: dict[str, list[float]] = {}  #: kind -> [CPU seconds, messages]
 
-    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
         def timed(*args: Any, **kw: Any) -> Any:
             if self.depth:
                 return fn(*args, **kw)
             self.depth += 1
+            if name == "on_message":
+                self.kind = kind_of(args[0])
+            elif name == "fire_timers":
+                self.kind = "timers"
             if self.prof is not None:
                 self.prof.enable()
             t0 = time.process_time()
             try:
                 return fn(*args, **kw)
             finally:
-                self.cpu += time.process_time() - t0
+                took = time.process_time() - t0
+                self.cpu += took
                 if self.prof is not None:
                     self.prof.disable()
+                entry = self.by_kind.setdefault(self.kind, [0.0, 0])
+                entry[0] += took
+                entry[1] += name != "flush"
                 self.depth -= 1
         return timed
 
 
 def instrument(h: Harness, meter: Meter) -> None:
     d = h.driver
-    d.on_message = meter.wrap(d.on_message)  # type: ignore[method-assign]
-    d.flush = meter.wrap(d.flush)  # type: ignore[method-assign]
-    d.fire_timers = meter.wrap(d.fire_timers)  # type: ignore[method-assign]
+    for name in ("on_message", "flush", "fire_timers"):
+        setattr(d, name, meter.wrap(getattr(d, name), name))
     h.server.calls.flush = d.flush
 
 
@@ -169,6 +190,12 @@ def report(unit: str, count: int, meter: Meter) -> None:
                   _by_gen.items())) + ")")
     _pauses.clear()
     _by_gen.clear()
+    kinds = sorted(meter.by_kind.items(), key=lambda kv: -kv[1][0])
+    timers = meter.by_kind.get("timers", [0.0, 0])[0]
+    print("  per message received, with its batch's flush: " + ", ".join(
+        f"{k} {1e6 * c / max(n, 1):.0f} us (x{n / count:.0f})"
+        for k, (c, n) in kinds if k != "timers") + f"; timers {1e6 * timers / count:.0f} us")
+    meter.by_kind.clear()
     if meter.prof is not None:
         st = pstats.Stats(meter.prof)
         st.sort_stats("tottime").print_stats(25)
