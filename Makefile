@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test venv peers lint coverage bench clean install-check
+.PHONY: serve test venv peers lint coverage bench clean install-check compiled pure
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -55,5 +55,16 @@ coverage: $(STAMP)
 bench: $(STAMP) peers
 	$(BIN)/python bench/register.py
 
-clean:
+# Optional: the sans-IO core (sip/, transaction/, dialog/) compiled with mypyc, in place:
+# Python imports the compiled modules before the .py files, and the .py files again once
+# `make pure` removed them. About a third less CPU per registration (README figures).
+compiled: $(STAMP)
+	$(BIN)/pip install -q mypy "setuptools>=77"
+	MINISIP_MYPYC=1 $(BIN)/python setup.py build_ext --inplace
+
+pure:
+	find minisip -name '*.so' -delete
+	rm -rf build *__mypyc*.so
+
+clean: pure
 	rm -rf $(VENV) data build *.egg-info

@@ -2,14 +2,19 @@
 
 Every call: INVITE, 407, ACK, INVITE with credentials, 100, 180, 200, ACK,
 BYE, 200 on the A-leg, and INVITE/180/200/ACK/BYE/200 on the B-leg. Zero
-failed calls are allowed (a failure prints FAIL and exits 1).
+failed calls are allowed (a failure, a 503 included, prints FAIL and exits 1).
 
     .venv/bin/python bench/calls.py [--count 20000] [--rate 1000] [--hold-ms 0]
+    .venv/bin/python bench/calls.py --target kamailio   # the same load through Kamailio
     .venv/bin/python bench/calls.py --concurrent 2000   # memory per established call
     .venv/bin/python bench/calls.py --profile           # py-spy summary of the server
 
 Prints calls per second (completed calls / sipp's wall time), server CPU per
-call, peak concurrent calls, and memory per established call.
+call (from /proc: it holds on a busy machine) and its share of one core, call
+setup time (first INVITE to 200, p50/p99/max), retransmissions both sides
+sent, the loop's worst stall, RSS before and after, and the load average.
+``--concurrent N`` holds N calls up once they are all set up and their setup
+transactions have ended (Timer L/M, 32 s), and reports the RSS they take.
 """
 from __future__ import annotations
 
@@ -24,91 +29,116 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.register import cpu_seconds, start_profiler, stop_profiler, summarize_profile  # noqa: E402
-from tests.helpers import ServerProcess, free_port, run_sipp, start_sipp  # noqa: E402
+from bench.common import (  # noqa: E402
+    RTT_ARGS, SCENARIOS, Kamailio, Minisip, load, minisip_users, percentile, response_times,
+    start_profiler, stop_profiler, summarize_profile,
+)
+from tests.helpers import free_port, run_sipp, start_sipp  # noqa: E402
 
 CALLEE = "2000"
+#: every user's limits out of the way; call_waiting: the callee takes every call while it
+#: talks (else it is busy)
+UNLIMITED = ("    max_concurrent_calls: 1000000\n    max_concurrent_outgoing_calls: 1000000\n"
+             "    call_waiting: true\n")
+#: the steady state of an established call: its setup transactions are gone (Timer L, M)
+SETTLED = 34.0
 
 
-def write_users(config_dir: Path, callers: int) -> list[tuple[str, str, str]]:
-    # call_waiting: the callee takes every call while it talks (else it is busy)
-    big = ("    max_concurrent_calls: 1000000\n    max_concurrent_outgoing_calls: 1000000\n"
-           "    call_waiting: true\n")
-    users = [(str(1000 + i), f"pw{1000 + i}", CALLEE) for i in range(callers)]
-    text = ["users:"] + [f'  "{u}":\n    password: "{p}"\n{big}' for u, p, _ in users]
-    text.append(f'  "{CALLEE}":\n    password: "pw{CALLEE}"\n{big}    no_answer_time: 60\n')
-    (config_dir / "users.yaml").write_text("\n".join(text))
-    return users
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def user_rows(users: int) -> list[tuple[str, str]]:
+    """``users`` accounts (2,000 by default, as the Kamailio comparison has): the callee
+    2000 and callers from 10000 up."""
+    rows = [(str(10000 + i), f"pw{10000 + i}") for i in range(users - 1)]
+    return rows + [(CALLEE, f"pw{CALLEE}")]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=20000)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--hold-ms", type=int, default=0)
-    ap.add_argument("--callers", type=int, default=100)
+    ap.add_argument("--callers", type=int, default=100, help="users placing the calls")
+    ap.add_argument("--users", type=int, default=2000, help="users configured")
+    ap.add_argument("--target", choices=("minisip", "kamailio"), default="minisip")
     ap.add_argument("--concurrent", type=int, default=0,
                     help="instead: hold this many calls up and report memory per call")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="after the load, wait this long and report RSS again")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
     if args.concurrent:
-        args.count, args.hold_ms = args.concurrent, 30000
+        args.count = args.concurrent
         args.rate = min(args.rate, 500)
+        args.hold_ms = int(1000 * (args.concurrent / args.rate + SETTLED + 10))
 
     tmp = Path(tempfile.mkdtemp(prefix="minisip-bench-calls-"))
     try:
-        config_dir = tmp / "configs"
-        shutil.copytree(REPO / "configs", config_dir)
-        users = write_users(config_dir, args.callers)
-        (tmp / "data").mkdir()
-        srv = ServerProcess(config_dir, tmp / "data", free_port(), 0)
-        srv.start()
-        assert srv.proc is not None
+        rows = user_rows(max(args.users, args.callers + 1))
+        srv = Kamailio(tmp, rows) if args.target == "kamailio" else Minisip(
+            tmp, minisip_users(rows, UNLIMITED))
+        callers = [(u, p, CALLEE) for u, p in rows[:args.callers]]
         uas_port = free_port((socket.SOCK_DGRAM,))
-        uas = start_sipp("uas_answer.xml", port=uas_port, calls=args.count, timeout=600,
+        uas = start_sipp(str(SCENARIOS / "uas.xml"), port=uas_port, calls=args.count, timeout=900,
                          workdir=tmp, extra=("-d", "0"))
         reg = run_sipp("register_contact.xml", srv.port, users=[(CALLEE, f"pw{CALLEE}")],
                        extra=("-key", "contact_port", str(uas_port)), workdir=tmp)
         assert reg.ok, reg.output
-        spy = start_profiler(srv.proc.pid, tmp / "profile.txt") if args.profile else None
-        rss0 = rss_kb(srv.proc.pid)
-        cpu0 = cpu_seconds(srv.proc.pid)
+        spy = start_profiler(srv.pid, tmp / "profile.txt") if args.profile else None
+        before = load()
+        rss0 = srv.rss_kb()
+        cpu0 = srv.cpu()
         t0 = time.monotonic()
-        uac = start_sipp("uac_call.xml", remote=f"127.0.0.1:{srv.port}", users=users,
-                         calls=args.count, rate=args.rate, timeout=600, workdir=tmp,
-                         extra=("-d", str(args.hold_ms), "-l", "100000"))
-        peak_calls, peak_rss = 0, rss0
+        uac = start_sipp(str(SCENARIOS / "call.xml"), remote=f"127.0.0.1:{srv.port}",
+                         users=callers, calls=args.count, rate=args.rate, timeout=900,
+                         workdir=tmp, extra=("-d", str(args.hold_ms), "-l", "100000",
+                                             *RTT_ARGS))
+        peak_rss = rss0
+        held_rss = 0
+        all_up = t0 + args.count / args.rate
         while uac.proc.poll() is None:
             time.sleep(0.5)
-            st = srv.cli("status", "--json")
-            if st.returncode == 0:
-                import json
-                n = json.loads(st.stdout)["calls"]
-                if n > peak_calls:
-                    peak_calls, peak_rss = n, rss_kb(srv.proc.pid)
+            peak_rss = max(peak_rss, srv.rss_kb())
+            if args.concurrent and not held_rss and time.monotonic() > all_up + SETTLED:
+                held_rss = srv.rss_kb()
         r = uac.wait()
         elapsed = time.monotonic() - t0
-        cpu = cpu_seconds(srv.proc.pid) - cpu0
+        cpu = srv.cpu() - cpu0
         u = uas.wait()
         stop_profiler(spy)
+        rss1 = srv.rss_kb()
+        st = srv.status()
+        if args.settle:
+            time.sleep(args.settle)
+        rss2 = srv.rss_kb()
         srv.stop()
-        print(f"calls={r.successful} failed={r.failed} callee_failed={u.failed} "
+        rtt = response_times(tmp)
+        print(f"{srv.name}: calls={r.successful} failed={r.failed} callee_failed={u.failed} "
               f"offered_rate={args.rate}/s hold={args.hold_ms} ms")
         if not args.concurrent:
             print(f"calls/s: {r.successful / elapsed:,.0f} (wall {elapsed:.1f} s)")
-        print(f"server CPU: {cpu:.2f} s = {1e6 * cpu / max(r.successful, 1):.0f} us per call "
-              f"(= {r.successful / max(cpu, 1e-9):,.0f} calls per CPU second)")
-        print(f"peak concurrent calls: {peak_calls}")
-        if peak_calls:
-            print(f"memory per established call: {1024 * (peak_rss - rss0) / peak_calls:,.0f} "
-                  f"bytes (RSS {rss0 // 1024} MB -> {peak_rss // 1024} MB)")
+            print(f"server CPU: {cpu:.2f} s = {1e6 * cpu / max(r.successful, 1):.0f} us per "
+                  f"call (= {r.successful / max(cpu, 1e-9):,.0f} calls per CPU second), "
+                  f"{100 * cpu / elapsed:.0f} % of one core")
+        print(f"setup (first INVITE to 200): p50 {percentile(rtt, 50):.1f} ms, "
+              f"p99 {percentile(rtt, 99):.1f} ms, max {max(rtt, default=0):.0f} ms "
+              f"({len(rtt)} samples)")
+        print(f"retransmissions: caller {r.retransmissions}, callee {u.retransmissions}")
+        if st:
+            loop = st.get("loop", {})
+            print(f"loop: {loop.get('iterations')} iterations, worst {loop.get('worst_ms')} "
+                  f"ms, stalls {loop.get('stalls')}, gc worst {loop.get('gc_worst_ms')} ms; shed "
+                  f"{st['counters'].get('shed_overload')}; recent stalls "
+                  f"{loop.get('recent_stalls', [])[-3:]}")
+        print(f"RSS: {rss0 // 1024} MB before, peak {peak_rss // 1024} MB, {rss1 // 1024} MB "
+              f"after the last call" + (f", {rss2 // 1024} MB {args.settle:.0f} s later"
+                                        if args.settle else ""))
+        if args.concurrent and held_rss:
+            print(f"memory per established call: {1024 * (held_rss - rss0) / args.count:,.0f} "
+                  f"bytes ({args.count} calls up, setup transactions ended: RSS "
+                  f"{rss0 // 1024} MB -> {held_rss // 1024} MB); with their setup "
+                  f"transactions: {1024 * (peak_rss - rss0) / args.count:,.0f} bytes")
+        print(f"{before} (before), {load()} (after)")
         if spy is not None:
             summarize_profile(tmp / "profile.txt")
         if r.failed or u.failed or r.successful != args.count:
@@ -116,7 +146,10 @@ def main() -> int:
             return 1
         return 0
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"work directory: {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,22 @@
-"""Authenticated REGISTER throughput: sipp against a real minisip process.
+"""Authenticated REGISTER throughput: sipp against a real minisip (or Kamailio) process.
 
 Each sipp "call" is one registration: REGISTER, 401, REGISTER with digest
 credentials, 200. Distinct users (N in users.yaml) are used in turn. Zero
 failures are allowed: a run with any failed registration prints FAIL.
 
     .venv/bin/python bench/register.py [--users 500] [--count 40000] [--rate 8000]
+    .venv/bin/python bench/register.py --target kamailio   # the same load on Kamailio
     .venv/bin/python bench/register.py --profile   # py-spy summary of the server
 
 Prints registrations per second (successful registrations / sipp's elapsed
-time) and the server's CPU time per registration.
+time), the server's CPU time per registration (from /proc: it holds on a busy
+machine), the time from the first REGISTER to the 200 (p50/p99), sipp's
+retransmissions and the load average.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,60 +25,65 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import ServerProcess, free_port, run_sipp  # noqa: E402
+from bench.common import (  # noqa: E402
+    RTT_ARGS, SCENARIOS, Kamailio, Minisip, cpu_seconds, load, minisip_users, percentile,
+    response_times, start_profiler, stop_profiler, summarize_profile,
+)
+
+__all__ = ["cpu_seconds", "start_profiler", "stop_profiler", "summarize_profile"]  # (other benches)
+from tests.helpers import run_sipp  # noqa: E402
 
 
-def write_users(config_dir: Path, n: int) -> list[tuple[str, str]]:
-    users = [(str(10000 + i), f"pw{10000 + i}x") for i in range(n)]
-    lines = ["users:"] + [f'  "{u}":\n    password: "{p}"' for u, p in users]
-    (config_dir / "users.yaml").write_text("\n".join(lines) + "\n")
-    return users
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in ticks
+def user_rows(n: int) -> list[tuple[str, str]]:
+    return [(str(10000 + i), f"pw{10000 + i}x") for i in range(n)]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--count", type=int, default=40000)
     ap.add_argument("--rate", type=int, default=8000, help="registrations/s sipp offers")
     ap.add_argument("--transport", default="u1")
+    ap.add_argument("--target", choices=("minisip", "kamailio"), default="minisip")
     ap.add_argument("--profile", action="store_true", help="py-spy the server (needs py-spy)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="minisip-bench-"))
     try:
-        config_dir = tmp / "configs"
-        shutil.copytree(REPO / "configs", config_dir)
-        users = write_users(config_dir, args.users)
-        data_dir = tmp / "data"
-        data_dir.mkdir()
-        srv = ServerProcess(config_dir, data_dir, free_port(), 0)
-        srv.start()
-        assert srv.proc is not None
-        spy = start_profiler(srv.proc.pid, tmp / "profile.txt") if args.profile else None
-        cpu0 = cpu_seconds(srv.proc.pid)
+        rows = user_rows(args.users)
+        srv = Kamailio(tmp, rows) if args.target == "kamailio" else Minisip(
+            tmp, minisip_users(rows))
+        spy = start_profiler(srv.pid, tmp / "profile.txt") if args.profile else None
+        before = load()
+        cpu0 = srv.cpu()
         t0 = time.monotonic()
-        r = run_sipp("register.xml", srv.port, users=users, calls=args.count, rate=args.rate,
-                     transport=args.transport, timeout=120, workdir=tmp,
-                     extra=("-l", str(max(args.rate, 1000))))
+        r = run_sipp(str(SCENARIOS / "register.xml"), srv.port, users=rows, calls=args.count,
+                     rate=args.rate, transport=args.transport, timeout=120, workdir=tmp,
+                     extra=("-l", str(max(args.rate, 1000)), *RTT_ARGS))
         elapsed = time.monotonic() - t0
-        cpu = cpu_seconds(srv.proc.pid) - cpu0
+        cpu = srv.cpu() - cpu0
         stop_profiler(spy)
-        st = srv.cli("status", "--json")
-        counters = json.loads(st.stdout)["counters"] if st.returncode == 0 else {}
+        st = srv.status()
         srv.stop()
+        rtt = response_times(tmp)
         ok = r.failed == 0 and r.successful == args.count
-        print(f"users={args.users} registrations={r.successful} failed={r.failed} "
+        print(f"{srv.name}: users={args.users} registrations={r.successful} failed={r.failed} "
               f"retransmissions={r.retransmissions} offered_rate={args.rate}/s")
-        print("server counters: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+        if st:
+            print("server counters: " + ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
+            loop = st.get("loop", {})
+            print(f"loop: worst iteration {loop.get('worst_ms')} ms, stalls {loop.get('stalls')}, "
+                  f"gc worst {loop.get('gc_worst_ms')} ms; recent stalls "
+                  f"{loop.get('recent_stalls', [])[-3:]}")
         print(f"registrations/s: {r.successful / elapsed:,.0f} "
               f"(wall {elapsed:.2f} s including sipp start-up)")
         print(f"server CPU: {cpu:.2f} s = {1e6 * cpu / max(r.successful, 1):.0f} us per "
-              f"registration (two REGISTERs, a 401 and a 200)")
+              f"registration (two REGISTERs, a 401 and a 200), "
+              f"{100 * cpu / elapsed:.0f} % of one core")
+        print(f"REGISTER to 200: p50 {percentile(rtt, 50):.1f} ms, p99 {percentile(rtt, 99):.1f} "
+              f"ms, max {max(rtt, default=0):.0f} ms ({len(rtt)} samples)")
+        print(f"{before} (before), {load()} (after)")
         if spy is not None:
             summarize_profile(tmp / "profile.txt")
         if not ok:
@@ -87,49 +92,6 @@ def main() -> int:
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling the server at 200 Hz (needs py-spy on PATH)."""
-    spy = subprocess.Popen(["py-spy", "record", "-p", str(pid), "-f", "raw", "-o", str(out),
-                            "-r", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
-    return spy
-
-
-def stop_profiler(spy: subprocess.Popen[bytes] | None) -> None:
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        spy.wait(10)
-
-
-def summarize_profile(path: Path, top: int = 18) -> None:
-    """Self and inclusive time per function from py-spy's raw (collapsed) output.
-
-    Only the trio thread counts: the config watcher's worker thread waits in
-    blocking calls that py-spy would otherwise report as busy.
-    """
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if "_thread_cache" in stack or "anyio" in stack:
-            continue
-        frames = stack.split(";")
-        n = int(count)
-        total += n
-        own[frames[-1]] = own.get(frames[-1], 0) + n
-        for f in set(frames):
-            if "minisip/" in f:
-                inclusive[f] = inclusive.get(f, 0) + n
-    print(f"profile: {total} samples of the server's trio thread")
-    print("  top self time:")
-    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"  {100 * n / total:5.1f}%  {frame}")
-    print("  top inclusive time in minisip:")
-    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"  {100 * n / total:5.1f}%  {frame}")
 
 
 if __name__ == "__main__":

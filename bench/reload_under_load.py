@@ -142,8 +142,8 @@ def main() -> int:
               f"{args.seconds:g} s; reloads: {reloads['SIGHUP']} SIGHUP + "
               f"{reloads['CLI edit']} CLI edits (generation {generation0} -> "
               f"{status['config']['generation']})")
-        print(f"server event loop: worst lateness {status['loop']['lag_max_ms']} ms, "
-              f"stalls over 100 ms: {status['loop']['stalls_over_100ms']}")
+        print(f"server event loop: worst iteration {status['loop']['worst_ms']} ms, "
+              f"stalls over 50 ms: {status['loop']['stalls']}")
         print(f"failed calls: {failed} (caller {r.failed}, callee {u.failed}, "
               f"unfinished {count - r.successful - r.failed}); server 503 Overloaded: "
               f"{status['counters']['shed_overload']}; retransmissions {r.retransmissions}")

@@ -131,6 +131,15 @@ def status(ctx: typer.Context, config_dir: ConfigDir = None, data_dir: DataDir =
     if "transactions" in st:
         lines.append("  transactions " + ", ".join(f"{k} {v}"
                                                    for k, v in st["transactions"].items()))
+    loop = st.get("loop")
+    if loop is not None:
+        line = (f"  loop       worst iteration {loop['worst_ms']} ms, {loop['stalls']} over "
+                f"{loop['stall_threshold_ms']:.0f} ms; gc worst {loop['gc_worst_ms']} ms")
+        if loop["recent_stalls"]:
+            s = loop["recent_stalls"][-1]
+            line += f"; last stall {s['ms']} ms in {s['task']}" + (
+                f" ({', '.join(s['notes'])})" if s["notes"] else "")
+        lines.append(line)
     faults = st.get("faults")
     if faults is not None:
         last = faults.get("last")

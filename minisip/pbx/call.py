@@ -121,14 +121,10 @@ def _media_columns(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def relayed_headers(msg: Request | Response) -> list[tuple[str, str]]:
-    out = []
-    for name in _RELAYED:
-        for value in msg.headers.get_all(name):
-            out.append((name, value))
-    return out
+    return msg.headers.select(_RELAYED)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Leg:
     side: str  #: "A" (caller) or "B" (a callee device)
     peer: Peer
@@ -177,7 +173,7 @@ def _exit_of(tried: Any) -> str:
     return spec.exit if spec is not None else ""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Call:
     pbx: "CallController"  #: the controller: sending, timers, snapshot, bookkeeping
     a: Leg

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..dialog.dialog import DialogId
+from ..dialog.dialog import Dialog, DialogId
 from ..media.pacer import Pacer
 from ..media.relay import MediaIO, PortPool
 from ..sip.errors import BadMessage
@@ -195,7 +195,8 @@ class CallController:
         if call.local_caller:
             self._count(self.active, caller, +1)
             self._count(self.outgoing, caller, +1)
-        self.core.publish("calls", "call_started", call.summary() | {"users": [caller]})
+        if self.core.wants("calls"):
+            self.core.publish("calls", "call_started", call.summary() | {"users": [caller]})
         call.start(plan)
         self.on_change(call)
 
@@ -495,8 +496,14 @@ class CallController:
                                                     float(timeout)))
         if new is CallState.ANSWERED and old is not new and call.local_caller:
             self._count(self.talking, call.caller, +1)
-        self.core.publish("calls", "call_state", call.summary() | {
-            "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
+        if new is CallState.TALKING:  # set up: its messages are kept as text only
+            for leg in (call.a, *call.b_legs):
+                leg.invite.compact()
+                if leg.ack is not None:
+                    leg.ack.compact()
+        if self.core.wants("calls"):  # (a summary is built for a listener only)
+            self.core.publish("calls", "call_state", call.summary() | {
+                "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
         self.on_change(call)
 
     def call_ended(self, call: Call) -> None:
@@ -511,6 +518,10 @@ class CallController:
         self.caller_left(call)
         if call.line_in and self.lines is not None:
             self.lines.usage.give_back(call.line_in, outgoing=False)
+        for leg in call.b_legs:
+            if leg.key is not None and leg.ack is not None and leg.dialog is not None:
+                self.core.rebind(leg.key, _AnsweredLeg(self.core, leg.ack, leg.destination(),
+                                                       leg.peer))
         self.completed += 1
         self.causes[call.cause or "normal"] += 1
         self._add_relayed(self._relayed, call.media_stats)
@@ -548,3 +559,30 @@ class CallController:
         now = time.time()
         return [c.summary() | {"duration": round(now - c.answer_time, 1)
                                if c.answer_time else 0.0} for c in self.calls.values()]
+
+
+class _AnsweredLeg:
+    """What an ended call leaves of a device's answered INVITE: its client transaction
+    lives on for Timer M (32 s, RFC 6026) and passes up 2xx retransmissions. The same
+    2xx again means our ACK was lost: send it again; a 2xx of another dialog (a fork
+    behind the device) is ACKed and ended with a BYE. That needs our ACK and where it
+    went, not the whole call, which would otherwise stay in memory for those 32 s."""
+
+    __slots__ = ("ack", "core", "dest", "peer")
+
+    def __init__(self, core: Pbx, ack: Request, dest: Peer, peer: Peer) -> None:
+        self.core, self.ack, self.dest, self.peer = core, ack, dest, peer
+
+    def __call__(self, leg: Any, resp: Response, key: object) -> None:
+        if not 200 <= resp.status < 300:
+            return
+        if resp.to_tag == self.ack.to_tag:
+            self.core.send_stateless(self.ack, self.dest)
+            return
+        dialog = Dialog.as_uac(self.ack, resp, self.peer)  # BadMessage: the core drops it
+        dest = dialog.destination(self.peer)
+        cseq = self.ack.cseq[0]
+        self.core.send_stateless(
+            dialog.new_request("ACK", via=self.core.via_for(dest), cseq=cseq), dest)
+        self.core.send_request(dialog.new_request("BYE", via=self.core.via_for(dest)), dest,
+                               None, None)

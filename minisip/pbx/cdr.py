@@ -14,15 +14,16 @@ second later through the server's timer loop. Calls go on meanwhile.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, fields
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .durable import Retry, rollback
+from .storage import open_store
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class CdrRecord:
 
 
 _COLUMNS = [f.name for f in fields(CdrRecord)]
+_row = attrgetter(*_COLUMNS)  #: a record's values in column order, in one C call
+_INSERT = f"INSERT INTO cdr ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"
 _SQL_TYPES = {"str": "TEXT", "int": "INTEGER", "float": "REAL"}
 
 
@@ -72,16 +75,15 @@ class CdrStore:
     def __init__(self, data_dir: Path, *, timeout: float = 5.0) -> None:
         self._pending: list[CdrRecord] = []  #: not yet in SQLite
         self._csv_pending: list[CdrRecord] = []  #: not yet in the CSV files
+        self._csv: tuple[str, TextIO, Any] | None = None  #: (day, file, csv writer)
+        self._minute, self._today = -1, ""
         self.retry = Retry("CDRs")
         self.dir = data_dir / "cdr"
         self.dir.mkdir(parents=True, exist_ok=True)
         # The server passes timeout 0: a lock held by another process fails the write
         # at once (it is retried) instead of stalling the event loop for seconds.
         self.db_path = data_dir / "cdr.db"
-        self.db = sqlite3.connect(self.db_path, isolation_level=None, timeout=timeout,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = open_store(self.db_path, timeout=timeout)
         cols = ", ".join(f"{f.name} {_SQL_TYPES[str(f.type).split(' ')[0]]}"
                          for f in fields(CdrRecord))
         self.db.execute(f"CREATE TABLE IF NOT EXISTS cdr (id INTEGER PRIMARY KEY, {cols})")
@@ -131,12 +133,10 @@ class CdrStore:
         self._write_csv()
 
     def _write_db(self, records: list[CdrRecord]) -> None:
-        rows = [tuple(getattr(r, c) for c in _COLUMNS) for r in records]
-        marks = ",".join("?" * len(_COLUMNS))
         db = self.db
         try:
             db.execute("BEGIN")
-            db.executemany(f"INSERT INTO cdr ({','.join(_COLUMNS)}) VALUES ({marks})", rows)
+            db.executemany(_INSERT, [_row(r) for r in records])
             db.execute("COMMIT")
         except sqlite3.Error:
             rollback(db)
@@ -146,17 +146,42 @@ class CdrStore:
         """Append the queued records to their day's file; a day written leaves the queue."""
         by_day: dict[str, list[CdrRecord]] = {}
         for r in self._csv_pending:
-            by_day.setdefault(_day(r.end_time), []).append(r)
+            by_day.setdefault(self._day(r.end_time), []).append(r)
         for day, records in by_day.items():
+            try:
+                f, w = self._csv_for(day)
+                w.writerows(map(_row, records))
+                f.flush()  # in the kernel before the BYE's 200 leaves, as the row in SQLite
+            except OSError:
+                self._close_csv()  # opened again on the next attempt
+                raise
+            self._csv_pending = [r for r in self._csv_pending if self._day(r.end_time) != day]
+
+    def _day(self, t: float) -> str:
+        """The local date of ``t`` (the CSV it goes to), computed once a minute: no
+        time zone moves midnight by less than a quarter of an hour."""
+        minute = int(t // 60)
+        if minute != self._minute:
+            self._minute, self._today = minute, time.strftime("%Y-%m-%d", time.localtime(t))
+        return self._today
+
+    def _csv_for(self, day: str) -> tuple[TextIO, Any]:
+        """The day's CSV, kept open while records of that day come."""
+        if self._csv is None or self._csv[0] != day:
+            self._close_csv()
             path = self.dir / f"{day}.csv"
-            buf = io.StringIO()
-            w = csv.writer(buf)
-            if not path.exists():
+            new = not path.exists()
+            f = open(path, "a", newline="")
+            w = csv.writer(f)
+            if new:
                 w.writerow(_COLUMNS)
-            w.writerows(tuple(getattr(r, c) for c in _COLUMNS) for r in records)
-            with open(path, "a", newline="") as f:
-                f.write(buf.getvalue())
-            self._csv_pending = [r for r in self._csv_pending if _day(r.end_time) != day]
+            self._csv = (day, f, w)
+        return self._csv[1], self._csv[2]
+
+    def _close_csv(self) -> None:
+        if self._csv is not None:
+            self._csv[1].close()
+            self._csv = None
 
     # -- retry of a failed commit (a wall-clock timer source of the server) -----------------
     def get_timer(self) -> float | None:
@@ -175,10 +200,7 @@ class CdrStore:
             log.error("%d CDRs could not be written to %s at exit", len(self._pending),
                       self.db_path)
         self.db.close()
-
-
-def _day(t: float) -> str:
-    return time.strftime("%Y-%m-%d", time.localtime(t))
+        self._close_csv()
 
 
 def query(db: sqlite3.Connection, *, user: str | None = None, since: float | None = None,

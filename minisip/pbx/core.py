@@ -59,6 +59,8 @@ class Pbx:
         self.layer = layer
         self.registrar = registrar
         self.publish = publish
+        #: whether a control-socket topic has a listener (the server sets the bus's)
+        self.wants: Callable[[str], bool] = lambda topic: True
         self.now = now
         self.local_address = local_address
         self.server_header = server_header
@@ -203,7 +205,10 @@ class Pbx:
         entry = self._client.get(event.key)
         if entry is None:
             return
-        if event.response.status >= 200 and event.response.cseq[1] != "INVITE":
+        status = event.response.status
+        if status >= 300 or (status >= 200 and event.response.cseq[1] != "INVITE"):
+            # the last response the transaction passes up (an INVITE's 2xx may repeat,
+            # RFC 6026; its 300-699 may not): the entry, and what it holds, go now
             del self._client[event.key]
         on_response, leg = entry
         if on_response is not None:
@@ -266,6 +271,12 @@ class Pbx:
         self._client[key] = (on_response, leg)
         self._unanswered[key] = f"{req.method} to {peer.transport}:{peer.host}:{peer.port}"
         return key
+
+    def rebind(self, key: object, on_response: OnResponse | None, leg: Any = None) -> None:
+        """Hand what a live client transaction still passes up to ``on_response``
+        (an ended call leaves a small stand-in instead of itself)."""
+        if key in self._client:
+            self._client[key] = (on_response, leg)
 
     def send_response(self, resp: Response) -> None:
         self.layer.send_response(resp, self.now())

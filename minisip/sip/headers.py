@@ -92,12 +92,11 @@ class Headers:
         if items:
             self._items = [(n, canonical(n), _clean(v), None) for n, v in items]
 
-    @classmethod
-    def _from_wire(cls, items: list[Entry], index: dict[str, list[str]]) -> Headers:
-        h = cls.__new__(cls)
+    @staticmethod
+    def _from_wire(items: list[Entry], index: dict[str, list[str]]) -> Headers:
+        h = Headers()
         h._items = items
         h._index = index
-        h.cache = {}
         return h
 
     def _changed(self) -> None:
@@ -139,6 +138,17 @@ class Headers:
             out += split_commas(v)
         return out
 
+    def select(self, names: tuple[str, ...]) -> list[tuple[str, str]]:
+        """``(name, value)`` for every line of each of ``names``, in that order, with
+        the names as given (what a B2BUA copies from one leg to the other)."""
+        idx = self._idx()
+        out: list[tuple[str, str]] = []
+        for name in names:
+            lst = idx.get(canonical(name))
+            if lst:
+                out += [(name, v) for v in lst]
+        return out
+
     def count(self, name: str) -> int:
         lst = self._idx().get(canonical(name))
         return len(lst) if lst else 0
@@ -162,11 +172,18 @@ class Headers:
         return f"Headers({list(self)!r})"
 
     def copy(self) -> Headers:
-        h = Headers.__new__(Headers)
+        h = Headers()
         h._items = list(self._items)
-        h._index = None
-        h.cache = {}
         return h
+
+    def compact(self) -> None:
+        """Let go of what can be rebuilt, for a message kept long (a call's INVITE):
+        the index and the parsed views (rebuilt on first use), and each received
+        line that reads exactly ``name: value`` (serialized the same without it)."""
+        self._items = [(n, c, v, None if raw is not None and len(raw) == len(n) + 2 + len(v)
+                        and raw == f"{n}: {v}" else raw) for n, c, v, raw in self._items]
+        self._index = None
+        self.cache = {}
 
     # -- writing ----------------------------------------------------------------
     def add(self, name: str, value: str) -> None:

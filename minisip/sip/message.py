@@ -8,15 +8,14 @@ wire data, so they raise ``BadMessage`` (never anything else) on bad content.
 """
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .digits import digits_untrusted, is_digits
 from .errors import BadMessage
 from .headers import Headers
 from .status import reason_phrase
+from .tokens import random_hex
 from .uri import (
     URI,
     Address,
@@ -229,9 +228,13 @@ class Message:
         v = self.headers.get("content-type")
         return None if v is None else v.partition(";")[0].strip().lower()
 
+    def compact(self) -> None:
+        """Keep the text only (see ``Headers.compact``): views are parsed again on use."""
+        self.headers.compact()
+
     # -- serialization -------------------------------------------------------------
-    if TYPE_CHECKING:  # Request and Response each define their own
-        def start_line(self) -> str: ...
+    def start_line(self) -> str:
+        raise NotImplementedError  # Request and Response each define their own
 
     def to_bytes(self) -> bytes:
         body = self.body
@@ -240,7 +243,8 @@ class Message:
         lines.append("\r\n")
         return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
 
-    __bytes__ = to_bytes
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
 
 
 class Request(Message):
@@ -266,6 +270,10 @@ class Request(Message):
             raise BadMessage("Unsupported URI Scheme", 416)
         self._ruri = (self.uri, uri)
         return uri
+
+    def compact(self) -> None:
+        super().compact()
+        self._ruri = None
 
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
@@ -313,9 +321,6 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
                 items.append((e[0], c, f"{e[2]};tag={to_tag}", None))
             else:
                 items.append(e)
-    resp = Response.__new__(Response)
-    resp.status = int(status)
-    resp.reason = reason_phrase(status) if reason is None else reason
     h = Headers(headers)
     h._items[:0] = items
     # The echoed lines are the request's text, so its parsed views hold for them too:
@@ -325,26 +330,19 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
         view = src.get(key)
         if view is not None:
             h.cache[key] = view
-    resp.headers = h
-    resp.body = b""
-    resp.version = SIP_VERSION
-    return resp
+    return Response(status, reason, h)
 
 
 # -- identifiers -----------------------------------------------------------------------
 
-def _token(nbytes: int) -> str:
-    return base64.b32encode(os.urandom(nbytes)).decode("ascii").rstrip("=").lower()
-
-
 def new_branch() -> str:
-    """A fresh RFC 3261 branch: the magic cookie and 80 random bits."""
-    return BRANCH_MAGIC + _token(10)
+    """A fresh RFC 3261 branch: the magic cookie and 64 random bits."""
+    return BRANCH_MAGIC + random_hex(8)
 
 
 def new_tag() -> str:
-    return _token(5)
+    return random_hex(5)
 
 
 def new_call_id() -> str:
-    return _token(15)
+    return random_hex(15)

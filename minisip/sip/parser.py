@@ -166,13 +166,8 @@ def _parse_request_untrusted(first: str, lines: list[str], rest: bytes) -> Reque
     if not colon or not opaque or not _SCHEME.fullmatch(scheme):
         raise BadMessage("Bad Request-URI")
     headers = _parse_headers_untrusted(lines)
-    req = Request.__new__(Request)
-    req.method = method
-    req.uri = uri
-    req.headers = headers
+    req = Request(method, uri, headers, _body_untrusted(headers, rest))
     req.version = version
-    req._ruri = None
-    req.body = _body_untrusted(headers, rest)
     if scheme.lower() in _URI_SCHEMES:
         try:
             req.request_uri  # noqa: B018 - parse and cache now: 400 if it is bad
@@ -206,12 +201,7 @@ def _parse_response_untrusted(first: str, lines: list[str], rest: bytes) -> Resp
     if len(code) != 3 or not is_digits(code) or code[0] not in "123456":
         raise BadMessage("Bad status code")
     headers = _parse_headers_untrusted(lines)
-    resp = Response.__new__(Response)
-    resp.status = int(code)
-    resp.reason = reason
-    resp.headers = headers
-    resp.version = SIP_VERSION
-    resp.body = _body_untrusted(headers, rest)
+    resp = Response(int(code), reason, headers, _body_untrusted(headers, rest))
     # What the transaction layer matches on must be sound; the rest stays lazy.
     idx = headers._idx()
     for key, label in _MANDATORY:

@@ -422,7 +422,8 @@ class SessionDescription:
             out += [ln.text() for ln in m.lines]
         return "".join(out).encode("utf-8", "surrogateescape")
 
-    __bytes__ = to_bytes
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
 
 
 def parse_sdp_untrusted(body: bytes) -> SessionDescription:

@@ -120,7 +120,10 @@ class ClientInviteTransaction(Transaction):
     def __init__(self, layer: TransactionLayer, key: ClientKey, peer: Peer,
                  request: Request, now: float) -> None:
         super().__init__(layer, key, peer, State.CALLING, request.to_bytes())
-        self.request = request
+        #: until a final response: what the ACK of a 300-699 is built from. Then
+        #: dropped with ``wire``, as nothing is retransmitted in Completed/Accepted
+        #: and the transaction lives on 32 s (Timers D, M) with only its key.
+        self.request: Request | None = request
         self.ack_wire: bytes | None = None
         timers = self.timers
         self._send_wire()
@@ -149,7 +152,9 @@ class ClientInviteTransaction(Transaction):
                 layer._out.append((self.ack_wire, self.peer))  # type: ignore[arg-type]
                 return
             self._cancel_timers()
+            assert self.request is not None  # (Calling or Proceeding until now)
             self.ack_wire = build_ack(self.request, response).to_bytes()
+            self.request, self.wire = None, b""
             layer._out.append((self.ack_wire, self.peer))
             layer._event(self, ResponseReceived(response, self.key))  # type: ignore[arg-type]
             self._end_state(self.timers.D(self.reliable), now)
@@ -157,5 +162,6 @@ class ClientInviteTransaction(Transaction):
         if old is State.CALLING:
             self._cancel_timers()  # A and B only run in Calling
         if new is State.ACCEPTED and old is not State.ACCEPTED:
+            self.request, self.wire = None, b""
             self._arm_end(now, self.timers.M)
         layer._event(self, ResponseReceived(response, self.key))  # type: ignore[arg-type]

@@ -116,4 +116,5 @@ class ClientNonInviteTransaction(Transaction):
         layer._event(self, ResponseReceived(response, self.key))  # type: ignore[arg-type]
         if new is State.COMPLETED:
             self._cancel_timers()
+            self.wire = b""  # Completed only absorbs: nothing is sent again
             self._end_state(self.timers.K(self.reliable), now)

@@ -131,6 +131,14 @@ class ServerInviteTransaction(Transaction):
         new: Any = self._step(send_trigger(response.status))
         if new is None:
             return False
+        if new is State.ACCEPTED:
+            # RFC 6026: the TU retransmits its 2xx itself and nothing answers a repeated
+            # INVITE here, so the bytes are not kept for the 32 s of Timer L.
+            self.wire = b""
+            self.layer._out.append((response.to_bytes(), self.peer))
+            if self.end_at is None:
+                self._arm_end(now, self.timers.L)
+            return True
         self.wire = response.to_bytes()
         self._send_wire()
         if new is State.COMPLETED:
@@ -138,8 +146,6 @@ class ServerInviteTransaction(Transaction):
             if not self.reliable:
                 self._arm_retx(now + timers.G, timers.G)
             self._arm_end(now, timers.H)
-        elif new is State.ACCEPTED and self.end_at is None:
-            self._arm_end(now, self.timers.L)
         return True
 
     def on_retx_timer(self, now: float) -> None:

@@ -35,6 +35,8 @@ OVERLOAD_DELAY = 0.3
 #: during one short stall of ours (a collection, a big commit) drains in milliseconds;
 #: answering it with 503 would turn a 0.3 s pause into hundreds of failed calls.
 OVERLOAD_SUSTAINED = 1.0
+#: the queueing delay is looked at no more often than this (seconds)
+LOOK_EVERY = 0.01
 
 
 class OverloadDetector:
@@ -105,11 +107,18 @@ class UdpListener:
         except OSError:
             self._stamps = False
         self.send_dropped = 0
+        self._next_look = 0.0  #: monotonic time of the next queueing-delay look
 
     def _measure_delay(self, sock: socket.socket) -> None:
-        """Peek at the oldest queued datagram's arrival stamp (it stays queued)."""
+        """Peek at the oldest queued datagram's arrival stamp (it stays queued), at most
+        every ``LOOK_EVERY``: a peek with its control message was a third of a wake-up's
+        cost, and overload is a delay held for a second."""
         if not self._stamps:
             return
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + LOOK_EVERY
         try:
             _, anc, _, _ = sock.recvmsg(1, _ANC_SIZE, socket.MSG_PEEK)
         except OSError:
@@ -118,7 +127,7 @@ class UdpListener:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
                 sec, nsec = _TIMESPEC.unpack_from(data)
                 self.delay = max(0.0, time.time() - (sec + nsec * 1e-9))
-                self.overload.observe(self.delay, time.monotonic())
+                self.overload.observe(self.delay, now)
 
     def overloaded(self) -> bool:
         return self.overload.overloaded(time.monotonic())

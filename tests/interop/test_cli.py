@@ -127,3 +127,11 @@ def test_bad_edit_is_refused_with_file_line_and_key(server: ServerProcess) -> No
     assert "users.yaml line" in out.stderr and "max_concurrent_calls" in out.stderr
     out = server.cli("user", "set", "100", "max_concurent_calls=2")
     assert out.returncode == 1 and "did you mean" in out.stderr
+
+
+def test_status_reports_the_loop_and_the_collector(server: ServerProcess) -> None:
+    st = json.loads(server.cli("status", "--json").stdout)
+    loop = st["loop"]
+    assert loop["iterations"] > 0 and loop["stall_threshold_ms"] == 50
+    assert {"stalls", "worst_ms", "gc_pauses", "gc_worst_ms", "recent_stalls"} <= set(loop)
+    assert "loop       worst iteration" in server.cli("status").stdout

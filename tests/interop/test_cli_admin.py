@@ -53,7 +53,8 @@ def test_status_is_plain_lines_with_the_fingerprint_as_it_is(server: ServerProce
     assert lines[0].startswith("minisip ") and " up " in lines[0]
     labels = [line.split()[0] for line in lines[1:]]
     assert labels == ["listening"] * 3 + ["TLS", "config", "data", "users", "calls",
-                                          "counters", "security", "transactions", "faults"]
+                                          "counters", "security", "transactions", "loop",
+                                          "faults"]
     tls = next(line for line in lines if line.lstrip().startswith("TLS"))
     assert tls.split()[-1] == st["tls_fingerprint"]  # `:CD:` is text, not an emoji
     assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", st["tls_fingerprint"])

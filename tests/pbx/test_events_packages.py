@@ -299,3 +299,32 @@ def test_message_summary_reads_the_mailbox_counts() -> None:
     assert pkg.body("101", 1) == (b"Messages-Waiting: yes\r\nMessage-Account: sip:101@minisip"
                                   b"\r\nVoice-Message: 2/5 (0/0)\r\n")
     assert pkg.body("102", 1).startswith(b"Messages-Waiting: no\r\n")
+
+
+def test_activity_follows_many_calls_of_one_user() -> None:
+    """A trunk or hunt-group user in hundreds of calls: the activity is kept per state
+    as calls change (not found by walking them), and is idle once they are all gone."""
+    pkg = package()
+    calls = []
+    for i in range(300):
+        call = make_call(CallState.RINGING)
+        call.a.invite = request("INVITE", "100", "101", from_tag=f"t{i}", call_id=f"c{i}")
+        calls.append(call)
+        pkg.update(call)
+    assert (pkg.activity("100"), pkg.activity("101")) == ("calling", "ringing")
+    for i, call in enumerate(calls):
+        call.state, call.answered_user, call.ringing_users = CallState.TALKING, "101", set()
+        call.holding = {"A"} if i % 2 else set()
+        pkg.update(call)
+    assert (pkg.activity("100"), pkg.activity("101")) == ("talking", "talking")
+    for call in calls[::2]:  # the calls not on hold end: the others are
+        call.state = CallState.ENDED
+        pkg.update(call)
+    pkg.prune()
+    assert (pkg.activity("100"), pkg.activity("101")) == ("on hold", "on hold")
+    for call in calls[1::2]:
+        call.state = CallState.ENDED
+        pkg.update(call)
+    assert pkg.activity("101") == "idle"  # reported as terminated: no activity
+    pkg.prune()
+    assert pkg.views == {} and pkg._kinds == {} and pkg.activity("100") == "idle"

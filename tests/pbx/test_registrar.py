@@ -176,6 +176,28 @@ def test_bindings_survive_a_restart(tmp_path) -> None:  # type: ignore[no-untype
     assert again.bindings("100")[0].source == PEER
 
 
+def test_bindings_of_an_older_minisip_are_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+    import time
+    db = tmp_path / "reg.db"
+    old = sqlite3.connect(db)  # the table as minisip created it before WITHOUT ROWID
+    old.execute("CREATE TABLE bindings (aor TEXT NOT NULL, contact TEXT NOT NULL, "
+                "expires_at REAL NOT NULL, q REAL, call_id TEXT NOT NULL, cseq INTEGER NOT "
+                "NULL, transport TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL, "
+                "user_agent TEXT NOT NULL DEFAULT '', instance TEXT NOT NULL DEFAULT '', "
+                "registered_at REAL NOT NULL, PRIMARY KEY (aor, contact))")
+    old.execute("INSERT INTO bindings VALUES ('100', 'sip:100@192.0.2.10:5062', ?, NULL, "
+                "'c1', 2, 'udp', '192.0.2.10', 5062, 'ua', '', 1.0)", (time.time() + 600,))
+    old.commit()
+    old.close()
+    loc = LocationService(db)
+    assert [b.contact for b in loc.bindings("100")] == ["sip:100@192.0.2.10:5062"]
+    loc.close()
+    sql = sqlite3.connect(db).execute("SELECT group_concat(sql) FROM sqlite_master").fetchone()
+    assert "WITHOUT ROWID" in sql[0] and "bindings_old" not in sql[0]
+    assert [b.user_agent for b in LocationService(db).bindings("100")] == ["ua"]
+
+
 @pytest.mark.parametrize("params, ok", [
     (";expires=600;q=0.5", True), (";q=1.000", True), (";q=0", True),
     (";expires=\u00b2", False), (";expires=-1", False), (";expires=1_0", False),

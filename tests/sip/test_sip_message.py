@@ -295,3 +295,22 @@ def test_line_breaks_in_values_set_by_code_cannot_inject_headers() -> None:
     h.prepend("X-C", "e\r\n")
     out = Request("MESSAGE", "sip:a@b", h).to_bytes()
     assert out.count(b"\r\n") == 7 and b"\r\nVia" not in out  # 6 lines + the blank one
+
+
+def test_a_compacted_message_keeps_its_bytes_and_parses_its_views_again() -> None:
+    from minisip.sip.parser import parse_message_untrusted
+    data = (b"INVITE sip:101@example.com SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKx1;rport\r\n"
+            b"From:   <sip:100@example.com>;tag=a1\r\n"  # odd spacing: its raw line stays
+            b"To: <sip:101@example.com>\r\nCall-ID: c1@x\r\nCSeq: 2 INVITE\r\n"
+            b"Contact: <sip:100@192.0.2.7>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    req = parse_message_untrusted(data)
+    assert isinstance(req, Request)
+    before = req.to_bytes()
+    req.compact()
+    assert req.headers._index is None and req.headers.cache == {} and req._ruri is None
+    raws = [e[3] for e in req.headers._items]
+    assert raws.count(None) == len(raws) - 1  # only the oddly spaced line is kept as is
+    assert req.to_bytes() == before
+    assert (req.call_id, req.from_tag, req.cseq, req.request_uri.user) == (
+        "c1@x", "a1", (2, "INVITE"), "101")

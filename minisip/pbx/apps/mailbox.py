@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...media.recorder import repair_wav
+from ..storage import open_store
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,8 @@ class Mailbox:
         self.dir = data_dir / "voicemail"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.now = now
-        self.db = sqlite3.connect(self.dir / "voicemail.db", isolation_level=None,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.path = self.dir / "voicemail.db"
+        self.db = open_store(self.path, timeout=5.0)  # the CLI writes it too
         self.db.executescript(_SCHEMA)
         self._dirty = False
         #: told the user whose (new, old) counts changed

@@ -22,8 +22,7 @@ the same to code in the PBX.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
 from ..call import Call, CallState
@@ -46,9 +45,9 @@ _ANSWERED: dict[CallState, str | None] = {
 _BUSY = {"idle": 0, "calling": 1, "ringing": 2, "on hold": 3, "talking": 4}
 
 
-@dataclass(frozen=True, slots=True)
-class DialogView:
-    """One call as one of its users sees it."""
+class DialogView(NamedTuple):
+    """One call as one of its users sees it (a tuple: built on every change of a call,
+    and a frozen dataclass's __init__ costs five times as much)."""
     call_id: str
     local_tag: str
     remote_tag: str
@@ -85,7 +84,34 @@ class DialogPackage:
         self.views: dict[str, dict[tuple[str, str], DialogView]] = {}
         self._users_of: dict[str, set[str]] = {}  # call id -> users with a view of it
         self._docs: dict[str, tuple[bytes, bytes]] = {}  # user -> document around version
-        self._ended: set[str] = set()  # users with a dialog reported as terminated
+        #: (user, view key) of the dialogs reported as terminated, dropped by ``prune``
+        self._ended: set[tuple[str, tuple[str, str]]] = set()
+        #: user -> how many of its views are in each activity ("talking": 2, ...), so
+        #: ``activity`` does not walk a user's calls (a trunk user may have hundreds)
+        self._kinds: dict[str, dict[str, int]] = {}
+
+    def _set(self, user: str, key: tuple[str, str], view: DialogView | None) -> None:
+        """The one place a view changes (None: gone), keeping ``_kinds`` in step."""
+        mine = self.views.setdefault(user, {})
+        kinds = self._kinds.setdefault(user, {})
+        old = mine.get(key)
+        if old is not None:
+            k = _kind(old)
+            if k is not None:
+                kinds[k] -= 1
+                if not kinds[k]:
+                    del kinds[k]
+        if view is None:
+            mine.pop(key, None)
+            if not mine:
+                del self.views[user]
+        else:
+            mine[key] = view
+            k = _kind(view)
+            if k is not None:
+                kinds[k] = kinds.get(k, 0) + 1
+        if not kinds:
+            del self._kinds[user]
 
     # -- state from calls ----------------------------------------------------------
     def update(self, call: Call) -> set[str]:
@@ -104,22 +130,23 @@ class DialogPackage:
         changed: set[str] = set()
         had = self._users_of.get(call_id, set())
         for user in had:
-            for key, view in list(self.views.get(user, {}).items()):
-                if key[0] == call_id and (user, key[1]) not in wanted \
-                        and view.state != "terminated":  # a fork another device beat
-                    self.views[user][key] = _ended(view)
+            mine = self.views.get(user, {})
+            for direction in (INITIATOR, RECIPIENT):
+                old = mine.get((call_id, direction))
+                if old is not None and (user, direction) not in wanted \
+                        and old.state != "terminated":  # a fork another device beat
+                    self._set(user, (call_id, direction), _ended(old))
                     changed.add(user)
-                    self._ended.add(user)
+                    self._ended.add((user, (call_id, direction)))
         for (user, direction), view in wanted.items():
             mine = self.views.get(user, {})
             if view.state == "terminated" and (call_id, direction) not in mine:
                 continue  # ended before it was ever shown: nothing to report
-            mine = self.views.setdefault(user, mine)
             if mine.get((call_id, direction)) != view:
-                mine[(call_id, direction)] = view
+                self._set(user, (call_id, direction), view)
                 changed.add(user)
                 if view.state == "terminated":
-                    self._ended.add(user)
+                    self._ended.add((user, (call_id, direction)))
         self._users_of[call_id] = had | {u for (u, d) in wanted
                                          if (call_id, d) in self.views.get(u, {})}
         for user in changed:
@@ -128,36 +155,24 @@ class DialogPackage:
 
     def prune(self) -> None:
         """Drop the dialogs reported as terminated: later documents omit them."""
-        for user in self._ended:
-            mine = self.views.get(user, {})
-            gone = [k for k, v in mine.items() if v.state == "terminated"]
-            for key in gone:
-                del mine[key]
-                users = self._users_of.get(key[0])
-                if users is not None:
-                    users.discard(user)
-                    if not users:
-                        del self._users_of[key[0]]
-            if gone:
-                self._docs.pop(user, None)
-            if not mine:
-                self.views.pop(user, None)
+        for user, key in self._ended:
+            view = self.views.get(user, {}).get(key)
+            if view is None or view.state != "terminated":
+                continue  # (the same call and direction came back meanwhile)
+            self._set(user, key, None)
+            self._docs.pop(user, None)
+            users = self._users_of.get(key[0])
+            if users is not None:
+                users.discard(user)
+                if not users:
+                    del self._users_of[key[0]]
         self._ended.clear()
 
     # -- what a user is doing ----------------------------------------------------------
     def activity(self, user: str) -> str:
         """idle, calling, ringing, on hold or talking: the busiest of its calls."""
-        best = "idle"
-        for v in self.views.get(user, {}).values():
-            if v.state == "confirmed":
-                now = "on hold" if v.held_here or v.held_there else "talking"
-            elif v.state in ("trying", "early"):
-                now = "ringing" if v.direction == RECIPIENT else "calling"
-            else:
-                continue
-            if _BUSY[now] > _BUSY[best]:
-                best = now
-        return best
+        kinds = self._kinds.get(user)
+        return max(kinds, key=_BUSY.__getitem__) if kinds else "idle"
 
     def ringing(self, user: str) -> list[DialogView]:
         """The calls ringing ``user``'s phones, as directed pick-up needs them."""
@@ -195,6 +210,15 @@ class DialogPackage:
     def summary(self, user: str) -> list[dict[str, Any]]:
         return [{"call_id": v.call_id, "direction": v.direction, "state": v.state,
                  "remote": v.remote_user} for v in self.views.get(user, {}).values()]
+
+
+def _kind(v: DialogView) -> str | None:
+    """What a view makes its user: talking, on hold, ringing, calling, or nothing."""
+    if v.state == "confirmed":
+        return "on hold" if v.held_here or v.held_there else "talking"
+    if v.state in ("trying", "early"):
+        return "ringing" if v.direction == RECIPIENT else "calling"
+    return None
 
 
 def _ended(view: DialogView) -> DialogView:

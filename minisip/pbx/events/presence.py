@@ -128,6 +128,10 @@ class PresencePackage:
         self._docs[user] = doc
         return True
 
+    def drop_document(self, user: str) -> None:
+        """Nobody watches ``user``: no document is kept (``body`` renders it anew)."""
+        self._docs.pop(user, None)
+
     def body(self, user: str, version: int) -> bytes:
         doc = self._docs.get(user)
         if doc is None:

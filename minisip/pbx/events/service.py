@@ -23,6 +23,7 @@ from typing import Any
 from ..call import Call
 from ..identity import Identity
 from ..location import LocationService
+from ..storage import open_store
 from .dialog import DialogPackage
 from .framework import Notifier, Subscription, SubscriptionPolicy
 from .message import MessagePolicy, MessageService
@@ -55,14 +56,14 @@ class EventService:
         self.location = location
         self.snapshot = snapshot
         self.publish = publish
+        #: whether the control socket's topic has a listener (the server sets the bus's)
+        self.wants: Callable[[str], bool] = lambda topic: True
         #: voicemail's provider: user -> (new, old) messages; tell changes with mwi_changed()
         self.mailbox_counts: Callable[[str], tuple[int, int]] = lambda user: (0, 0)
         self._db: sqlite3.Connection | None = None
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = open_store(db_path, timeout=5.0)  # no retry queue here: wait out a lock
         self.identity = Identity(core.registrar, lambda: snapshot().users)
         self.notifier = Notifier(core, self.identity, self._subscription_policy, self.authorize,
                                  self._unlimited, self._db, publish)
@@ -147,8 +148,16 @@ class EventService:
         self.notifier.changed("message-summary", user)
 
     def _user_changed(self, user: str, at: float | None = None) -> None:
-        if self.presence.refresh(user):
-            self.notifier.changed("presence", user, at)
+        # Every call's every change lands here for both its users: what nobody
+        # watches is not rendered (a watcher's first NOTIFY renders it afresh).
+        if self.notifier.by_resource.get(("presence", user)):
+            if self.presence.refresh(user):
+                self.notifier.changed("presence", user, at)
+        else:
+            self.presence.drop_document(user)
+        if not self.wants("presence"):
+            self._told.pop(user, None)  # a listener's first news of it is news
+            return
         state = self.state(user)
         told = (state["state"], state["presence"], state["note"])
         if self._told.get(user) != told:

@@ -1,0 +1,150 @@
+"""Memory that outlives its use: ended calls and cancelled timers let go at once.
+
+An ended call's transactions live on for 32 s (Timers J, L, M); a cancelled
+max-duration timer's deadline may be hours away. Neither may keep the ended
+call (its messages, legs, dialogs: tens of KB) in memory until then.
+"""
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from minisip.pbx.call import Call
+from minisip.pbx.timers import TimerHeap
+from tests.pbx.harness import Harness
+from tests.pbx.test_calls_inprocess import answered
+
+
+class Big:
+    pass
+
+
+def calls_alive() -> list[Call]:
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, Call)]
+
+
+def test_a_cancelled_timer_lets_go_of_what_it_would_have_called() -> None:
+    heap, big = TimerHeap(), Big()
+    ref = weakref.ref(big)
+    t = heap.schedule(3600.0, lambda b: None, big)
+    del big
+    t.cancel()
+    gc.collect()
+    assert ref() is None
+    assert len(heap) == 0 and heap.get_timer() is None
+
+
+def test_cancelled_timers_far_away_do_not_pile_up() -> None:
+    heap = TimerHeap()
+    keep = heap.schedule(10.0, lambda: None)
+    for i in range(20_000):
+        heap.schedule(3600.0 + i, lambda: None).cancel()
+    assert len(heap._heap) < 5000 and len(heap) == 1
+    fired: list[str] = []
+    heap.schedule(5.0, fired.append, "early")
+    heap.handle_timer(20.0)
+    assert fired == ["early"] and not keep.alive and heap.get_timer() is None
+
+
+def test_a_timer_cancelled_while_timers_fire_is_not_run() -> None:
+    heap = TimerHeap()
+    fired: list[int] = []
+    later = [heap.schedule(2.0 + i, fired.append, i) for i in range(5000)]
+    heap.schedule(1.0, lambda: [t.cancel() for t in later])  # purges mid-run
+    heap.schedule(3.0, fired.append, -1)
+    heap.handle_timer(10_000.0)
+    assert fired == [-1] and len(heap) == 0
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(tmp_path)
+    yield harness
+    harness.close()
+
+
+def test_an_ended_call_is_freed_while_its_transactions_live_on(h: Harness) -> None:
+    alice, bob, call, leg = answered(h)
+    assert len(calls_alive()) == 1
+    call.bye()
+    bob.answer(bob.requests("BYE")[-1])
+    assert call.final("BYE") is not None and not h.calls.calls
+    h.advance(1.0)
+    assert h.layer.counters.ict == 1  # the device's INVITE, until Timer M
+    assert calls_alive() == []
+    h.settle()
+    assert h.leftovers() == {}
+
+
+def test_a_2xx_repeated_after_the_call_ended_is_acked_again(h: Harness) -> None:
+    alice, bob, call, leg = answered(h)
+    acks = len(bob.requests("ACK"))
+    call.bye()
+    bob.answer(bob.requests("BYE")[-1])
+    leg.answer()  # the device did not hear our ACK: its 2xx again
+    assert len(bob.requests("ACK")) == acks + 1
+    again = bob.requests("ACK")[-1]
+    assert again.call_id == leg.invite.call_id and again.cseq == (leg.invite.cseq[0], "ACK")
+    assert calls_alive() == []
+    h.settle()
+    assert h.leftovers() == {}
+
+
+def test_a_2xx_of_another_dialog_after_the_call_ended_is_acked_and_ended(
+        h: Harness) -> None:
+    alice, bob, call, leg = answered(h)
+    call.bye()
+    bob.answer(bob.requests("BYE")[-1])
+    byes = len(bob.requests("BYE"))
+    leg.tag = "fork2"  # a second device behind a forking proxy answers late
+    leg.dialog = None
+    leg.answer()
+    assert bob.requests("ACK")[-1].to_tag == "fork2"
+    bye = bob.requests("BYE")[-1]
+    assert len(bob.requests("BYE")) == byes + 1 and bye.to_tag == "fork2"
+    bob.answer(bye)
+    h.settle()
+    assert h.leftovers() == {}
+
+
+def test_calls_and_registrations_make_no_reference_cycles(h: Harness) -> None:
+    """What lets the server run Python's collector rarely (server.py ``_collector``):
+    reference counting alone frees everything a call or a registration leaves."""
+    alice, bob, call, leg = answered(h)  # warm: caches, first-use imports
+    call.bye()
+    bob.answer(bob.requests("BYE")[-1])
+    h.settle()
+    alice.auto = bob.auto = False  # (settle made the phones answer by themselves)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            assert alice.register().status == 200
+            call = alice.call("101")
+            leg = bob.incoming()
+            assert leg is not None
+            leg.ring()
+            leg.answer()
+            call.ack()
+            call.bye()
+            bob.answer(bob.requests("BYE")[-1])
+            assert call.final("BYE") is not None
+        h.settle()
+        assert h.leftovers() == {}
+        del call, leg
+        alice.inbox.clear()
+        bob.inbox.clear()
+        bob.calls.clear()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        found = gc.collect()
+        garbage = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert found == 0, garbage[:50]
