@@ -14,6 +14,7 @@ from minisip.media.sdp_media import answer_offer_untrusted, negotiated_from_answ
 from minisip.pbx.media import sdp_address, sdp_audio, sdp_on_hold
 from minisip.sip.errors import BadMessage
 from minisip.sip.sdp import SessionDescription, parse_sdp_untrusted, rewrite_for_relay_untrusted
+from tests.fuzz.mutations import mutated
 
 SEEDS = [
     (b"v=0\r\no=alice 2890844526 2890844526 IN IP4 192.168.1.20\r\ns=-\r\n"
@@ -38,23 +39,6 @@ INSERTS = [b"\r\n", b" ", b":", b"/", b"=", b"0", b"\xc2\xb2", b"\xd9\xa3", b"-1
            b"a=sendonly\r\n", b"\x00", b"\xff", b"IN IP4 "]
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "dup"]))
-        pos = draw(st.integers(0, max(0, len(data) - 1)))
-        if kind == "flip" and data:
-            data[pos] = draw(st.integers(0, 255))
-        elif kind == "truncate":
-            del data[pos:]
-        elif kind == "insert":
-            data[pos:pos] = draw(st.sampled_from(INSERTS))
-        elif kind == "delete":
-            del data[pos:pos + draw(st.integers(1, 8))]
-        else:
-            data[pos:pos] = data[pos:pos + draw(st.integers(1, 40))]
-    return bytes(data)
 
 
 def views(sd: SessionDescription) -> None:
@@ -98,7 +82,7 @@ FUZZ = settings(max_examples=400, deadline=None,
 
 
 @FUZZ
-@given(mutated())
+@given(mutated(SEEDS, INSERTS))
 def test_mutated_sdp_parses_or_raises_bad_message_and_views_never_raise(body: bytes) -> None:
     exercise(body)
 

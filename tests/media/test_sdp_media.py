@@ -7,22 +7,9 @@ from minisip.media.sdp_media import (NotAcceptable, answer_offer_untrusted, make
                                      negotiated_from_answer_untrusted)
 from minisip.sip.errors import BadMessage
 from minisip.sip.sdp import parse_sdp_untrusted, rewrite_for_relay_untrusted
+from tests.sip.test_sip_sdp import RELAY_OFFER
 
-OFFER = (b"v=0\r\n"
-         b"o=alice 2890844526 2890844526 IN IP4 192.168.1.20\r\n"
-         b"s=-\r\n"
-         b"c=IN IP4 192.168.1.20\r\n"
-         b"t=0 0\r\n"
-         b"a=ice-ufrag:abcd\r\n"
-         b"m=audio 49170 RTP/AVP 8 0 101\r\n"
-         b"a=rtpmap:8 PCMA/8000\r\n"
-         b"a=rtpmap:0 PCMU/8000\r\n"
-         b"a=rtpmap:101 telephone-event/8000\r\n"
-         b"a=fmtp:101 0-15\r\n"
-         b"a=rtcp:49171 IN IP4 192.168.1.20\r\n"
-         b"a=candidate:1 1 UDP 2130706431 192.168.1.20 49170 typ host\r\n"
-         b"a=ptime:20\r\n"
-         b"a=sendrecv\r\n")
+OFFER = RELAY_OFFER
 
 
 @pytest.mark.parametrize("body", [b"garbage", b"v=0\r\nm=audio x RTP/AVP 0\r\n",

@@ -98,21 +98,22 @@ def test_bad_sdp_raises_bad_message(body: bytes) -> None:
 
 # -- the media relay's rewrite, hold ---------------------------------------------------------
 
+#: a phone's offer: ICE candidate, RTCP port, telephone-event
 RELAY_OFFER = (b"v=0\r\n"
-         b"o=alice 2890844526 2890844526 IN IP4 192.168.1.20\r\n"
-         b"s=-\r\n"
-         b"c=IN IP4 192.168.1.20\r\n"
-         b"t=0 0\r\n"
-         b"a=ice-ufrag:abcd\r\n"
-         b"m=audio 49170 RTP/AVP 8 0 101\r\n"
-         b"a=rtpmap:8 PCMA/8000\r\n"
-         b"a=rtpmap:0 PCMU/8000\r\n"
-         b"a=rtpmap:101 telephone-event/8000\r\n"
-         b"a=fmtp:101 0-15\r\n"
-         b"a=rtcp:49171 IN IP4 192.168.1.20\r\n"
-         b"a=candidate:1 1 UDP 2130706431 192.168.1.20 49170 typ host\r\n"
-         b"a=ptime:20\r\n"
-         b"a=sendrecv\r\n")
+               b"o=alice 2890844526 2890844526 IN IP4 192.168.1.20\r\n"
+               b"s=-\r\n"
+               b"c=IN IP4 192.168.1.20\r\n"
+               b"t=0 0\r\n"
+               b"a=ice-ufrag:abcd\r\n"
+               b"m=audio 49170 RTP/AVP 8 0 101\r\n"
+               b"a=rtpmap:8 PCMA/8000\r\n"
+               b"a=rtpmap:0 PCMU/8000\r\n"
+               b"a=rtpmap:101 telephone-event/8000\r\n"
+               b"a=fmtp:101 0-15\r\n"
+               b"a=rtcp:49171 IN IP4 192.168.1.20\r\n"
+               b"a=candidate:1 1 UDP 2130706431 192.168.1.20 49170 typ host\r\n"
+               b"a=ptime:20\r\n"
+               b"a=sendrecv\r\n")
 
 
 def test_rewrite_points_connection_ports_and_rtcp_at_the_relay() -> None:
