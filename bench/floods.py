@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.calls import rss_kb  # noqa: E402
+from bench.common import rss_kb  # noqa: E402
 from tests.helpers import (ServerProcess, free_port, make_server, options_ping, run_sipp,  # noqa: E402
                            start_sipp)
 from tests.interop.pyphone import PyPhone  # noqa: E402

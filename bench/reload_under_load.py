@@ -31,7 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.calls import CALLEE, write_users  # noqa: E402
+from bench.calls import CALLEE, UNLIMITED  # noqa: E402
+from bench.common import minisip_users  # noqa: E402
 from bench.config_load import users_yaml  # noqa: E402
 from tests.helpers import SCENARIOS, ServerProcess, free_port, run_sipp, start_sipp  # noqa: E402
 
@@ -40,8 +41,10 @@ SETUP_LIMIT_MS = 100.0
 
 def write_config(config_dir: Path, users: int, callers: int) -> list[tuple[str, str, str]]:
     """``callers`` sipp callers, the callee, and filler users up to ``users`` in all."""
-    rows = write_users(config_dir, callers)
+    rows = [(str(1000 + i), f"pw{1000 + i}", CALLEE) for i in range(callers)]
     path = config_dir / "users.yaml"
+    path.write_text(minisip_users([(u, p) for u, p, _ in rows] + [(CALLEE, f"pw{CALLEE}")],
+                                  UNLIMITED))
     filler = users_yaml(max(0, users - callers - 1)).split("\nusers:\n", 1)[1]
     path.write_text(path.read_text().rstrip("\n") + "\n" + filler)
     return rows
