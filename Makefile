@@ -34,13 +34,16 @@ test: $(STAMP) peers lint
 	$(BIN)/python -m pytest
 
 # What a user does (README "Install"): pip install . into a fresh environment, then
-# the minisip command works from its PATH. CI runs it once after the tests.
+# the minisip command works from its PATH and finds its voice prompts. CI runs it once
+# after the tests.
 install-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	  $(PY) -m venv "$$tmp/venv" && \
 	  "$$tmp/venv/bin/pip" install -q . && \
 	  PATH="$$tmp/venv/bin:$$PATH" && \
-	  minisip --version && minisip user list --config-dir configs
+	  minisip --version && minisip user list --config-dir configs && \
+	  (cd / && "$$tmp/venv/bin/python" -c \
+	    "from minisip.media.prompts import prompt_path as p; print(p('zh', 'digits/7'), p('en', 'ringback'))")
 
 # ruff's rules and mypy's strictness are in pyproject.toml
 lint: $(STAMP)

@@ -2,12 +2,12 @@
 """Make minisip's voice prompts and hold music: 8 kHz mono 16-bit WAV.
 
     python3 prompts/make_prompts.py            # needs espeak-ng and sox (Debian packages)
-    python3 prompts/make_prompts.py --music    # only the hold music and beep (stdlib only)
+    python3 prompts/make_prompts.py --music    # only the hold music, beep and ring-back (stdlib)
 
 Speech: espeak-ng (voice en-us for English, cmn for Mandarin) writes 22 kHz
 WAV; sox converts it to 8 kHz mono 16-bit, band-limits it to the telephone
 band, normalises to -3 dBFS and trims leading/trailing silence (keeping 0.1 s).
-Hold music and the beep are synthesised here with the standard library: sine
+Hold music, the beep and the ring-back tone are synthesised here with the standard library: sine
 partials with soft envelopes over a I-vi-IV-V progression, built to loop
 seamlessly (it starts and ends in silence on the same chord).
 The results are committed, so a checkout needs neither tool.
@@ -182,6 +182,12 @@ def beep(freq: float = 1000.0, seconds: float = 0.5) -> array:
                            * math.sin(2 * math.pi * freq * i / RATE)) for i in range(n)))
 
 
+def ringback(freq: float = 425.0, on: float = 1.0, off: float = 4.0) -> array:
+    """The ring-back tone of ITU-T E.180 (425 Hz, 1 s on, 4 s off), one cadence: what a
+    caller handed on by an app hears while the number rings."""
+    return beep(freq, on) + array("h", bytes(2 * int(off * RATE)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     write_wav(args.out / "hold_music.wav", hold_music())
     write_wav(args.out / "beep.wav", beep())
+    write_wav(args.out / "ringback.wav", ringback())
     if args.music:
         return 0
     for tool in ("espeak-ng", "sox"):

@@ -8,6 +8,7 @@ is the language.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from ..sip.digits import is_digits
@@ -31,10 +32,13 @@ NUMBER_WORDS: dict[str, tuple[str, ...]] = {
 
 
 def prompts_root() -> Path:
+    """$MINISIP_PROMPTS, else the checkout's prompts/ (development, editable install),
+    else where ``pip install`` puts them (pyproject's data-files)."""
     env = os.environ.get("MINISIP_PROMPTS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "prompts"
+    checkout = Path(__file__).resolve().parents[2] / "prompts"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "minisip" / "prompts"
 
 
 def prompt_path(language: str, name: str, *, root: Path | None = None) -> Path:

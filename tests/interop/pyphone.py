@@ -58,6 +58,9 @@ class Dialog:
     cseq: int = 1
 
 
+_G711 = {0: "PCMU", 8: "PCMA"}
+
+
 def _untagged(value: str) -> str:
     return ";".join(p for p in value.split(";") if not p.strip().lower().startswith("tag="))
 
@@ -77,6 +80,7 @@ class PyPhone:
         self._seq = itertools.count(random.getrandbits(15))
         self.ts = random.getrandbits(31)
         self.sdp_dtmf = True
+        self.codecs: tuple[int, ...] = (0,)  #: G.711 payload types our SDP offers/answers
         self._sdp_version = 1
         self.dialog: Dialog | None = None
         self.remote_sdp: Media | None = None  #: the other side's (the relay's)
@@ -211,10 +215,10 @@ class PyPhone:
 
     # -- SDP ----------------------------------------------------------------------------
     def sdp(self, direction: str = "sendrecv") -> bytes:
-        fmts = "0 101" if self.sdp_dtmf else "0"
+        fmts = " ".join(map(str, self.codecs)) + (f" {EVENT_PT}" if self.sdp_dtmf else "")
         lines = ["v=0", f"o=pyphone 1 {self._sdp_version} IN IP4 {HOST}", "s=pyphone",
-                 f"c=IN IP4 {HOST}", "t=0 0", f"m=audio {self.rtp_port} RTP/AVP {fmts}",
-                 "a=rtpmap:0 PCMU/8000"]
+                 f"c=IN IP4 {HOST}", "t=0 0", f"m=audio {self.rtp_port} RTP/AVP {fmts}"]
+        lines += [f"a=rtpmap:{pt} {_G711[pt]}/8000" for pt in self.codecs]
         if self.sdp_dtmf:
             lines += [f"a=rtpmap:{EVENT_PT} telephone-event/8000", f"a=fmtp:{EVENT_PT} 0-16"]
         lines += ["a=ptime:20", f"a={direction}"]

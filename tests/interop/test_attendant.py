@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import socket
 import time
+from array import array
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from minisip.media import g711
+from minisip.media.player import load_audio
+from minisip.media.prompts import prompt_path
+from minisip.sip.sdp import parse_sdp_untrusted
 from tests.helpers import ServerProcess, free_port, run_sipp, start_sipp
 from tests.interop.apps import (
     app_server, heard, pcm, prompt_pcm, wait_heard, wait_playing, wait_quiet,
 )
+from tests.interop.baresip import dominant_frequency
 from tests.interop.pyphone import PyPhone
 
 pytestmark = pytest.mark.interop
@@ -60,8 +66,10 @@ def test_a_caller_keying_101_is_connected_to_101(tmp_path: Path, stack: ExitStac
     b.answer_incoming()
     said = pcm(heard(a))
     welcome, connecting = prompt_pcm("en", "welcome"), prompt_pcm("en", "connecting")
-    assert said.endswith(connecting) and welcome.startswith(said[:-len(connecting)]), \
-        "not part of the welcome, then 'connecting'"
+    i = said.find(connecting)
+    assert i >= 0 and welcome.startswith(said[:i]), "not part of the welcome, then 'connecting'"
+    assert prompt_pcm("en", "ringback").startswith(said[i + len(connecting):]), \
+        "after 'connecting' only the ring-back tone until 101 answered"
     time.sleep(0.2)
     a.send_audio(0.4, 500)
     b.send_audio(0.4, 700)
@@ -71,6 +79,29 @@ def test_a_caller_keying_101_is_connected_to_101(tmp_path: Path, stack: ExitStac
     assert b.dialog is not None and b.dialog.remote_uri.startswith("<sip:100@")
     assert a.bye().status == 200
     b.wait_requests("BYE", 1)
+
+
+def test_the_number_rings_back_to_the_caller_and_is_offered_the_callers_codec(
+        tmp_path: Path, stack: ExitStack) -> None:
+    server = start(stack, app_server(tmp_path, {"100": "", "101": ""}, FAST, ROUTE))
+    b = phone(stack, server, "101", register=True)
+    a = phone(stack, server, "100")
+    a.codecs = (8, 0)  # PCMA first: the attendant answers in PCMA
+    assert a.call("800").status == 200, server.log()
+    assert a.remote_sdp is not None and a.remote_sdp.payload_types()[0] == 8
+    wait_playing(a)
+    key(a, "101#")
+    invite = b.ring_incoming()
+    # the relay passes packets as they are: 101 may only answer in the caller's codec
+    offered = parse_sdp_untrusted(invite.body).audio()
+    assert offered is not None and offered.payload_types() == [8, 101], invite.body
+    # after 'connecting' the caller hears 101 ring: ITU-T E.180's 425 Hz, in PCMA
+    ring = g711.alaw_decode(load_audio(prompt_path("en", "ringback"), "PCMA"))[:16000]
+    assert abs(dominant_frequency(list(array("h", ring[:1600])), 8000) - 425) <= 10
+    wait_heard(a, ring, timeout=15)
+    assert {r.packet.payload_type for r in heard(a)} == {8}
+    assert a.bye().status == 200
+    b.wait_requests("CANCEL", 1)
 
 
 def test_a_wrong_number_hears_invalid_and_tries_again_with_sip_info(tmp_path: Path,

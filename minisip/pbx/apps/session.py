@@ -37,6 +37,7 @@ from ...media.sdp_media import (
 )
 from ...sip.errors import BadMessage
 from ...sip.message import Request, Response, make_response
+from .. import moves
 from ..services.plan import End, Target
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class AppSession:
         self._session_id = random.getrandbits(31)
         self._version = 1
         self._receiver: DtmfReceiver | None = None
+        self._dtmf_pt: int | None = None  #: the caller's telephone-event payload type
         self._codec: tuple[int, str] = (0, "PCMU")  #: (payload type, codec) the caller sends
         self._take: _Take | None = None
         #: why the number handed on was not reached (set when the caller comes back)
@@ -131,6 +133,7 @@ class AppSession:
 
     def _negotiated(self, pt: int, codec: str, dtmf_pt: int | None) -> None:
         self._codec = (pt, codec)
+        self._dtmf_pt = dtmf_pt
         self._receiver = DtmfReceiver(payload_type=dtmf_pt) if dtmf_pt is not None else None
 
     def _tap(self, data: memoryview, now: float) -> bool:
@@ -301,6 +304,11 @@ class AppSession:
         why), or the call is released when there is no ``then``."""
         call = self.call
         self.media.session.leg("A").set_tap(None)  # keys and voice go to who answers
+        # Whoever answers is offered the one codec the caller speaks to us: the relay
+        # passes packets as they are, so both sides must speak the same.
+        call.b_offer = moves.offer(call, "B", (self._codec[1],), self._dtmf_pt)
+        # The caller was answered (by us): ringing reaches it as a tone, not a 180.
+        self.media.start_music("A", prompt_path(self.language, "ringback"))
         on_end = None if then is None else (lambda end: self._come_back(then, end))
         call.hand_on(call.pbx.plan_for(call.caller, number), on_end)
         call.pbx.flush()
@@ -311,6 +319,8 @@ class AppSession:
         if self.call.media is None or self.call.media.session.closed:
             return
         self.returned = end
+        self.media.stop_music("A")  # the ring-back tone
+        self.call.b_offer = None
         self.scope = trio.CancelScope()
         self.call.app = self
         self._listen()
