@@ -166,11 +166,21 @@ class CdrStore:
         return self._today
 
     def _csv_for(self, day: str) -> tuple[TextIO, Any]:
-        """The day's CSV, kept open while records of that day come."""
+        """The day's CSV, kept open while records of that day come. One written by a
+        minisip with other columns (an upgrade mid-day) is moved aside to
+        ``<day>.old.csv`` (``.old2``...), so every file's rows match its header."""
         if self._csv is None or self._csv[0] != day:
             self._close_csv()
             path = self.dir / f"{day}.csv"
-            new = not path.exists()
+            if path.exists() and _header(path) not in ([], _COLUMNS):
+                n, aside = 1, self.dir / f"{day}.old.csv"
+                while aside.exists():
+                    n += 1
+                    aside = self.dir / f"{day}.old{n}.csv"
+                path.rename(aside)
+                log.warning("CDR columns changed: %s moved to %s, %s starts again",
+                            path.name, aside.name, path.name)
+            new = not path.exists() or path.stat().st_size == 0
             f = open(path, "a", newline="")
             w = csv.writer(f)
             if new:
@@ -201,6 +211,12 @@ class CdrStore:
                       self.db_path)
         self.db.close()
         self._close_csv()
+
+
+def _header(path: Path) -> list[str]:
+    """The column names on a CSV file's first line."""
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def query(db: sqlite3.Connection, *, user: str | None = None, since: float | None = None,
