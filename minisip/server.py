@@ -205,7 +205,7 @@ class Server:
         self.events.mailbox_counts = self.voicemail.mailbox_counts
         self.voicemail.changed.append(self.events.mwi_changed)
         self.voicemail.flush = self.driver.flush
-        self.driver.wall_timers += [self.location, self.cdr]
+        self.driver.wall_timers += [self.location, self.cdr, self.events]
         self.driver.mono_timers += [self.pbx.timers, self.guard]
         self.udp: list[UdpListener] = []
         self.streams: list[StreamListener] = []

@@ -22,7 +22,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, TextIO
 
-from .durable import Retry, rollback
+from .durable import Retry, transaction
 from .storage import open_store
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,7 @@ class CdrStore:
         self._write_csv()
 
     def _write_db(self, records: list[CdrRecord]) -> None:
-        db = self.db
-        try:
-            db.execute("BEGIN")
-            db.executemany(_INSERT, [_row(r) for r in records])
-            db.execute("COMMIT")
-        except sqlite3.Error:
-            rollback(db)
-            raise
+        transaction(self.db, lambda db: db.executemany(_INSERT, map(_row, records)))
 
     def _write_csv(self) -> None:
         """Append the queued records to their day's file; a day written leaves the queue."""

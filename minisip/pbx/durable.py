@@ -1,6 +1,6 @@
 """Writes that must not be lost and must not stop the server: the retry policy.
 
-The registration and CDR stores commit at the end of each receive batch. When
+The registration, CDR and events stores commit at the end of each receive batch. When
 the disk fails them (locked by another process, full, read-only), the store
 rolls back, keeps its rows in memory and tries again ``RETRY_DELAY`` later
 through the server's timer loop, without trying on every batch meanwhile.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 
 log = logging.getLogger("minisip.storage")
 
@@ -41,6 +42,17 @@ class Retry:
             log.warning("%s written again after %.1f s of failures", self.what,
                         now - self.failing_since)
         self.failing_since = self.retry_at = None
+
+
+def transaction(db: sqlite3.Connection, write: Callable[[sqlite3.Connection], object]) -> None:
+    """``write`` in one transaction; when the disk refuses, rolled back and raised."""
+    try:
+        db.execute("BEGIN")
+        write(db)
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        rollback(db)
+        raise
 
 
 def rollback(db: sqlite3.Connection) -> None:

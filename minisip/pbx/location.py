@@ -31,7 +31,7 @@ from pathlib import Path
 from ..sip.errors import BadMessage
 from ..sip.peer import Peer
 from ..sip.uri import parse_uri_untrusted
-from .durable import Retry, rollback
+from .durable import Retry, transaction
 from .storage import open_store
 
 log = logging.getLogger(__name__)
@@ -238,17 +238,15 @@ class LocationService:
         dirty = self._dirty
         puts = [b.as_row() for b in dirty.values() if b is not None]
         dels = [k for k, b in dirty.items() if b is None]
-        db = self._db
-        try:
-            db.execute("BEGIN")
+        def write(db: sqlite3.Connection) -> None:
             if dels:
                 db.executemany("DELETE FROM bindings WHERE aor=? AND contact=?", dels)
             if puts:
                 db.executemany("INSERT OR REPLACE INTO bindings "
                                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", puts)
-            db.execute("COMMIT")
+        try:
+            transaction(self._db, write)
         except sqlite3.Error as exc:
-            rollback(db)
             self.retry.failed(exc, now, len(dirty))
             return False
         self._dirty = {}

@@ -1,15 +1,20 @@
-"""Registration and CDR writes survive a refusing disk: rolled back, kept, written later."""
+"""Registration, CDR and events writes survive a refusing disk: rolled back, kept, written
+later."""
 from __future__ import annotations
 
 import csv
 import sqlite3
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from minisip.config.schema import SystemConfig
 from minisip.pbx.cdr import CdrRecord, CdrStore
+from minisip.pbx.events import EventService
 from minisip.pbx.location import Binding, LocationService
 from minisip.sip.peer import Peer
+from tests.pbx.events_helpers import PEER, FakeCore, request
 
 
 def record(i: int) -> CdrRecord:
@@ -135,3 +140,27 @@ def test_refreshing_bindings_does_not_grow_the_expiry_heap(tmp_path: Path) -> No
     assert loc.heap_entries <= 2 * 100 + 1024 + 1
     loc.handle_timer(time.time() + 20_000)
     assert loc.count() == 0
+
+
+def test_messages_kept_for_offline_users_survive_a_locked_database(tmp_path: Path) -> None:
+    core = FakeCore()
+    snap = SimpleNamespace(users=core.users, system=SystemConfig())
+    calls = SimpleNamespace(display_for=lambda u: "", on_change=None)
+    svc = EventService(core, calls, LocationService(None), lambda: snap,
+                       tmp_path / "events.db", lambda *e: None)
+    lock = Locked(tmp_path / "events.db")
+    req = request("MESSAGE", "102", "101", body=b"call me",
+                  headers=[("Content-Type", "text/plain")])
+    resp = svc.messages.on_message(req, PEER, core.t)
+    assert resp is not None and resp.status == 202  # 101 is offline: kept for later
+    t0 = time.perf_counter()
+    svc.commit()  # refused at once: the event loop is not held
+    assert time.perf_counter() - t0 < 0.5
+    assert svc.messages.pending == 1 and svc.get_timer() is not None
+    lock.release()
+    svc.handle_timer(svc.get_timer() or 0)
+    assert svc.messages.pending == 0 and svc.get_timer() is None
+    svc.close()
+    with sqlite3.connect(tmp_path / "events.db") as db:
+        assert db.execute("SELECT recipient, body FROM messages").fetchall() == [
+            ("101", b"call me")]

@@ -48,6 +48,7 @@ from ...dialog.dialog import Dialog, DialogId
 from ...sip.errors import BadMessage
 from ...sip.message import Request, Response, make_response, new_tag
 from ...sip.peer import Peer
+from ..durable import transaction
 from ..identity import Identity
 from ..timers import Timer
 
@@ -478,22 +479,25 @@ class Notifier:
     def _save(self, sub: Subscription) -> None:
         self._dirty[sub.id] = sub
 
+    @property
+    def pending(self) -> int:
+        """Changes not written yet."""
+        return len(self._dirty)
+
     def commit(self) -> None:
-        """Write the changes since the last commit in one transaction."""
-        if not self._dirty:
-            return
-        dirty, self._dirty = self._dirty, {}
-        if self._db is None:
-            return
-        wall = self.wall()
-        db = self._db
-        db.execute("BEGIN")
+        """Write the changes since the last commit in one transaction. A disk that
+        refuses raises sqlite3.Error (rolled back): the changes stay for the next one."""
+        if self._dirty and self._db is not None:
+            transaction(self._db, self._write)
+        self._dirty = {}
+
+    def _write(self, db: sqlite3.Connection) -> None:
+        dirty, wall = self._dirty, self.wall()
         db.executemany("DELETE FROM subscriptions WHERE call_id=? AND local_tag=? "
                        "AND remote_tag=?", [k for k, s in dirty.items() if s is None])
         db.executemany("INSERT OR REPLACE INTO subscriptions VALUES "
                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        [s.as_row(wall) for s in dirty.values() if s is not None])
-        db.execute("COMMIT")
 
     def _load(self, db: sqlite3.Connection) -> None:
         wall = self.wall()

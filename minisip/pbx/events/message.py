@@ -24,6 +24,7 @@ from typing import Any
 
 from ...sip.message import Request, Response, make_response, new_call_id, new_tag
 from ...sip.peer import Peer
+from ..durable import transaction
 from ..identity import Identity
 from ..location import LocationService, device_peer
 
@@ -234,20 +235,25 @@ class MessageService:
                 self.queues.setdefault(msg.recipient, []).append(msg)
         self.commit()
 
+    @property
+    def pending(self) -> int:
+        """Changes not written yet."""
+        return len(self._dirty)
+
     def commit(self) -> None:
-        if not self._dirty:
-            return
-        dirty, self._dirty = self._dirty, {}
-        if self._db is None:
-            return
-        db = self._db
-        db.execute("BEGIN")
+        """Write the changes since the last commit in one transaction. A disk that
+        refuses raises sqlite3.Error (rolled back): the changes stay for the next one."""
+        if self._dirty and self._db is not None:
+            transaction(self._db, self._write)
+        self._dirty = {}
+
+    def _write(self, db: sqlite3.Connection) -> None:
+        dirty = self._dirty
         db.executemany("DELETE FROM messages WHERE id=?",
                        [(i,) for i, m in dirty.items() if m is None])
         db.executemany("INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?)",
                        [(m.id, m.recipient, m.sender, m.content_type, m.body, m.received_at,
                          m.expires_at) for m in dirty.values() if m is not None])
-        db.execute("COMMIT")
 
     def stats(self) -> dict[str, int]:
         return {"messages_relayed": self.relayed, "messages_stored": self.stored,

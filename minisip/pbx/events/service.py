@@ -15,13 +15,16 @@ subscriptions get 403; a reload that takes the right away ends them.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..call import Call
 from ..identity import Identity
+from ..durable import Retry
 from ..location import LocationService
 from ..storage import open_store
 from .dialog import DialogPackage
@@ -29,6 +32,8 @@ from .framework import Notifier, Subscription, SubscriptionPolicy
 from .message import MessagePolicy, MessageService
 from .message_summary import MessageSummaryPackage
 from .presence import PresencePackage
+
+log = logging.getLogger(__name__)
 
 Publish = Callable[[str, str, dict[str, Any]], None]
 
@@ -63,7 +68,8 @@ class EventService:
         self._db: sqlite3.Connection | None = None
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = open_store(db_path, timeout=5.0)  # no retry queue here: wait out a lock
+            self._db = open_store(db_path)
+        self.retry = Retry("subscriptions and messages")
         self.identity = Identity(core.registrar, lambda: snapshot().users)
         self.notifier = Notifier(core, self.identity, self._subscription_policy, self.authorize,
                                  self._unlimited, self._db, publish)
@@ -205,15 +211,36 @@ class EventService:
         return self.notifier.stats() | self.messages.stats()
 
     # -- storage ----------------------------------------------------------------------------
-    def commit(self) -> None:
+    def commit(self, *, force: bool = False) -> None:
         """End of a batch, before what it queued leaves: the calls it changed are
-        read (their NOTIFYs leave with the batch), then what must last is written."""
+        read (their NOTIFYs leave with the batch), then what must last is written.
+        When the disk refuses, the changes are kept and tried again a second later
+        (``durable.Retry``), meanwhile not on every batch."""
         self._calls_changed()
-        self.notifier.commit()
-        self.messages.commit()
+        now = time.time()
+        if not (force or self.retry.may_try(now)):
+            return
+        try:
+            self.notifier.commit()
+            self.messages.commit()
+        except sqlite3.Error as exc:
+            self.retry.failed(exc, now, self.notifier.pending + self.messages.pending)
+        else:
+            self.retry.succeeded(now)
+
+    # -- retry of a failed commit (a wall-clock timer source of the server) -----------------
+    def get_timer(self) -> float | None:
+        return self.retry.retry_at
+
+    def handle_timer(self, now: float) -> None:
+        if self.retry.retry_at is not None and self.retry.retry_at <= now:
+            self.commit(force=True)
 
     def close(self) -> None:
-        self.commit()
+        self.commit(force=True)
+        if self.retry.failing_since is not None:
+            log.error("%d subscription and message changes could not be written at exit",
+                      self.notifier.pending + self.messages.pending)
         if self._db is not None:
             self._db.close()
             self._db = None
