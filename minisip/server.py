@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -210,6 +211,8 @@ class Server:
         self.udp: list[UdpListener] = []
         self.streams: list[StreamListener] = []
         self.fingerprint: str | None = None
+        self._tls_loaded: tuple[object, ...] | None = None  #: the TLS files served (stat)
+        self._tls_names: list[str] = []  #: names a self-signed certificate is made for
         self._default_passwords = default_passwords(self.holder.current)
         self.stopping = False
         self.reloader = Reloader(opts.config_dir, self.holder.current)
@@ -290,6 +293,7 @@ class Server:
         self.driver.advertised = system.sip_address
         assert self.calls.port_pool is not None
         self.calls.port_pool.configure(system.rtp_port_min, system.rtp_port_max)
+        self._reload_tls(system)
         for key, value in self.restart_pending(snap).items():
             if self._restart_logged.get(key, self.started_with[key]) != value["configured"]:
                 log.warning("system.yaml %s changed to %r: takes effect after restart "
@@ -345,11 +349,13 @@ class Server:
         tls_port = system.tls_port if o.tls_port is None else o.tls_port
         ctx = None
         if tls_port:
-            names = [h for h in [system.sip_address, *hosts] if h and h not in ("0.0.0.0", "::")]
+            self._tls_names = [h for h in [system.sip_address, *hosts]
+                               if h and h not in ("0.0.0.0", "::")] or ["localhost"]
             cert, key = tls.certificate_paths(self.data_dir, system.tls_certificate,
-                                              system.tls_private_key, names or ["localhost"])
+                                              system.tls_private_key, self._tls_names)
             ctx = tls.server_context(cert, key)
             self.fingerprint = tls.fingerprint(cert)
+            self._tls_loaded = tls.files_state(cert, key)
         for host in hosts:
             if udp_port:
                 with _naming("udp", host, udp_port):
@@ -363,6 +369,31 @@ class Server:
                         await listener.bind()
                     self.streams.append(listener)
                     self.driver.add_sender(transport, listener)
+
+    def _reload_tls(self, system: Any) -> None:
+        """A renewed certificate (the same files rewritten, or others named in
+        system.yaml) serves the next TLS connections; connections up keep theirs. A
+        pair that does not load is reported and the previous one stays."""
+        if self._tls_loaded is None:
+            return
+        try:
+            cert, key = tls.certificate_paths(self.data_dir, system.tls_certificate,
+                                              system.tls_private_key, self._tls_names)
+            state = tls.files_state(cert, key)
+            if state == self._tls_loaded:
+                return
+            ctx = tls.server_context(cert, key)
+            fingerprint = tls.fingerprint(cert)
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            log.error("TLS certificate %s not loaded (%s): still serving the previous one",
+                      system.tls_certificate or "(self-signed)", exc)
+            return
+        for listener in self.streams:
+            if listener.ssl_context is not None:
+                listener.ssl_context = ctx
+        self._tls_loaded, self.fingerprint = state, fingerprint
+        log.info("TLS certificate %s loaded for new connections: fingerprint %s", cert,
+                 fingerprint)
 
     def _listener_names(self) -> list[str]:
         return [u.name for u in self.udp] + [s.name for s in self.streams]

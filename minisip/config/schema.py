@@ -444,8 +444,8 @@ class SystemConfig:
 #: system.yaml keys read only when the server starts (sockets, certificates, the metrics
 #: listener, the data dir); every other key takes effect on reload. ``minisip status``
 #: shows a changed one.
-START_ONLY = ("listen", "udp_port", "tcp_port", "tls_port", "tls_certificate",
-              "tls_private_key", "metrics_port", "metrics_address", "data_dir")
+START_ONLY = ("listen", "udp_port", "tcp_port", "tls_port", "metrics_port",
+              "metrics_address", "data_dir")
 
 
 # -- users.yaml ------------------------------------------------------------------------------

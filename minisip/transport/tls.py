@@ -66,8 +66,18 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     return ctx
 
 
+def files_state(cert_path: Path, key_path: Path) -> tuple[object, ...]:
+    """What tells that a pair changed: the paths, and each file's inode, size and time
+    (certbot and the like write new files and swap them in)."""
+    return tuple((str(p), s.st_ino, s.st_size, s.st_mtime_ns)
+                 for p in (cert_path, key_path) for s in [p.stat()])
+
+
 def fingerprint(cert_path: Path) -> str:
     """SHA-256 fingerprint as phones show it (AB:CD:...)."""
-    der = ssl.PEM_cert_to_DER_cert(cert_path.read_text())
+    return fingerprint_der(ssl.PEM_cert_to_DER_cert(cert_path.read_text()))
+
+
+def fingerprint_der(der: bytes) -> str:
     digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))

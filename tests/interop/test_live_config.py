@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import random
 import re
+import signal
 import socket
+import ssl
 import threading
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 
 from minisip.media import g711
 from minisip.sip.digest import authorization_for
+from minisip.transport import tls
 from tests.helpers import ServerProcess, make_server
 from tests.interop.pyphone import PyPhone
 from tests.interop.test_media_services import free_port_range, relay_address, start_server
@@ -280,3 +283,58 @@ def test_a_changed_start_only_key_shows_in_status_and_is_logged_once(tmp_path: P
         assert st["config"]["restart_pending"] == {}
     finally:
         server.stop()
+
+
+def served_fingerprint(server: ServerProcess) -> str:
+    """The SHA-256 fingerprint of the certificate a new TLS connection is served."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", server.tls_port), timeout=5) as raw, \
+            ctx.wrap_socket(raw) as conn:
+        der = conn.getpeercert(binary_form=True)
+    assert der is not None
+    return tls.fingerprint_der(der)
+
+
+def test_a_renewed_tls_certificate_serves_new_connections_after_a_reload(
+        tmp_path: Path) -> None:
+    server = make_server(tmp_path)
+    server.start()
+    try:
+        cert = Path(server.data_dir) / "tls" / "cert.pem"
+        key = cert.with_name("key.pem")
+        before = served_fingerprint(server)
+        assert before == tls.fingerprint(cert)
+        up = ssl.create_default_context()
+        up.check_hostname, up.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", server.tls_port), timeout=5) as raw, \
+                up.wrap_socket(raw) as kept:
+            # certbot renews: new files in place, then the reload hook (SIGHUP)
+            renewed = tmp_path / "renewed"
+            tls._generate_self_signed(renewed / "cert.pem", renewed / "key.pem", ["renewed"])
+            (renewed / "cert.pem").replace(cert)
+            (renewed / "key.pem").replace(key)
+            server.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: served_fingerprint(server) != before, server)
+            assert served_fingerprint(server) == tls.fingerprint(cert)
+            assert "TLS certificate" in server.log() and "loaded for new connections" \
+                in server.log()
+            kept.sendall(b"\r\n\r\n")  # the connection up before keeps its certificate
+            assert kept.recv(16) == b"\r\n"
+        # a broken pair named in system.yaml: reported, the renewed one stays
+        (tmp_path / "bad.pem").write_text("not a certificate")
+        edit_system(server, tls_certificate=f'"{tmp_path / "bad.pem"}"')
+        wait_until(lambda: "bad.pem not loaded" in server.log(), server)
+        assert served_fingerprint(server) == tls.fingerprint(cert)
+        st = json.loads(server.cli("status", "--json").stdout)
+        assert st["tls_fingerprint"] == tls.fingerprint(cert)
+        assert st["config"]["restart_pending"] == {}  # TLS files are live now
+    finally:
+        server.stop()
+
+
+def wait_until(ok: Callable[[], bool], server: ServerProcess, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
