@@ -181,7 +181,7 @@ def test_logs_carry_journal_priorities_when_stderr_is_the_journal(tmp_path: Path
         assert eventually(lambda: "minisip serving" in out_path.read_text(), 15), \
             log_path.read_text()
         proc.send_signal(signal.SIGHUP)  # systemctl reload
-        assert eventually(lambda: "configuration reloaded" in log_path.read_text())
+        assert eventually(lambda: "configuration reloaded" in log_path.read_text(), 15)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
