@@ -132,6 +132,14 @@ class ServerCollector(Collector):
         lag.add_metric([], buckets, h.total)
         yield lag
         yield _gauge("minisip_loop_lag_worst_seconds", "the worst loop lag seen", h.worst)
+        watch = s.loop_watch
+        yield _counter("minisip_loop_stalls", "loop iterations over the stall threshold "
+                       "(the log names each)", watch.slow)
+        yield _gauge("minisip_loop_iteration_worst_seconds", "the longest loop iteration",
+                     watch.worst)
+        yield _counter("minisip_gc_pauses", "collections of Python's cycle collector",
+                       watch.gc_pauses)
+        yield _gauge("minisip_gc_pause_worst_seconds", "the longest collection", watch.gc_worst)
         holder = s.holder
         yield _counter("minisip_config_reloads", "configuration snapshots loaded",
                        holder.generation)

@@ -18,6 +18,7 @@ EXPECTED = ["minisip_registered_devices", "minisip_registrations_total",
             "minisip_transactions{kind=\"ist\"}", "minisip_retransmissions_sent_total",
             "minisip_shed_requests_total", "minisip_relay_packets_total",
             "minisip_loop_lag_seconds_bucket", "minisip_config_reloads_total",
+            "minisip_loop_stalls_total", "minisip_gc_pause_worst_seconds",
             "minisip_auth_challenges_total", "minisip_faults_total{kind=\"sip\"}",
             "minisip_transport_failures_total"]
 
