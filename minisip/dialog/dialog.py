@@ -124,9 +124,25 @@ class Dialog:
         return True
 
 
+# name-addr -> its transport address: every in-dialog request (and a call's end) asks
+# again for the same few targets. Bounded, as the texts come from the peers.
+_ADDRESSES: dict[str, Peer | None] = {}
+_ADDRESSES_MAX = 4096
+
+
 def _address(name_addr: str) -> Peer | None:
     """The transport address of a SIP URI (in a name-addr) whose host is an IP literal
     (RFC 3263 4 without DNS: transport from the ``transport`` parameter or the scheme)."""
+    if name_addr in _ADDRESSES:
+        return _ADDRESSES[name_addr]
+    peer = _parse_address(name_addr)
+    if len(_ADDRESSES) >= _ADDRESSES_MAX:
+        _ADDRESSES.clear()
+    _ADDRESSES[name_addr] = peer
+    return peer
+
+
+def _parse_address(name_addr: str) -> Peer | None:
     try:
         uri = parse_address_untrusted(name_addr).uri
         ipaddress.ip_address(uri.host)
