@@ -87,7 +87,7 @@ class Pbx:
         self._pending: deque[ev.Event] = deque()
         #: our requests still waiting for a final response (shutdown waits for them):
         #: transaction key -> "METHOD to peer", for the log
-        self._unanswered: dict[object, str] = {}
+        self._unanswered: dict[object, tuple[str, Peer]] = {}  #: key -> (method, peer)
         self._on_answered: Callable[[], None] | None = None
         self.scanners_dropped = 0
         self._scanner_logged: dict[str, float] = {}  #: source -> when last logged
@@ -262,14 +262,15 @@ class Pbx:
     @property
     def unanswered(self) -> list[str]:
         """Our requests waiting for a final response, as "METHOD to peer"."""
-        return list(self._unanswered.values())
+        return [f"{method} to {peer.transport}:{peer.host}:{peer.port}"
+                for method, peer in self._unanswered.values()]
 
     # -- sending, for calls ---------------------------------------------------------------
     def send_request(self, req: Request, peer: Peer, on_response: OnResponse | None,
                      leg: Any) -> object:
         key = self.layer.send_request(req, peer, self.now())
         self._client[key] = (on_response, leg)
-        self._unanswered[key] = f"{req.method} to {peer.transport}:{peer.host}:{peer.port}"
+        self._unanswered[key] = (req.method, peer)
         return key
 
     def rebind(self, key: object, on_response: OnResponse | None, leg: Any = None) -> None:

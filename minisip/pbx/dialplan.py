@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -158,10 +159,11 @@ FEATURES: Mapping[str, tuple[Arg, str | None]] = {
 }
 
 
-def feature_codes(codes: FeatureCodes) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=8)  # one per configuration: every call's dial plan reads it
+def feature_codes(codes: FeatureCodes) -> tuple[tuple[str, str], ...]:
     """(code, field name) of every code that is on, longest code first."""
     on = [(getattr(codes, name), name) for name in FEATURES if getattr(codes, name)]
-    return sorted(on, key=lambda c: -len(c[0]))
+    return tuple(sorted(on, key=lambda c: -len(c[0])))
 
 
 def _argument(rest: str) -> str | None:

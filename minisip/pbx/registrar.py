@@ -118,7 +118,7 @@ class Registrar:
             if req.expires != 0 or len(req.contacts) > 0:
                 raise BadMessage("Contact * needs Expires: 0 and no other Contact")
             self.location.remove_all(aor)
-            return self._ok(req, aor, wall)
+            return self._ok(req, [], wall)
         default = req.expires if req.expires is not None else policy.default_expires
         call_id, cseq = req.call_id, req.cseq[0]
         existing = {b.contact: b for b in self.location.bindings(aor)}
@@ -154,18 +154,20 @@ class Registrar:
                         self.location.remove(aor, b.contact)
             self.location.put(Binding(aor, key, wall + expires, qv, call_id, cseq, peer,
                                       ua, instance, wall))
-        self._limit_devices(aor, policy.max_contacts)
         self.registered += 1
-        return self._ok(req, aor, wall)
+        return self._ok(req, self._limit_devices(aor, policy.max_contacts), wall)
 
-    def _limit_devices(self, aor: str, limit: int) -> None:
+    def _limit_devices(self, aor: str, limit: int) -> list[Binding]:
+        """The user's bindings, the oldest devices removed beyond ``limit``."""
         bindings = self.location.bindings(aor)
         if len(bindings) > limit:  # the oldest device makes room for the newest
             bindings.sort(key=lambda b: b.registered_at)
             for b in bindings[:len(bindings) - limit]:
                 self.location.remove(aor, b.contact)
+            bindings = self.location.bindings(aor)
+        return bindings
 
-    def _ok(self, req: Request, aor: str, wall: float) -> Response:
+    def _ok(self, req: Request, bindings: list[Binding], wall: float) -> Response:
         contacts = [("Contact", f"<{b.contact}>;expires={b.remaining(wall)}")
-                    for b in self.location.bindings(aor)]
+                    for b in bindings]
         return make_response(req, 200, to_tag=new_tag(), headers=contacts)
