@@ -217,6 +217,8 @@ class EventService:
         When the disk refuses, the changes are kept and tried again a second later
         (``durable.Retry``), meanwhile not on every batch."""
         self._calls_changed()
+        if not (self.notifier.pending or self.messages.pending or self.retry.retry_at):
+            return  # most batches change no subscription and no message
         now = time.time()
         if not (force or self.retry.may_try(now)):
             return

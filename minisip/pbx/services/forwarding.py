@@ -33,11 +33,11 @@ def number(ctx: Ctx, user: str, kind: str) -> str:
 def forward(ctx: Ctx, user: str, kind: str) -> Plan | None:
     """The plan of ``user``'s call forwarded by ``kind``, or None when it is not set
     or the loop guard refuses it."""
-    from . import plan_route  # the forwarded call is planned like a new one
-
     target = number(ctx, user, kind)
     if not target or len(ctx.chain) >= MAX_HOPS:
-        return None
+        return None  # (before the import below: most users forward nothing)
+    from . import plan_route  # the forwarded call is planned like a new one
+
     chain = (*ctx.chain, user)
     route = route_call(ctx.snap, user, target)
     if route.kind is RouteKind.REJECT or (route.kind is RouteKind.LOCAL_USER and (
