@@ -46,6 +46,7 @@ from .lines.outgoing import without_100rel
 from .media import CallMedia, hold_music, sdp_on_hold
 from .services.plan import End, Kind, Outcome, Plan, Step, Target, combine, outcome_of
 from .tasks import CallTasks, TaskFn
+from .reliable import ReliableProvisionals, requires_100rel
 from .timers import Timer
 
 if TYPE_CHECKING:
@@ -247,9 +248,13 @@ class Call:
     transferred_to: str = ""  #: for the CDR: the number its party was transferred to
     parked: str = ""  #: the park slot while the caller waits in it
     merged: bool = False  #: its caller's leg joined another call: no records of its own
+    #: the caller Requires 100rel: its 18x go reliably (pbx/reliable.py)
+    reliable: ReliableProvisionals | None = None
 
     def __post_init__(self) -> None:
         self.key = self.key or self.a.invite.call_id
+        if self.reliable is None and requires_100rel(self.a.invite):
+            self.reliable = ReliableProvisionals(self)
         if self.snap is None and self.pbx is not None:
             self.snap = self.pbx.snapshot()
 
@@ -728,6 +733,11 @@ class Call:
             a.dialog = Dialog.as_uas(a.invite, resp, a.peer,
                                      self.pbx.local_via_contact(a.peer, self.callee)[1])
             self.pbx.register_dialog(a.dialog.id, self, a)
+        if self.reliable is not None and status < 200:
+            self.reliable.send(resp)
+            return resp
+        if self.reliable is not None:
+            self.reliable.stop()  # the final response: nothing provisional is resent
         self.pbx.send_response(resp)
         return resp
 
@@ -782,6 +792,8 @@ class Call:
         other = self._other(leg)
         if leg in self.managed and self.state is not CallState.ENDED:
             return self.managed[leg].on_request(leg, req)
+        if req.method == "PRACK" and leg is self.a and self.reliable is not None:
+            return self.reliable.on_prack(req)
         if leg.state is LegState.GONE and self.state is not CallState.ENDED:
             # a party replaced by another (pick-up, join, transfer): its dialog is over
             return make_response(req, 200 if req.method == "BYE" else 481)
@@ -981,11 +993,12 @@ class Call:
             skip.state = LegState.GONE
         self._end()
 
-    def release(self, cause: str) -> None:
-        """End the call whatever its state (shutdown, deleted user)."""
+    def release(self, cause: str, status: int = 503, reason: str = "Service Unavailable") -> None:
+        """End the call whatever its state (shutdown, deleted user); a caller not yet
+        answered gets ``status``."""
         if self.state in (CallState.ROUTING, CallState.RINGING):
             self._cancel_forks()
-            self._fail(503, "Service Unavailable", None, released_by="pbx", cause=cause)
+            self._fail(status, reason, None, released_by="pbx", cause=cause)
         else:
             self.hangup(released_by="pbx", cause=cause)
 
