@@ -101,7 +101,7 @@ class Dialog:
         route set a remote target on another host than the observed one is a
         private address behind NAT (symmetric signalling, RFC 3581's spirit).
         """
-        peer = _address(self.route_set[0] if self.route_set else f"<{self.remote_target}>")
+        peer = address_of(self.route_set[0] if self.route_set else f"<{self.remote_target}>")
         if peer is None:
             return observed
         if observed.reliable and peer.host == observed.host:
@@ -130,7 +130,7 @@ _ADDRESSES: dict[str, Peer | None] = {}
 _ADDRESSES_MAX = 4096
 
 
-def _address(name_addr: str) -> Peer | None:
+def address_of(name_addr: str) -> Peer | None:
     """The transport address of a SIP URI (in a name-addr) whose host is an IP literal
     (RFC 3263 4 without DNS: transport from the ``transport`` parameter or the scheme)."""
     if name_addr in _ADDRESSES:

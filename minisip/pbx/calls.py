@@ -39,7 +39,7 @@ from .legspec import LegSpec
 from .lines.incoming import Origin, incoming_route
 from .lines.manager import LineManager
 from .lines.outgoing import Refusal
-from .location import LocationService, device_peer
+from .location import Binding, LocationService, device_peer, route_headers
 from .media import CallMedia, needs_relay, sdp_on_hold
 from .services import local_user, plan_route
 from .services.black_white_list import screen
@@ -268,25 +268,25 @@ class CallController:
         return self.active.get(user, 0) < limit
 
     # -- what a call's plan steps need ----------------------------------------------
-    def devices(self, user: str, latest_only: bool = False) -> list[tuple[str, Peer]]:
-        """(contact, peer) of each registered device of ``user`` (one_number_multi_devices
-        off: the most recently registered one only)."""
+    def devices(self, user: str, latest_only: bool = False) -> list[Binding]:
+        """The registered devices of ``user`` (one_number_multi_devices off: the most
+        recently registered one only)."""
         bindings = self.location.bindings(user)
         if latest_only and bindings:
             bindings = [max(bindings, key=lambda b: b.registered_at)]
-        return [(b.contact, device_peer(b)) for b in bindings]
+        return bindings
 
     def device_legs(self, call: Call, user: str, latest_only: bool = False) -> list[LegSpec]:
         """The legs to ``user``'s devices: From the caller (an outside caller as the
         number the dial plan made of it), To the user, at the domain each device knows."""
         caller = call.caller if call.local_caller else call.caller_number or call.caller
         display = self.display_for(call.caller, call.snap) if call.local_caller else ""
-        return [LegSpec(uri=contact, peer=peer,
+        return [LegSpec(uri=b.contact, peer=peer,
                         to=f"<sip:{user}@{self.domain_for(peer, call.snap)}>",
                         from_uri=f"sip:{caller}@{self.domain_for(peer, call.snap)}",
-                        display=display,
+                        display=display, headers=route_headers(b),
                         contact_user=call.caller, callee=user, caller_number=caller)
-                for contact, peer in self.devices(user, latest_only)]
+                for b in self.devices(user, latest_only) for peer in [device_peer(b)]]
 
     def prepare_media(self, call: Call, step: Step) -> None:
         """Open the call's relay when this step needs it and it has none yet: the

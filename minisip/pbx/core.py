@@ -41,7 +41,7 @@ METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "UPD
 DIALOG_ONLY = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"})
 #: option tags of the extensions minisip implements (Supported, and Require checks);
 #: add one here when its extension is implemented, never before
-SUPPORTED_EXTENSIONS = ("100rel", "replaces")
+SUPPORTED_EXTENSIONS = ("100rel", "replaces", "path")
 SUPPORTED = ", ".join(SUPPORTED_EXTENSIONS)
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 _OUT_OF_DIALOG = frozenset({"REGISTER", "CANCEL"})  # a To tag on these names no dialog

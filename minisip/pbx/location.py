@@ -27,7 +27,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..dialog.dialog import address_of
 from ..sip.errors import BadMessage
 from ..sip.peer import Peer
 from ..sip.uri import parse_uri_untrusted
@@ -53,6 +55,7 @@ CREATE TABLE bindings (
     user_agent TEXT NOT NULL DEFAULT '',
     instance TEXT NOT NULL DEFAULT '',
     registered_at REAL NOT NULL,
+    path TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (aor, contact)
 ) WITHOUT ROWID
 """
@@ -70,6 +73,9 @@ class Binding:
     user_agent: str = ""
     instance: str = ""  #: RFC 5626 +sip.instance, to replace a rebooted phone's old binding
     registered_at: float = 0.0
+    #: RFC 3327 Path of its REGISTER (edge proxies, nearest to us first): requests to the
+    #: device carry them as Route and go to the first
+    path: tuple[str, ...] = ()
 
     def remaining(self, now: float) -> int:
         return max(0, int(self.expires_at - now + 0.5))
@@ -78,7 +84,7 @@ class Binding:
         s = self.source
         return (self.aor, self.contact, self.expires_at, self.q, self.call_id, self.cseq,
                 s.transport, s.host, s.port, self.user_agent, self.instance,
-                self.registered_at)
+                self.registered_at, "\n".join(self.path))
 
 
 def read_bindings(db_path: Path, now: float) -> list[Binding]:
@@ -90,34 +96,50 @@ def read_bindings(db_path: Path, now: float) -> list[Binding]:
                           (now,)).fetchall()
     finally:
         db.close()
-    return [Binding(aor, contact, expires_at, q, call_id, cseq, Peer(transport, host, port),
-                    ua, instance, registered_at)
-            for (aor, contact, expires_at, q, call_id, cseq, transport, host, port, ua,
-                 instance, registered_at) in rows]
+    return [_binding(row) for row in rows]
+
+
+def _binding(row: tuple[Any, ...]) -> Binding:
+    (aor, contact, expires_at, q, call_id, cseq, transport, host, port, ua, instance,
+     registered_at, path) = row
+    return Binding(aor, contact, expires_at, q, call_id, cseq, Peer(transport, host, port),
+                   ua, instance, registered_at, tuple(p for p in path.split("\n") if p))
 def _create(db: sqlite3.Connection) -> None:
     """The bindings table, clustered on its key (WITHOUT ROWID: a commit writes one
     b-tree page, not a table page and an index page); a table from an older minisip
     is copied over once."""
     row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'bindings'").fetchone()
     if row is not None and "WITHOUT ROWID" in row[0].upper():
+        if "path" not in _columns(db, "bindings"):  # before Path support
+            db.execute("ALTER TABLE bindings ADD COLUMN path TEXT NOT NULL DEFAULT ''")
         return
     db.execute("BEGIN")
     if row is not None:
         db.execute("ALTER TABLE bindings RENAME TO bindings_old")
     db.execute(_SCHEMA)
     if row is not None:
-        db.execute("INSERT INTO bindings SELECT * FROM bindings_old")
+        cols = ", ".join(_columns(db, "bindings_old"))
+        db.execute(f"INSERT INTO bindings ({cols}) SELECT {cols} FROM bindings_old")
         db.execute("DROP TABLE bindings_old")
     db.execute("COMMIT")
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
 
 
 def device_peer(b: Binding) -> Peer:
     """Where requests to a registered device go.
 
-    Over TCP/TLS: the connection it registered on. Over UDP: its Contact, unless
-    the Contact's address differs from where the REGISTER came from, i.e. the
-    phone is behind NAT and only the source address reaches it.
+    Registered through edge proxies (RFC 3327 Path): the first of them. Over TCP/TLS:
+    the connection it registered on. Over UDP: its Contact, unless the Contact's
+    address differs from where the REGISTER came from, i.e. the phone is behind NAT
+    and only the source address reaches it.
     """
+    if b.path:
+        first = address_of(b.path[0])
+        if first is not None:
+            return first
     if b.source.reliable:
         return b.source
     try:
@@ -127,6 +149,11 @@ def device_peer(b: Binding) -> Peer:
     if uri.host == b.source.host:
         return Peer("udp", uri.host, uri.port or 5060)
     return b.source
+
+
+def route_headers(b: Binding) -> tuple[tuple[str, str], ...]:
+    """The Route headers a request to the device carries: its Path, in order."""
+    return tuple(("Route", p) for p in b.path)
 
 
 class LocationService:
@@ -151,17 +178,14 @@ class LocationService:
     def _load(self) -> None:
         assert self._db is not None
         now = time.time()
-        rows = self._db.execute("SELECT * FROM bindings").fetchall()
-        for (aor, contact, expires_at, q, call_id, cseq, transport, host, port, ua,
-             instance, registered_at) in rows:
-            if expires_at <= now:
-                self._dirty[(aor, contact)] = None
+        for row in self._db.execute("SELECT * FROM bindings").fetchall():
+            b = _binding(row)
+            if b.expires_at <= now:
+                self._dirty[(b.aor, b.contact)] = None
                 continue
-            b = Binding(aor, contact, expires_at, q, call_id, cseq,
-                        Peer(transport, host, port), ua, instance, registered_at)
-            self._bindings.setdefault(aor, {})[contact] = b
+            self._bindings.setdefault(b.aor, {})[b.contact] = b
             self._count += 1
-            heapq.heappush(self._expiry, (expires_at, aor, contact))
+            heapq.heappush(self._expiry, (b.expires_at, b.aor, b.contact))
         self.commit()
 
     # -- queries ------------------------------------------------------------
@@ -243,7 +267,7 @@ class LocationService:
                 db.executemany("DELETE FROM bindings WHERE aor=? AND contact=?", dels)
             if puts:
                 db.executemany("INSERT OR REPLACE INTO bindings "
-                               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", puts)
+                               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", puts)
         try:
             transaction(self._db, write)
         except sqlite3.Error as exc:

@@ -25,6 +25,12 @@ from .location import Binding, LocationService
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?", re.ASCII)
 
 
+def _supports(req: Request, tag: str) -> bool:
+    """The request names option tag ``tag`` in Supported (or Require)."""
+    return any(t.strip().lower() == tag for name in ("Supported", "Require")
+               for t in req.headers.values(name))
+
+
 @dataclass(frozen=True, slots=True)
 class RegistrarPolicy:
     min_expires: int = 60
@@ -144,6 +150,7 @@ class Registrar:
             instance = (contact.params.get("+sip.instance") or "").strip('"<>')
             updates.append((key, min(expires, policy.max_expires), qv, instance))
         ua = req.headers.get("User-Agent") or ""
+        path = tuple(req.headers.values("Path"))  # RFC 3327: the edge proxies it came by
         for key, expires, qv, instance in updates:
             if expires == 0:
                 self.location.remove(aor, key)
@@ -153,9 +160,13 @@ class Registrar:
                     if b.instance == instance and b.contact != key:
                         self.location.remove(aor, b.contact)
             self.location.put(Binding(aor, key, wall + expires, qv, call_id, cseq, peer,
-                                      ua, instance, wall))
+                                      ua, instance, wall, path))
         self.registered += 1
-        return self._ok(req, self._limit_devices(aor, policy.max_contacts), wall)
+        ok = self._ok(req, self._limit_devices(aor, policy.max_contacts), wall)
+        if path and _supports(req, "path"):  # RFC 3327 5.3: the UA learns its path
+            for value in path:
+                ok.headers.add("Path", value)
+        return ok
 
     def _limit_devices(self, aor: str, limit: int) -> list[Binding]:
         """The user's bindings, the oldest devices removed beyond ``limit``."""

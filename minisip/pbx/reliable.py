@@ -22,8 +22,7 @@ if TYPE_CHECKING:
 
 
 def requires_100rel(invite: Request) -> bool:
-    return any(t.strip().lower() == "100rel" for v in invite.headers.values("Require")
-               for t in v.split(","))
+    return any(t.strip().lower() == "100rel" for t in invite.headers.values("Require"))
 
 
 class ReliableProvisionals:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, ServerProcess, free_port, run_sipp
+from tests.helpers import REPO, ServerProcess, free_port, run_sipp, start_sipp
 from tests.interop.test_calls_midcall import TRACE, both_ok, cdrs, device, make  # noqa: F401
 
 pytestmark = pytest.mark.interop
@@ -115,3 +115,21 @@ def test_call_through_a_record_routing_proxy_keeps_it_in_the_dialog(
     both_ok(server, tmp_path, caller, "uac_call.xml", uas, "uas_answer.xml")
     assert "refused" not in kam.log(), kam.log()
     assert [r["cause"] for r in cdrs(server, 4) if r["kind"] == "O"] == ["normal", "normal"]
+
+
+def test_a_phone_registered_through_the_proxy_is_called_through_it(
+        proxied: tuple[ServerProcess, Kamailio], tmp_path: Path) -> None:
+    """RFC 3327: the proxy adds a Path to the phone's REGISTER; minisip's INVITE to that
+    phone carries it as a Route and goes to the proxy, which passes it on (without Path
+    support it went to the proxy as a new request, which the proxy relayed back)."""
+    server, kam = proxied
+    port = free_port((socket.SOCK_DGRAM,))
+    uas = start_sipp("uas_answer.xml", port=port, timeout=15, workdir=tmp_path, extra=TRACE)
+    reg = run_sipp("register_contact.xml", kam.k1, users=[("101", "101")],
+                   extra=("-key", "contact_port", str(port)), workdir=tmp_path)
+    assert reg.ok, reg.output + kam.log() + server.log()
+    caller = run_sipp("uac_call.xml", server.port, users=[("100", "100", "101")], extra=TRACE,
+                      timeout=15, workdir=tmp_path)
+    both_ok(server, tmp_path, caller, "uac_call.xml", uas, "uas_answer.xml")
+    assert ("INVITE", server.port, kam.k1) in kam.proxied(), kam.log()
+    assert "pathed INVITE to sip:101@127.0.0.1:" in kam.log(), kam.log()

@@ -469,11 +469,12 @@ def test_requests_naming_no_dialog_get_481_but_options_200(h: Harness) -> None:
     assert raw(h, phone, "OPTIONS", to_tag="gone").status == 200
 
 
-def test_supported_says_100rel_and_replaces_and_require_of_anything_else_is_420(
+def test_supported_says_100rel_replaces_path_and_require_of_anything_else_is_420(
         h: Harness) -> None:
     phone = h.phone("100")
     ok = raw(h, phone, "OPTIONS")
-    assert ok.headers.get("Supported") == "100rel, replaces"  # replaces: pbx/pickup.py
+    # replaces: pbx/pickup.py; path: the registrar (RFC 3327)
+    assert ok.headers.get("Supported") == "100rel, replaces, path"
     refused = raw(h, phone, "INFO", headers=[("Require", "timer, 100rel")])
     assert refused.status == 420 and refused.headers.get("Unsupported") == "timer"
 

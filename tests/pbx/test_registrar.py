@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from minisip.pbx.guard import AuthGuard
-from minisip.pbx.location import LocationService
+from minisip.pbx.location import LocationService, device_peer, route_headers
 from minisip.pbx.registrar import Registrar, RegistrarPolicy
 from minisip.sip.digest import DigestAuthenticator, authorization_for
 from minisip.sip.errors import BadMessage
@@ -211,3 +211,44 @@ def test_contact_expires_and_q_are_ascii_numbers_in_range(registrar: Registrar, 
     else:
         with pytest.raises(BadMessage):
             phone.register(contact=f"<{phone.contact}>{params}")
+
+
+EDGE = "<sip:198.51.100.7:5070;lr>"
+
+
+def test_a_path_is_kept_echoed_to_a_ua_that_supports_it_and_routes_requests(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "reg.db"
+    loc = LocationService(db)
+    auth = DigestAuthenticator("minisip", secret=b"k" * 32)
+    reg = Registrar(loc, auth, AuthGuard(), USERS.get, RegistrarPolicy)
+    ok = Phone(reg, "100", "100").register(extra=[("Path", EDGE), ("Supported", "path")])
+    assert ok.status == 200 and ok.headers.values("Path") == [EDGE]  # RFC 3327 5.3
+    (b,) = loc.bindings("100")
+    assert b.path == (EDGE,) and route_headers(b) == (("Route", EDGE),)
+    assert device_peer(b) == Peer("udp", "198.51.100.7", 5070)  # the edge, not the phone
+    loc.commit()
+    assert LocationService(db).bindings("100")[0].path == (EDGE,)  # kept across a restart
+    quiet = Phone(reg, "101", "101").register(extra=[("Path", EDGE)])
+    assert quiet.status == 200 and not quiet.headers.values("Path")  # no Supported: path
+    assert loc.bindings("101")[0].path == (EDGE,)
+
+
+def test_a_bindings_table_from_before_path_gains_the_column(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+    import time
+    db = tmp_path / "reg.db"
+    old = sqlite3.connect(db)
+    old.execute("CREATE TABLE bindings (aor TEXT NOT NULL, contact TEXT NOT NULL, "
+                "expires_at REAL NOT NULL, q REAL, call_id TEXT NOT NULL, cseq INTEGER NOT "
+                "NULL, transport TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL, "
+                "user_agent TEXT NOT NULL DEFAULT '', instance TEXT NOT NULL DEFAULT '', "
+                "registered_at REAL NOT NULL, PRIMARY KEY (aor, contact)) WITHOUT ROWID")
+    old.execute("INSERT INTO bindings VALUES ('100', 'sip:100@192.0.2.10:5062', ?, NULL, "
+                "'c1', 2, 'udp', '192.0.2.10', 5062, 'ua', '', 1.0)", (time.time() + 600,))
+    old.commit()
+    old.close()
+    loc = LocationService(db)
+    (b,) = loc.bindings("100")
+    assert b.path == () and device_peer(b) == Peer("udp", "192.0.2.10", 5062)

@@ -26,7 +26,7 @@ from ...sip.message import Request, Response, make_response, new_call_id, new_ta
 from ...sip.peer import Peer
 from ..durable import transaction
 from ..identity import Identity
-from ..location import LocationService, device_peer
+from ..location import LocationService, device_peer, route_headers
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class MessageService:
             headers = [("Via", self.core.via_for(peer)), ("Max-Forwards", "70"),
                        ("From", f"{self.display(sender)}<sip:{sender}@{domain}>;tag={new_tag()}"),
                        ("To", f"<sip:{recipient}@{domain}>"), ("Call-ID", new_call_id()),
-                       ("CSeq", "1 MESSAGE"), ("Content-Type", ctype)]
+                       ("CSeq", "1 MESSAGE"), ("Content-Type", ctype), *route_headers(b)]
             if date is not None:
                 headers.append(("Date", date))
             self.core.send_request(Request("MESSAGE", b.contact, headers, body), peer,

@@ -18,7 +18,7 @@ from ...sip.message import Request
 from ...sip.peer import Peer
 from ..dialplan import Route, outgoing_group_of, refine_for_exit
 from ..legspec import LegSpec
-from ..location import Binding, LocationService, device_peer
+from ..location import Binding, LocationService, device_peer, route_headers
 from .dns import Key, Resolver
 from .incoming import Origin, OriginIndex, build_index, identify, untrusted_trunk_port
 from .outgoing import Refusal, first_hop, line_leg, trunk_leg
@@ -246,7 +246,8 @@ class LineManager:
             b = self._gateway(line)
             assert b is not None
             return line_leg(name, line, refined.number, refined.caller_number, device_peer(b),
-                            gateway_contact=b.contact, domain=domain), refined
+                            gateway_contact=b.contact, gateway_route=route_headers(b),
+                            domain=domain), refined
         host, port = first_hop(line)
         peers = self.resolver.peers(host, port, line.transport)
         if not peers:

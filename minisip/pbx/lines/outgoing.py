@@ -68,9 +68,11 @@ def first_hop(line: Line) -> tuple[str, int]:
 
 
 def line_leg(name: str, line: Line, number: str, caller_number: str, peer: Peer, *,
-             gateway_contact: str = "", domain: str = "") -> LegSpec:
+             gateway_contact: str = "", gateway_route: tuple[tuple[str, str], ...] = (),
+             domain: str = "") -> LegSpec:
     """The leg to ``number`` through line ``name`` (``peer``: its resolved first hop;
-    ``gateway_contact``: a type 1 line's registered Contact)."""
+    ``gateway_contact``, ``gateway_route``: a type 1 line's registered Contact and the
+    Route of its Path)."""
     common = dict(peer=peer, callee=number, caller_number=caller_number, exit=name,
                   display=caller_number if line.original_caller_as_display_name else "",
                   credentials=(auth_username(line), line.password) if line.password else None,
@@ -81,7 +83,7 @@ def line_leg(name: str, line: Line, number: str, caller_number: str, peer: Peer,
         return LegSpec(uri=_with_user(gateway_contact, number) + extra,
                        to=f"<{_with_user(gateway_contact, number, params=False)}>",
                        from_uri=f"sip:{caller_number}@{domain}", contact_user=caller_number,
-                       **common)  # type: ignore[arg-type]
+                       headers=gateway_route, **common)  # type: ignore[arg-type]
     where = hostport(line.server, line.port, line.transport)
     params = _params(line.transport, line.request_uri_parameter)
     return LegSpec(uri=f"sip:{number}@{where}{params}", to=f"<sip:{number}@{where}>",
