@@ -176,20 +176,27 @@ def test_bindings_survive_a_restart(tmp_path) -> None:  # type: ignore[no-untype
     assert again.bindings("100")[0].source == PEER
 
 
-def test_bindings_of_an_older_minisip_are_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def old_bindings(tmp_path, options: str):  # type: ignore[no-untyped-def]
+    """registrations.db as a minisip before Path support wrote it, with one binding."""
     import sqlite3
     import time
     db = tmp_path / "reg.db"
-    old = sqlite3.connect(db)  # the table as minisip created it before WITHOUT ROWID
+    old = sqlite3.connect(db)
     old.execute("CREATE TABLE bindings (aor TEXT NOT NULL, contact TEXT NOT NULL, "
                 "expires_at REAL NOT NULL, q REAL, call_id TEXT NOT NULL, cseq INTEGER NOT "
                 "NULL, transport TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL, "
                 "user_agent TEXT NOT NULL DEFAULT '', instance TEXT NOT NULL DEFAULT '', "
-                "registered_at REAL NOT NULL, PRIMARY KEY (aor, contact))")
+                f"registered_at REAL NOT NULL, PRIMARY KEY (aor, contact)){options}")
     old.execute("INSERT INTO bindings VALUES ('100', 'sip:100@192.0.2.10:5062', ?, NULL, "
                 "'c1', 2, 'udp', '192.0.2.10', 5062, 'ua', '', 1.0)", (time.time() + 600,))
     old.commit()
     old.close()
+    return db
+
+
+def test_bindings_of_an_older_minisip_are_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+    db = old_bindings(tmp_path, "")  # the table as minisip created it before WITHOUT ROWID
     loc = LocationService(db)
     assert [b.contact for b in loc.bindings("100")] == ["sip:100@192.0.2.10:5062"]
     loc.close()
@@ -236,19 +243,6 @@ def test_a_path_is_kept_echoed_to_a_ua_that_supports_it_and_routes_requests(
 
 def test_a_bindings_table_from_before_path_gains_the_column(
         tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import sqlite3
-    import time
-    db = tmp_path / "reg.db"
-    old = sqlite3.connect(db)
-    old.execute("CREATE TABLE bindings (aor TEXT NOT NULL, contact TEXT NOT NULL, "
-                "expires_at REAL NOT NULL, q REAL, call_id TEXT NOT NULL, cseq INTEGER NOT "
-                "NULL, transport TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL, "
-                "user_agent TEXT NOT NULL DEFAULT '', instance TEXT NOT NULL DEFAULT '', "
-                "registered_at REAL NOT NULL, PRIMARY KEY (aor, contact)) WITHOUT ROWID")
-    old.execute("INSERT INTO bindings VALUES ('100', 'sip:100@192.0.2.10:5062', ?, NULL, "
-                "'c1', 2, 'udp', '192.0.2.10', 5062, 'ua', '', 1.0)", (time.time() + 600,))
-    old.commit()
-    old.close()
-    loc = LocationService(db)
+    loc = LocationService(old_bindings(tmp_path, " WITHOUT ROWID"))
     (b,) = loc.bindings("100")
     assert b.path == () and device_peer(b) == Peer("udp", "192.0.2.10", 5062)
