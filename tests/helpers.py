@@ -97,6 +97,7 @@ class ServerProcess:
     def start(self, timeout: float = 15.0) -> None:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = open(self.log_path, "ab")
+        since = log.tell()  # a restart appends to the log of the run before
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "minisip.cli.main", "serve",
              *[a for h in self.hosts for a in ("--host", h)], "--udp-port", str(self.port),
@@ -106,10 +107,17 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log()}")
-            if (self.data_dir / "control.sock").exists() and options_ping(self.port, timeout=0.2):
+            # The banner comes once start-up is over (it serves SIP a little before: the
+            # warnings of start-up are logged after that).
+            if self._serving(since) and options_ping(self.port, timeout=0.2):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"server did not start: {self.log()}")
+
+    def _serving(self, since: int) -> bool:
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            return b"minisip serving" in f.read()
 
     def log(self) -> str:
         try:
