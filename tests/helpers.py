@@ -21,10 +21,32 @@ SCENARIOS = REPO / "tests" / "interop" / "scenarios"
 SHARED = REPO.parent / "shared"
 
 
+def _port_span() -> range:
+    """Where free_port picks: outside the kernel's ephemeral range (every client socket
+    takes its port from there, so a port picked there could be gone before the server
+    binds it) and the RTP ranges (10000-50000), in a slice of its own per xdist worker
+    (workers start servers at the same time; a worker runs one test at a time)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    span = range(high + 1, 65536) if high <= 63000 else range(20000, min(low, 32768))
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get(
+        "PYTEST_XDIST_WORKER_COUNT", "1")
+    if worker.startswith("gw") and int(count) > 1:
+        size = len(span) // int(count)
+        first = span.start + int(worker[2:]) * size
+        span = range(first, first + size)
+    return span
+
+
+PORTS = _port_span()
+
+
 def free_port(kinds: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOCK_STREAM)) -> int:
     """A port number free for UDP and TCP on 127.0.0.1 (SIP uses the same number)."""
     for _ in range(200):
-        port = random.randint(20000, 45000)
+        port = random.choice(PORTS)
         socks = []
         try:
             for kind in kinds:
