@@ -1,6 +1,7 @@
 """Shared test helpers: a real minisip server process, free ports, sipp runs."""
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -41,12 +42,17 @@ def _port_span() -> range:
 
 
 PORTS = _port_span()
+_EVEN = range(PORTS.start + (PORTS.start & 1), PORTS.stop - 1, 2)
+_FIRST = random.randrange(len(_EVEN))
+#: The span's even ports in turn, from a random one: a port handed out is not handed out
+#: again for hundreds of picks, and the odd one after it stays free (baresip's TLS port).
+_next_ports = itertools.cycle([*_EVEN[_FIRST:], *_EVEN[:_FIRST]])
 
 
 def free_port(kinds: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOCK_STREAM)) -> int:
     """A port number free for UDP and TCP on 127.0.0.1 (SIP uses the same number)."""
     for _ in range(200):
-        port = random.choice(PORTS)
+        port = next(_next_ports)
         socks = []
         try:
             for kind in kinds:
