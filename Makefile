@@ -30,8 +30,12 @@ serve: $(STAMP)
 	@echo "minisip is installed in $(VENV)/bin: 'export PATH=$$PWD/$(VENV)/bin:\$$PATH' (or 'pipx install .') puts it on your PATH"
 	$(BIN)/minisip serve --config-dir configs
 
+# Four workers on any machine: the suite mostly waits on real processes (servers, sipp,
+# baresip, prompts in real time), so more workers than cores; tests/conftest.py says
+# which tests go where.
+TEST_WORKERS ?= 4
 test: $(STAMP) peers lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # What a user does (README "Install"): pip install . into a fresh environment, then
 # the minisip command works from its PATH and finds its voice prompts. CI runs it once

@@ -1,6 +1,7 @@
 """Shared test helpers: a real minisip server process, free ports, sipp runs."""
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -21,10 +22,37 @@ SCENARIOS = REPO / "tests" / "interop" / "scenarios"
 SHARED = REPO.parent / "shared"
 
 
+def _port_span() -> range:
+    """Where free_port picks: outside the kernel's ephemeral range (every client socket
+    takes its port from there, so a port picked there could be gone before the server
+    binds it) and the RTP ranges (10000-50000), in a slice of its own per xdist worker
+    (workers start servers at the same time; a worker runs one test at a time)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    span = range(high + 1, 65536) if high <= 63000 else range(20000, min(low, 32768))
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get(
+        "PYTEST_XDIST_WORKER_COUNT", "1")
+    if worker.startswith("gw") and int(count) > 1:
+        size = len(span) // int(count)
+        first = span.start + int(worker[2:]) * size
+        span = range(first, first + size)
+    return span
+
+
+PORTS = _port_span()
+_EVEN = range(PORTS.start + (PORTS.start & 1), PORTS.stop - 1, 2)
+_FIRST = random.randrange(len(_EVEN))
+#: The span's even ports in turn, from a random one: a port handed out is not handed out
+#: again for hundreds of picks, and the odd one after it stays free (baresip's TLS port).
+_next_ports = itertools.cycle([*_EVEN[_FIRST:], *_EVEN[:_FIRST]])
+
+
 def free_port(kinds: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOCK_STREAM)) -> int:
     """A port number free for UDP and TCP on 127.0.0.1 (SIP uses the same number)."""
     for _ in range(200):
-        port = random.randint(20000, 45000)
+        port = next(_next_ports)
         socks = []
         try:
             for kind in kinds:
@@ -97,6 +125,7 @@ class ServerProcess:
     def start(self, timeout: float = 15.0) -> None:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         log = open(self.log_path, "ab")
+        since = log.tell()  # a restart appends to the log of the run before
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "minisip.cli.main", "serve",
              *[a for h in self.hosts for a in ("--host", h)], "--udp-port", str(self.port),
@@ -106,10 +135,17 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log()}")
-            if (self.data_dir / "control.sock").exists() and options_ping(self.port, timeout=0.2):
+            # The banner comes once start-up is over (it serves SIP a little before: the
+            # warnings of start-up are logged after that).
+            if self._serving(since) and options_ping(self.port, timeout=0.2):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"server did not start: {self.log()}")
+
+    def _serving(self, since: int) -> bool:
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            return b"minisip serving" in f.read()
 
     def log(self) -> str:
         try:

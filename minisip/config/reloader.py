@@ -167,13 +167,25 @@ class Reloader:
         """Keep one worker process ready (started now, so the first reload is quick)."""
         import trio_parallel  # type: ignore[import-untyped]
 
-        async with trio_parallel.open_worker_context(idle_timeout=float("inf"),
-                                                     init=_background,
-                                                     grace_period=1.0) as ctx:
-            self._context = ctx
-            task_status.started()
-            await self._warm_up()
-            await trio.sleep_forever()
+        stopping = False
+        try:
+            async with trio_parallel.open_worker_context(idle_timeout=float("inf"),
+                                                         init=_background,
+                                                         grace_period=1.0) as ctx:
+                self._context = ctx
+                task_status.started()
+                try:
+                    await self._warm_up()
+                    await trio.sleep_forever()
+                except trio.Cancelled:
+                    stopping = True
+                    raise
+        except trio_parallel.BrokenWorkerError:
+            # On the way out a worker that did not exit within the grace period was
+            # killed: at nice 10 on a busy machine it may still be starting. It only
+            # loads files, so nothing is lost, and the server exits with its own status.
+            if not stopping:
+                raise
 
     async def _warm_up(self) -> None:
         """Start the worker and learn the digests of the snapshot the server holds. When

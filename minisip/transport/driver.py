@@ -150,7 +150,9 @@ class SipDriver:
                 if local is not None:
                     return local
         v6 = ":" in peer.host
-        for s in self.senders["udp"] or self.senders[peer.transport]:
+        # No connection yet (the first request dials it): the listener of the transport,
+        # whose port is the one a TLS peer must come back to (not the UDP one).
+        for s in [*self.senders[peer.transport], *self.senders["udp"]]:
             host, port = s.host, s.port  # type: ignore[attr-defined]
             if (":" in host) != v6:
                 continue

@@ -1,7 +1,9 @@
 """Reloads as changes: what changed arrives, the rest is shared with the old snapshot."""
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 from pathlib import Path
 
 import trio
@@ -72,3 +74,34 @@ async def test_a_forced_load_gives_a_new_snapshot_even_without_changes(cfg: Path
     with trio.fail_after(5):
         changed, _, _ = await reloader.load()
     assert not changed
+
+
+def _workers() -> set[int]:
+    """Our child processes that are multiprocessing workers (Linux /proc)."""
+    me = str(os.getpid())
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = stat.read_text().rsplit(")", 1)[1].split()[1]
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if parent == me and b"spawn_main" in cmdline:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+async def test_a_worker_too_slow_to_exit_at_shutdown_is_killed_without_an_error(
+        cfg: Path) -> None:
+    """A busy machine may not run the worker (nice 10) within the grace period when the
+    server stops: it is killed, and serve() ends as cancelled, not with an error."""
+    before = _workers()
+    reloader = Reloader(cfg, load_snapshot(cfg))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(reloader.serve)
+            await reloader.load(force=True)  # the worker is up
+            (worker,) = _workers() - before
+            os.kill(worker, signal.SIGSTOP)  # as if the machine gave it no CPU
+            nursery.cancel_scope.cancel()
+    assert worker not in _workers()  # killed, and reaped

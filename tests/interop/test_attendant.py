@@ -43,6 +43,7 @@ def start(stack: ExitStack, server: ServerProcess) -> ServerProcess:
 
 def phone(stack: ExitStack, server: ServerProcess, user: str, register: bool = False) -> PyPhone:
     p = stack.enter_context(PyPhone(server.port, user, user))
+    stack.callback(server.stop)  # before the phone closes: it answers its shutdown's BYEs
     if register:
         assert p.register().status == 200, server.log()
     return p

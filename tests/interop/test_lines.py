@@ -484,8 +484,12 @@ def test_line_over_tcp_and_tls(tmp_path: Path, transport: str,
     pbx.start()
     try:
         online(pbx, "prov")
-        binding = provider_bindings(provider)[0]
+        (binding,) = provider_bindings(provider)
         assert binding["source"].startswith(f"{transport}:127.0.0.1:"), binding
+        # its Contact names the pbx's port of that transport, from the first REGISTER on
+        # (else the refreshes add a second binding, and the provider's calls fork to both)
+        mine = pbx.port if transport == "tcp" else pbx.tls_port
+        assert binding["contact"] == f"sip:{ACCOUNT}@127.0.0.1:{mine};transport={transport}"
         with PyPhone(provider.port, "102", "102") as far, \
                 PyPhone(pbx.port, "100", "100") as alice, PyPhone(pbx.port, "101", "101") as bob, \
                 ThreadPoolExecutor(1) as pool:
@@ -501,7 +505,7 @@ def test_line_over_tcp_and_tls(tmp_path: Path, transport: str,
             far.bye()
         o = [r for r in cdrs(pbx, 4) if r["kind"] == "O"]
         assert [(r["line_out"] or r["line_in"], r["status"]) for r in o] == [
-            ("prov", 200), ("prov", 200)], o
+            ("prov", 200), ("prov", 200)], (o, pbx.log(), provider.log())
     finally:
         pbx.stop()
         provider.stop()

@@ -81,6 +81,7 @@ def connect(stack: ExitStack, server: ServerProcess, dtmf_100: bool = True,
     """Register 100 and 101; 100 calls 101, which answers: both in the call."""
     a = stack.enter_context(PyPhone(server.port, "100", "100"))
     b = stack.enter_context(PyPhone(server.port, "101", "101"))
+    stack.callback(server.stop)  # before the phones close: they answer its shutdown's BYEs
     assert a.register(algorithm="MD5").status == 200, server.log()
     assert b.register(algorithm="SHA-256").status == 200, server.log()
     result: list[object] = []

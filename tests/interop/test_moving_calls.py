@@ -51,7 +51,9 @@ def configure(server: ServerProcess, users: dict[str, str], services: str = "") 
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def server(tmp_path: Path, phones: dict[str, PyPhone]) -> Iterator[ServerProcess]:
+    """(It stops before the phones close: they answer the BYEs of its shutdown, which
+    else waits out shutdown_grace.)"""
     need("sipp")
     srv = make_server(tmp_path)
     yield srv

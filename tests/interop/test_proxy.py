@@ -90,6 +90,7 @@ def proxied(make: Callable[..., ServerProcess],  # noqa: F811
     server = make()
     kam = Kamailio(tmp_path, server.port)
     yield server, kam
+    server.stop()  # first: its shutdown's BYE goes through the proxy
     kam.stop()
 
 

@@ -82,10 +82,10 @@ def test_each_failure_costs_constant_time_past_50000_pairs() -> None:
     g = AuthGuard(window=3600)
     for i in range(60_000):
         g.failure(f"h{i}", "u", 0.0)
-    t = time.perf_counter()
+    t = time.process_time()  # CPU only: other processes on the machine do not count
     for i in range(1000):
         g.failure(f"x{i}", "u", 1.0)
-    per_failure = (time.perf_counter() - t) / 1000
+    per_failure = (time.process_time() - t) / 1000
     assert per_failure < 200e-6, f"{per_failure * 1e6:.0f} us per failure"
 
 

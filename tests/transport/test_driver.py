@@ -164,6 +164,26 @@ class FakeStream:
         self.sent.append(data)
         return True
 
+    def local_for(self, peer: Peer) -> tuple[str, int] | None:
+        return ("192.0.2.1", self.port) if peer in self.connected else None
+
+
+def test_contact_and_via_name_the_port_of_the_transport_before_its_connection_is_up() -> None:
+    """A TLS line's first REGISTER is built while its connection still dials: its
+    Contact must name the TLS port (naming the UDP one, it left a second binding at the
+    provider with the refreshes, and the provider's calls forked to both)."""
+    d = SipDriver(TransactionLayer(), lambda now: None, lambda: None)
+    d.add_sender("udp", FakeUdp("127.0.0.1", 5060))
+    d.add_sender("tcp", FakeStream("127.0.0.1", 5070))
+    tls = FakeStream("127.0.0.1", 5061)
+    d.add_sender("tls", tls)
+    peer = Peer("tls", "127.0.0.1", 6061)
+    assert d.local_address(peer) == ("127.0.0.1", 5061)
+    tls.connected.add(peer)
+    assert d.local_address(peer) == ("192.0.2.1", 5061)  # the connection's own address
+    assert d.local_address(Peer("tcp", "127.0.0.1", 6060)) == ("127.0.0.1", 5070)
+    assert d.local_address(Peer("udp", "127.0.0.1", 6060)) == ("127.0.0.1", 5060)
+
 
 def test_a_request_to_a_peer_without_connection_fails_its_transaction_at_once() -> None:
     from minisip.sip.message import Request
