@@ -34,9 +34,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from minisip.server import GC_YOUNG  # noqa: E402
+from minisip.collector import YOUNG_EVERY, by_the_clock, collect_young  # noqa: E402
 from tests.pbx.harness import Harness  # noqa: E402
 
+BY_THE_CLOCK = True  #: collect as the server does (else --gc-threshold or --no-gc)
 _pauses: list[float] = []
 _by_gen: dict[int, list[float]] = {}
 _gc_start = 0.0
@@ -81,8 +82,8 @@ class Meter:
             self.depth += 1
             if name == "on_message":
                 self.kind = kind_of(args[0])
-            elif name == "fire_timers":
-                self.kind = "timers"
+            elif name in ("fire_timers", "collect_young"):
+                self.kind = "timers" if name == "fire_timers" else "gc"
             if self.prof is not None:
                 self.prof.enable()
             t0 = time.process_time()
@@ -105,6 +106,17 @@ def instrument(h: Harness, meter: Meter) -> None:
     for name in ("on_message", "flush", "fire_timers"):
         setattr(d, name, meter.wrap(getattr(d, name), name))
     h.server.calls.flush = d.flush
+    if not BY_THE_CLOCK:
+        return  # --gc-threshold or --no-gc
+    young = meter.wrap(collect_young, "collect_young")
+    advance, last = h.advance, [h.clock.now]
+
+    def advance_and_collect(seconds: float) -> None:  # the server's collector, by fake time
+        advance(seconds)
+        if h.clock.now - last[0] >= YOUNG_EVERY:
+            last[0] = h.clock.now
+            young()
+    h.advance = advance_and_collect  # type: ignore[method-assign]
 
 
 def users_yaml(n: int) -> str:
@@ -194,7 +206,9 @@ def report(unit: str, count: int, meter: Meter) -> None:
     timers = meter.by_kind.get("timers", [0.0, 0])[0]
     print("  per message received, with its batch's flush: " + ", ".join(
         f"{k} {1e6 * c / max(n, 1):.0f} us (x{n / count:.0f})"
-        for k, (c, n) in kinds if k != "timers") + f"; timers {1e6 * timers / count:.0f} us")
+        for k, (c, n) in kinds if k not in ("timers", "gc"))
+        + f"; timers {1e6 * timers / count:.0f} us; young collections "
+        f"{1e6 * meter.by_kind.get('gc', [0.0])[0] / count:.0f} us")
     meter.by_kind.clear()
     if meter.prof is not None:
         st = pstats.Stats(meter.prof)
@@ -211,16 +225,23 @@ def main() -> int:
                     help="keep this many calls up (300 calls/s of fake time)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--gc-threshold", type=int, nargs=3, metavar=("G0", "G1", "G2"),
-                    help="the collector's thresholds (default: the server's, GC_YOUNG)")
+                    help="instead of the server's collector (minisip/collector.py, every "
+                         "YOUNG_EVERY s of fake time): Python's, with these thresholds")
     ap.add_argument("--no-gc", action="store_true", help="the collector off")
     args = ap.parse_args()
-    gc.collect()
-    gc.freeze()  # as server.py does after start-up
-    gc.set_threshold(*(args.gc_threshold or GC_YOUNG))
-    if args.no_gc:
-        gc.disable()
     gc.callbacks.append(_gc_pause)
     tmp = Path(tempfile.mkdtemp(prefix="minisip-bench-cpu-"))
+    with by_the_clock():  # as the server runs (start-up objects frozen)
+        if args.gc_threshold:
+            gc.set_threshold(*args.gc_threshold)
+            gc.enable()
+        global BY_THE_CLOCK
+        BY_THE_CLOCK = not (args.gc_threshold or args.no_gc)
+        run(args, tmp)
+    return 0
+
+
+def run(args: argparse.Namespace, tmp: Path) -> None:
     try:
         if args.registrations:
             bench_registrations(tmp, args.registrations, args.users, args.profile)
@@ -228,7 +249,6 @@ def main() -> int:
             bench_calls(tmp, args.calls, args.profile, args.concurrent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

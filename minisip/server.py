@@ -16,7 +16,6 @@ signal cuts the wait short.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any
 import trio
 
 from . import __version__
+from .collector import run_collector
 from .config.loader import ConfigError
 from .config.paths import resolve_data_dir
 from .config.reloader import Reloader
@@ -68,12 +68,6 @@ from .transport.stream import StreamListener
 from .transport.udp import UdpListener
 
 log = logging.getLogger("minisip")
-
-#: Python's cycle collector (see ``_collector``): the young generations collected
-#: every 2,000 net new objects, the old one never on its own ...
-GC_YOUNG = (2000, 1, 10**9)
-#: ... but at most this often (seconds), and only if young collections found cycles
-GC_OLD_EVERY = 600.0
 
 # For trace filters only: rough on purpose, the trace shows the message as it is.
 _CALL_ID = re.compile(r"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.I | re.M)
@@ -559,7 +553,6 @@ class Server:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         trio.lowlevel.add_instrument(self.loop_watch)
         self.loop_watch.install()
-        gc_thresholds = gc.get_threshold()
         try:
             await self.bind()
             async with trio.open_nursery() as nursery:
@@ -599,14 +592,13 @@ class Server:
                     await nursery.start(serve_metrics, self, system.metrics_address,
                                         system.metrics_port)
                 nursery.start_soon(self._signals, nursery)
-                nursery.start_soon(self._collector)
+                nursery.start_soon(run_collector)
                 for user in sorted(self._default_passwords):
                     warn_default_password(user)
                 task_status.started(self.info())
         finally:
             # Whatever is left (the tree failed, or a second signal) ends on paper only:
             # the sockets are closed now, and nothing is sent.
-            gc.set_threshold(*gc_thresholds)
             self.loop_watch.uninstall()
             trio.lowlevel.remove_instrument(self.loop_watch)
             self.calls.release_all("shutdown")
@@ -614,32 +606,6 @@ class Server:
             self.cdr.close()
             self.events.close()
             self.voicemail.close()
-
-    async def _collector(self) -> None:
-        """Python's cycle collector, tuned for latency.
-
-        Left as it was (young generation 50,000), it paused the loop 60-120 ms at a
-        time under a few hundred calls/s; its default thresholds give full
-        collections, which visit every live object (every transaction of the last
-        32 s: 670 ms at 600 calls/s). It only ever finds nothing there: calls,
-        registrations and their transactions make no reference cycles (tests/pbx/
-        test_memory.py holds that), and reference counting frees all of it. So the
-        start-up objects are frozen (never visited again), the young generations
-        are collected often and quickly (a few ms, for the cycles that do occur,
-        short-lived ones: exceptions, control connections), and the old generation
-        is collected every ``GC_OLD_EVERY`` seconds only if young collections found
-        cycles since, as some might have aged before dying.
-        """
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_YOUNG)
-        found = _young_garbage()
-        while True:
-            await trio.sleep(GC_OLD_EVERY)
-            now = _young_garbage()
-            if now > found:
-                gc.collect()
-            found = _young_garbage()
 
     def _edited_since_load(self) -> bool:
         sources = self.holder.current.sources
@@ -697,11 +663,6 @@ class Server:
             log.warning("stopping with %d requests unanswered after %d s: %s",
                         len(self.pbx.unanswered), grace, ", ".join(self.pbx.unanswered))
         scope.cancel()
-
-
-def _young_garbage() -> int:
-    """Unreachable objects the young generations' collections have found so far."""
-    return sum(s["collected"] for s in gc.get_stats()[:2])
 
 
 async def serve(opts: ServeOptions, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

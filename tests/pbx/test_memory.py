@@ -113,7 +113,7 @@ def test_a_2xx_of_another_dialog_after_the_call_ended_is_acked_and_ended(
 
 
 def test_calls_and_registrations_make_no_reference_cycles(h: Harness) -> None:
-    """What lets the server run Python's collector rarely (server.py ``_collector``):
+    """What lets the server run Python's collector rarely (minisip/collector.py):
     reference counting alone frees everything a call or a registration leaves."""
     alice, bob, call, leg = answered(h)  # warm: caches, first-use imports
     call.bye()
