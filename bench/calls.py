@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
-    RTT_ARGS, SCENARIOS, Kamailio, Minisip, load, minisip_users, percentile, response_times,
-    start_profiler, stop_profiler, summarize_profile,
+    RTT_ARGS, SCENARIOS, Kamailio, Minisip, cpu_split, load, minisip_users, percentile,
+    response_times, start_profiler, stop_profiler, summarize_profile,
 )
 from tests.helpers import free_port, run_sipp, start_sipp  # noqa: E402
 
@@ -88,6 +88,7 @@ def main() -> int:
         before = load()
         rss0 = srv.rss_kb()
         cpu0 = srv.cpu()
+        sys0 = cpu_split(srv.pid)[1] if args.target == "minisip" else 0.0
         t0 = time.monotonic()
         uac = start_sipp(str(SCENARIOS / "call.xml"), remote=f"127.0.0.1:{srv.port}",
                          users=callers, calls=args.count, rate=args.rate, timeout=900,
@@ -104,6 +105,7 @@ def main() -> int:
         r = uac.wait()
         elapsed = time.monotonic() - t0
         cpu = srv.cpu() - cpu0
+        kernel = cpu_split(srv.pid)[1] - sys0 if args.target == "minisip" else 0.0
         u = uas.wait()
         stop_profiler(spy)
         rss1 = srv.rss_kb()
@@ -119,7 +121,9 @@ def main() -> int:
             print(f"calls/s: {r.successful / elapsed:,.0f} (wall {elapsed:.1f} s)")
             print(f"server CPU: {cpu:.2f} s = {1e6 * cpu / max(r.successful, 1):.0f} us per "
                   f"call (= {r.successful / max(cpu, 1e-9):,.0f} calls per CPU second), "
-                  f"{100 * cpu / elapsed:.0f} % of one core")
+                  f"{100 * cpu / elapsed:.0f} % of one core"
+                  + (f"; in the kernel (socket calls) {1e6 * kernel / max(r.successful, 1):.0f}"
+                     " us per call" if kernel else ""))
         print(f"setup (first INVITE to 200): p50 {percentile(rtt, 50):.1f} ms, "
               f"p99 {percentile(rtt, 99):.1f} ms, max {max(rtt, default=0):.0f} ms "
               f"({len(rtt)} samples)")

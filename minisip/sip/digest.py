@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -131,9 +130,13 @@ class DigestAuthenticator:
         self.algorithms: tuple[str, ...] = ()
         self.configure(realm=realm, nonce_ttl=nonce_ttl, algorithms=algorithms)
         self.max_nonces = max_nonces
-        # hash((nonce, cnonce)) -> nonce timestamp in ms << 32 | last nc: two ints, not
-        # a 100-character key and a tuple (tens of thousands live for the nonce TTL)
-        self._nc: OrderedDict[int, int] = OrderedDict()
+        # The last nonce-count per hash((nonce, cnonce)), in one table per second of the
+        # nonces' stamps: a nonce's table is found from its stamp, and what expires goes
+        # a table at a time. A plain int -> small int entry (tens of thousands live for
+        # the nonce TTL): about 80 bytes, where a key string, a tuple or an OrderedDict
+        # node took twice that and more.
+        self._nc: dict[int, dict[int, int]] = {}
+        self.counted = 0  #: entries in all the tables
         self._floor = -1  # nonces stamped at or before this (ms) and not in _nc are stale
         self._ha1s: dict[tuple[str, str, str, str], str] = {}
         self.max_ha1s = 20_000
@@ -235,27 +238,30 @@ class DigestAuthenticator:
     def _count(self, key: int, nc: int, stamp: int, now_ms: int) -> AuthResult:
         # (String hashes are keyed per process: a stranger cannot make two pairs collide;
         # if two did, the stored count only grows, so no replay ever passes.)
-        table = self._nc
-        last = table.get(key)
+        second = stamp // 1000
+        table = self._nc.get(second)
+        last = None if table is None else table.get(key)
         if last is None:
             if stamp <= self._floor:
                 return AuthResult.STALE  # its record may have been evicted: be safe
-        elif nc <= last & 0xFFFFFFFF:
+            self.counted += 1
+        elif nc <= last:
             return AuthResult.REPLAY
-        table[key] = stamp << 32 | nc
-        table.move_to_end(key)
-        ttl_ms = self.nonce_ttl * 1000
-        while table:  # drop what expired, then what is over the cap
-            oldest, packed = next(iter(table.items()))
-            ts = packed >> 32
-            if now_ms - ts > ttl_ms:
-                del table[oldest]
-            elif len(table) > self.max_nonces:
-                del table[oldest]
-                self._floor = max(self._floor, ts)
-            else:
-                break
+        if table is None:
+            table = self._nc[second] = {}
+            self._expire(now_ms)
+        table[key] = nc
+        while self.counted > self.max_nonces:  # the oldest second goes: its nonces are stale
+            oldest = min(self._nc)
+            self.counted -= len(self._nc.pop(oldest))
+            self._floor = max(self._floor, oldest * 1000 + 999)
         return AuthResult.OK
+
+    def _expire(self, now_ms: int) -> None:
+        """Drop the tables whose every nonce is past the TTL (once a second at most)."""
+        last_alive = (now_ms - int(self.nonce_ttl * 1000)) // 1000 - 1
+        for second in [s for s in self._nc if s < last_alive]:
+            self.counted -= len(self._nc.pop(second))
 
 
 def _quote(s: str) -> str:
