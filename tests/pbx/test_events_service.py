@@ -21,7 +21,7 @@ class World:
         self.core = FakeCore()
         self.snap = SimpleNamespace(users=self.core.users, system=SystemConfig())
         self.location = LocationService(None, on_state=lambda u, on: self.svc.user_state(u, on))
-        self.calls = SimpleNamespace(display_for=lambda u: "", on_change=None)
+        self.calls = SimpleNamespace(display_for=lambda u: "", on_change=None, calls={})
         self.bus: list[tuple[str, str, dict[str, Any]]] = []
         self.svc = EventService(self.core, self.calls, self.location, lambda: self.snap, None,
                                 lambda *e: self.bus.append(e))
@@ -157,3 +157,80 @@ def test_do_not_disturb_set_by_a_reload_is_presence_news() -> None:
     w.snap.users = users
     w.svc.reloaded(w.snap)
     assert b"<rpid:busy/>" in w.notifies(sub)[-1].body
+
+
+def unwatched_world() -> World:
+    """No listener on the control socket's presence topic: only watchers count."""
+    w = World()
+    w.svc.wants = lambda topic: False
+    return w
+
+
+def test_the_calls_of_users_nobody_watches_are_not_kept() -> None:
+    w = unwatched_world()
+    w.register("101")
+    call = make_call(CallState.RINGING)
+    w.calls.calls[call.key] = call
+    w.calls.on_change(call)
+    w.svc.commit()
+    assert w.svc.dialogs.views == {} and not w.svc.dialogs.kept
+    # ...yet whoever asks sees them, found from the live calls
+    view = {u["user"]: u for u in w.svc.overview()}
+    assert view["101"]["state"] == "ringing"
+    assert [c["state"] for c in view["101"]["calls"]] == ["early"]
+    assert w.svc.dialogs.views == {}
+
+
+def test_a_watcher_arriving_mid_call_sees_the_call_then_its_changes() -> None:
+    w = unwatched_world()
+    call = make_call(CallState.RINGING)
+    w.calls.calls[call.key] = call
+    w.calls.on_change(call)
+    w.svc.commit()
+    lamp = w.watch("102", "101", "dialog")
+    call.state, call.answered_user, call.ringing_users = CallState.TALKING, "101", set()
+    w.calls.on_change(call)
+    w.svc.commit()
+    states = [n.body.split(b"<state>")[1][:5] for n in w.notifies(lamp)]
+    assert states == [b"early", b"confi"]
+    assert w.svc.dialogs.kept == {"101"}  # the caller, 100, is still watched by nobody
+
+
+def test_a_user_no_longer_watched_is_dropped_and_found_afresh_later() -> None:
+    w = unwatched_world()
+    w.register("101")
+    sub = w.watch("102", "101", "presence")
+    call = make_call(CallState.RINGING)
+    w.calls.calls[call.key] = call
+    w.calls.on_change(call)
+    w.svc.commit()
+    w.svc.notifier.on_subscribe(subscribe("102", "101", "presence", call_id=sub,
+                                          from_tag=w.notifies(sub)[0].to_tag,
+                                          to_tag=w.notifies(sub)[0].from_tag, cseq=2,
+                                          expires=0), PEER, w.core.t)
+    assert w.notifies(sub)[-1].headers.get("Subscription-State") == "terminated;reason=timeout"
+    w.core.sent[-1].key = None  # (a last NOTIFY is not waited for)
+    call.state, call.answered_user, call.ringing_users = CallState.TALKING, "101", set()
+    w.calls.on_change(call)
+    w.svc.commit()
+    assert w.svc.dialogs.views == {} and not w.svc.presence._docs  # nothing kept
+    again = w.watch("102", "101", "presence")
+    assert b"on-the-phone" in w.notifies(again)[0].body  # not the document of before
+
+
+def test_a_listener_on_the_presence_topic_hears_every_user() -> None:
+    w = unwatched_world()
+    w.register("101")
+    listening = False
+    w.svc.wants = lambda topic: listening
+    call = make_call(CallState.RINGING)
+    w.calls.calls[call.key] = call
+    w.calls.on_change(call)
+    w.svc.commit()
+    assert not [e for e in w.bus if e[1] == "user_presence"]
+    listening = True
+    call.state, call.answered_user, call.ringing_users = CallState.TALKING, "101", set()
+    w.calls.on_change(call)
+    w.svc.commit()
+    told = {(d["user"], d["state"]) for _, e, d in w.bus if e == "user_presence"}
+    assert ("101", "talking") in told

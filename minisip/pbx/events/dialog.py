@@ -18,10 +18,17 @@ minisip's tag on it (standing in for the called user), ``remote-tag`` the
 caller's, and ``<remote>`` the caller's identity. A phone pressing a blinking
 key sends INVITE with ``Replaces`` naming that dialog. ``ringing(user)`` gives
 the same to code in the PBX.
+
+Only what someone may see is kept: the views of a user are kept while
+``watched`` says so (the service: the user has dialog or presence watchers, or
+the control socket's presence topic a listener), built from the live calls when
+that starts and dropped at the next change of one of its calls once it ends.
+Most calls concern nobody watched and cost a few lookups. A user not watched is
+answered from the live calls (``_unkept``: a fetch, ``minisip presence``).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 from xml.sax.saxutils import escape, quoteattr
 
@@ -78,9 +85,16 @@ class DialogPackage:
     event = "dialog"
     content_type = "application/dialog-info+xml"
 
-    def __init__(self, domain: Callable[[], str], display: Callable[[str], str]) -> None:
+    def __init__(self, domain: Callable[[], str], display: Callable[[str], str],
+                 watched: Callable[[str], bool] = lambda user: True,
+                 live: Callable[[], Iterable[Call]] = tuple) -> None:
         self.domain = domain
         self.display = display  #: user -> display name ("" = none)
+        self.watched = watched  #: user -> whether anyone may see its calls now
+        self.live = live  #: the calls in progress
+        self.kept: set[str] = set()  #: users whose views are kept (see the module)
+        #: every user's views found from the live calls, until the next update
+        self._derived: DialogPackage | None = None
         self.views: dict[str, dict[tuple[str, str], DialogView]] = {}
         self._users_of: dict[str, set[str]] = {}  # call id -> users with a view of it
         self._docs: dict[str, tuple[bytes, bytes]] = {}  # user -> document around version
@@ -115,11 +129,57 @@ class DialogPackage:
 
     # -- state from calls ----------------------------------------------------------
     def update(self, call: Call) -> set[str]:
-        """Take a call's new state; the users whose document changed."""
+        """Take a call's new state; the users whose document changed (a user kept
+        from now on counts as changed)."""
+        self._derived = None
+        users = {call.caller, *call.ringing_users}
+        if call.answered_user is not None:
+            users.add(call.answered_user)
+        had = self._users_of.get(call.a.invite.call_id)
+        if had:
+            users |= had
+        only: set[str] = set()
+        fresh: set[str] = set()
+        for user in users:
+            if user in self.kept:
+                if self.watched(user):
+                    only.add(user)
+                else:
+                    self._forget(user)
+            elif self._keep(user):
+                only.add(user)
+                fresh.add(user)
+        return self._apply(call, only) | fresh if only else set()
+
+    def _keep(self, user: str) -> bool:
+        """Start keeping ``user``'s views if it is watched (False if not)."""
+        if not self.watched(user):
+            return False
+        self.kept.add(user)
+        for call in self.live():
+            self._apply(call, {user})
+        return True
+
+    def _forget(self, user: str) -> None:
+        """Nobody watches ``user`` any more: its views go."""
+        self.kept.discard(user)
+        for call_id, _ in self.views.pop(user, {}):
+            users = self._users_of.get(call_id)
+            if users is not None:
+                users.discard(user)
+                if not users:
+                    del self._users_of[call_id]
+        self._kinds.pop(user, None)
+        self._docs.pop(user, None)
+
+    def _apply(self, call: Call, only: set[str]) -> set[str]:
+        """``update`` for the users of ``only``."""
         inv = call.a.invite
         call_id, caller_tag = inv.call_id, inv.from_tag or ""
         wanted: dict[tuple[str, str], DialogView] = {}
         for user, direction, state in _sides(call):
+            if user not in only:
+                continue
             caller_side = direction == INITIATOR
             remote = (call.callee or call.dialed) if caller_side else call.caller
             wanted[(user, direction)] = DialogView(
@@ -129,7 +189,7 @@ class DialogPackage:
                 ("B" if caller_side else "A") in call.holding)
         changed: set[str] = set()
         had = self._users_of.get(call_id, set())
-        for user in had:
+        for user in had & only:
             mine = self.views.get(user, {})
             for direction in (INITIATOR, RECIPIENT):
                 old = mine.get((call_id, direction))
@@ -147,8 +207,11 @@ class DialogPackage:
                 changed.add(user)
                 if view.state == "terminated":
                     self._ended.add((user, (call_id, direction)))
-        self._users_of[call_id] = had | {u for (u, d) in wanted
-                                         if (call_id, d) in self.views.get(u, {})}
+        users = had | {u for (u, d) in wanted if (call_id, d) in self.views.get(u, {})}
+        if users:
+            self._users_of[call_id] = users
+        else:
+            self._users_of.pop(call_id, None)
         for user in changed:
             self._docs.pop(user, None)
         return changed
@@ -168,19 +231,34 @@ class DialogPackage:
                     del self._users_of[key[0]]
         self._ended.clear()
 
+    def _holder(self, user: str) -> DialogPackage:
+        """The package holding ``user``'s views: this one, or for a user nobody
+        watches, one with every user's views found from the live calls."""
+        if user in self.kept or self._keep(user):
+            return self
+        if self._derived is None:
+            self._derived = DialogPackage(self.domain, self.display)
+            for call in self.live():
+                self._derived.update(call)
+            self._derived.prune()
+        return self._derived
+
     # -- what a user is doing ----------------------------------------------------------
     def activity(self, user: str) -> str:
         """idle, calling, ringing, on hold or talking: the busiest of its calls."""
-        kinds = self._kinds.get(user)
+        kinds = self._holder(user)._kinds.get(user)
         return max(kinds, key=_BUSY.__getitem__) if kinds else "idle"
 
     def ringing(self, user: str) -> list[DialogView]:
         """The calls ringing ``user``'s phones, as directed pick-up needs them."""
-        return [v for v in self.views.get(user, {}).values()
+        return [v for v in self._holder(user).views.get(user, {}).values()
                 if v.direction == RECIPIENT and v.state == "early"]
 
     # -- the document ----------------------------------------------------------------------
     def body(self, user: str, version: int) -> bytes:
+        holder = self._holder(user)
+        if holder is not self:
+            return holder.body(user, version)
         doc = self._docs.get(user)
         if doc is None:
             doc = self._docs[user] = self._render(user)
@@ -208,8 +286,9 @@ class DialogPackage:
         return head.encode(), "".join(parts).encode()
 
     def summary(self, user: str) -> list[dict[str, Any]]:
+        views = self._holder(user).views.get(user, {})
         return [{"call_id": v.call_id, "direction": v.direction, "state": v.state,
-                 "remote": v.remote_user} for v in self.views.get(user, {}).values()]
+                 "remote": v.remote_user} for v in views.values()]
 
 
 def _kind(v: DialogView) -> str | None:

@@ -231,6 +231,8 @@ class Notifier:
         self.per_watcher: dict[str, int] = {}
         #: seconds the news waited before we saw it (the SIP socket's queue): set by the server
         self.lag: Callable[[], float] = lambda: 0.0
+        #: told (event, resource) when the resource's last subscription to event ends
+        self.unwatched: Callable[[str, str], None] = lambda event, resource: None
         self.delays = DelayHistogram()
         self.wall = wall  #: expiry is wall-clock time: it must mean the same after a restart
         self.sent = 0
@@ -462,6 +464,7 @@ class Notifier:
             peers.pop(sub.id, None)
             if not peers:
                 del self.by_resource[(sub.event, sub.resource)]
+                self.unwatched(sub.event, sub.resource)
         n = self.per_watcher.get(sub.watcher, 0) - 1
         if n > 0:
             self.per_watcher[sub.watcher] = n

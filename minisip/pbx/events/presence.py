@@ -94,6 +94,9 @@ class PresencePackage:
         self.activity = activity  #: the user's calls: idle, ringing, talking, on hold...
         self.dnd = dnd  #: the user's do_not_disturb setting
         self.changed = changed  #: called with a user whose document changed
+        #: whether ``user`` has watchers (the service sets it): only their documents are
+        #: kept, as only theirs are refreshed on every change
+        self.watched: Callable[[str], bool] = lambda user: True
         self.publications: dict[str, dict[str, Publication]] = {}
         self._docs: dict[str, bytes] = {}
 
@@ -135,7 +138,9 @@ class PresencePackage:
     def body(self, user: str, version: int) -> bytes:
         doc = self._docs.get(user)
         if doc is None:
-            doc = self._docs[user] = self._render(user)
+            doc = self._render(user)
+            if self.watched(user):
+                self._docs[user] = doc
         return doc
 
     def _render(self, user: str) -> bytes:

@@ -6,6 +6,9 @@ its end), the location service every user going on- or offline (through the
 server's hook), reloads the do-not-disturb settings. Each change updates the
 dialog package, then the presence document; watchers of what changed are told
 by the notifier, and the control socket's ``presence`` topic carries the same.
+What nobody watches is not kept (most calls concern no watched user): the
+dialog package keeps the calls of watched users only, and a presence document
+lives while its user has presence watchers.
 
 Who may see whom (manual 3.6): a user always sees itself; ``subscribe_all_presence``
 users (operators) see everyone and are not held to ``max_per_user``; the others
@@ -73,11 +76,14 @@ class EventService:
         self.identity = Identity(core.registrar, lambda: snapshot().users)
         self.notifier = Notifier(core, self.identity, self._subscription_policy, self.authorize,
                                  self._unlimited, self._db, publish)
-        self.dialogs = DialogPackage(self._domain, self._display_name)
+        self.notifier.unwatched = self._unwatched
+        self.dialogs = DialogPackage(self._domain, self._display_name, self._watched,
+                                     lambda: calls.calls.values())
         self.presence = PresencePackage(core, self.identity, self._domain,
                                         self._subscription_policy,
                                         location.is_online, self.dialogs.activity,
                                         self._dnd, self._user_changed)
+        self.presence.watched = lambda user: ("presence", user) in self.notifier.by_resource
         self.mwi = MessageSummaryPackage(self._domain, lambda user: self.mailbox_counts(user))
         for package in (self.dialogs, self.presence, self.mwi):
             self.notifier.add_package(package)
@@ -120,6 +126,18 @@ class EventService:
     def authorize(self, watcher: str, resource: str, event: str) -> tuple[int, str] | None:
         return may_watch(self.snapshot().users, watcher, resource, event)
 
+    def _watched(self, user: str) -> bool:
+        """Whether anyone may see ``user``'s calls now: its dialog or presence watchers,
+        or a listener on the control socket's presence topic."""
+        by = self.notifier.by_resource
+        return ("dialog", user) in by or ("presence", user) in by or self.wants("presence")
+
+    def _unwatched(self, event: str, user: str) -> None:
+        """Nobody watches ``user``'s ``event`` any more: its presence document goes
+        (its calls no longer keep it up to date)."""
+        if event == "presence":
+            self.presence.drop_document(user)
+
     def _unlimited(self, watcher: str) -> bool:
         u = self.snapshot().users.get(watcher)
         return bool(u is not None and u.subscribe_all_presence)
@@ -143,6 +161,8 @@ class EventService:
         if not self._calls_due:
             return
         calls, self._calls_due = self._calls_due, {}
+        if self._told and not self.wants("presence"):
+            self._told.clear()  # a listener's first news is news; unwatched users skip it
         for call in calls.values():
             for user in self.dialogs.update(call):
                 self.notifier.changed("dialog", user, self._calls_at)
