@@ -64,8 +64,23 @@ def sdp_on_hold(body: bytes) -> bool:
 
 
 def looks_nated(body: bytes, peer: Peer) -> bool:
+    """Does the SDP's audio address differ from where its SIP came from?"""
+    if _c_lines_name_only(body, (peer.host.encode(), b"0.0.0.0", b"::")):
+        return False  # the usual answer, without parsing the SDP
     where = sdp_address(body)
     return where is not None and where[0] not in (peer.host, "0.0.0.0", "::")
+
+
+def _c_lines_name_only(body: bytes, addresses: tuple[bytes, ...]) -> bool:
+    """Whether every c= line of ``body`` is well formed and names one of ``addresses``:
+    then so does the audio's, whatever stream it is (the c= lines are found as
+    ``parse_sdp_untrusted`` finds them, their address as ``Connection`` reads it)."""
+    for line in body.splitlines():
+        if line[:2] == b"c=":
+            parts = line[2:].split()
+            if len(parts) != 3 or parts[2].partition(b"/")[0] not in addresses:
+                return False
+    return True
 
 
 def _contact_host(contact: str) -> str | None:

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minisip.media.dtmf import event_packets
 from minisip.media.rtp import make_rtp
-from minisip.pbx.media import needs_relay, sdp_on_hold
+from minisip.pbx.media import looks_nated, needs_relay, sdp_address, sdp_on_hold
 from minisip.sip.peer import Peer
 from minisip.sip.sdp import parse_sdp_untrusted
 from tests.pbx.harness import PBX_HOST, PBX_HOST6, Harness, Phone, UacCall, UasCall, sdp
@@ -37,6 +39,28 @@ A = Peer("udp", "10.0.0.1", 5060)
 def test_when_media_is_relayed(policy: str, flagged: bool, body: bytes,
                                contacts: list[tuple[str, Peer]], relay: bool) -> None:
     assert needs_relay(policy, flagged, body, A, contacts) is relay
+
+
+_C_ADDRESS = st.sampled_from(["10.0.0.1", "10.0.0.10", "0.0.0.0", "::", "0:0:0:0:0:0:0:0",
+                               "2001:db8::1", "phone.lan", "10.0.0.1/127", "10.0.0.1/127/3"])
+_C_LINE = st.one_of(_C_ADDRESS.map(lambda a: f"c=IN IP4 {a}"),
+                    st.sampled_from(["c=IN IP4", "c=IN IP4 10.0.0.1 x", "c=", "c=IN IP4\t10.0.0.1",
+                                     "c=IN IP4 \u00a010.0.0.1"]))
+_MEDIA = st.tuples(st.sampled_from(["audio", "video"]), st.sampled_from([0, 4000]),
+                   st.lists(_C_LINE, max_size=2))
+
+
+@given(st.lists(_C_LINE, max_size=2), st.lists(_MEDIA, max_size=3))
+def test_a_nated_caller_is_told_by_the_sdp_audio_address(session: list[str],
+                                                         media: list[Any]) -> None:
+    """The shortcut on the c= lines answers as reading the parsed SDP does."""
+    lines = ["v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", *session, "t=0 0"]
+    for kind, port, cs in media:
+        lines += [f"m={kind} {port} RTP/AVP 0", *cs]
+    body = "\r\n".join(lines + [""]).encode()
+    where = sdp_address(body)
+    assert looks_nated(body, A) is (where is not None and where[0] not in ("10.0.0.1", "0.0.0.0",
+                                                                           "::"))
 
 
 def test_hold_is_read_leniently() -> None:
