@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from ..sip.message import Request, Response, make_response, new_tag
@@ -24,7 +25,15 @@ def trusted(host: str, networks: tuple[str, ...]) -> bool:
         addr = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
+    return any(addr in _network(n) for n in networks)
+
+
+@lru_cache(maxsize=4096)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An ``allowed_ips`` entry, parsed once (not per request): entries are configuration
+    text, so the cache holds what users.yaml names, and a reload's new text is parsed
+    anew; the bound only keeps a huge configuration from growing it further."""
+    return ipaddress.ip_network(text, strict=False)
 
 
 class Identity:
