@@ -26,6 +26,7 @@ from ..media.pacer import Pacer
 from ..media.relay import MediaIO, PortPool
 from ..sip.errors import BadMessage
 from ..sip.message import Request, Response, make_response, new_tag
+from ..sip.parser import parse_message_untrusted
 from ..sip.peer import Peer
 from ..transaction.keys import ServerKey
 from . import pickup
@@ -566,22 +567,25 @@ class _AnsweredLeg:
     lives on for Timer M (32 s, RFC 6026) and passes up 2xx retransmissions. The same
     2xx again means our ACK was lost: send it again; a 2xx of another dialog (a fork
     behind the device) is ACKed and ended with a BYE. That needs our ACK and where it
-    went, not the whole call, which would otherwise stay in memory for those 32 s."""
+    went, not the whole call, which would otherwise stay in memory for those 32 s. The
+    ACK is kept as its bytes (a quarter of the parsed message) and read again on use."""
 
     __slots__ = ("ack", "core", "dest", "peer")
 
     def __init__(self, core: Pbx, ack: Request, dest: Peer, peer: Peer) -> None:
-        self.core, self.ack, self.dest, self.peer = core, ack, dest, peer
+        self.core, self.ack, self.dest, self.peer = core, ack.to_bytes(), dest, peer
 
     def __call__(self, leg: Any, resp: Response, key: object) -> None:
         if not 200 <= resp.status < 300:
             return
-        if resp.to_tag == self.ack.to_tag:
-            self.core.send_stateless(self.ack, self.dest)
+        ack = parse_message_untrusted(self.ack)  # our own bytes: a Request
+        assert isinstance(ack, Request)
+        if resp.to_tag == ack.to_tag:
+            self.core.send_stateless(ack, self.dest)
             return
-        dialog = Dialog.as_uac(self.ack, resp, self.peer)  # BadMessage: the core drops it
+        dialog = Dialog.as_uac(ack, resp, self.peer)  # BadMessage: the core drops it
         dest = dialog.destination(self.peer)
-        cseq = self.ack.cseq[0]
+        cseq = ack.cseq[0]
         self.core.send_stateless(
             dialog.new_request("ACK", via=self.core.via_for(dest), cseq=cseq), dest)
         self.core.send_request(dialog.new_request("BYE", via=self.core.via_for(dest)), dest,

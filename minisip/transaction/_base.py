@@ -16,10 +16,15 @@ machine and the ``TransactionLayer`` that owns it:
   retransmit timer (A, E or G, whose interval changes) and the state timer
   (B, D, F, H, I, J, K, L or M, which ends the state it was armed in). Arming
   stores the deadline in the slot and queues ``(deadline, ..., transaction)``
-  in the layer (a heap for retransmissions, a FIFO per duration for state
-  timers); cancelling just clears the slot. A queued entry whose deadline no
-  longer equals its slot is stale and is skipped when it surfaces (lazy
+  in the layer; cancelling just clears the slot. A queued entry whose deadline
+  no longer equals its slot is stale and is skipped when it surfaces (lazy
   deletion), so cancelling costs nothing and no closure is kept per timer.
+  Timers that are nearly always cancelled go to the layer's heap, whose stale
+  entries are purged in bulk: the retransmission timers and the timeouts B, F
+  and H (a response or the ACK stops them). The timers that end a completed
+  state (D, I, J, K, L, M) nearly always fire and go to a FIFO per duration.
+  A stale FIFO entry would keep its ended transaction in memory until its
+  deadline (32 s for B, F, H), so timeouts never go there.
   Zero-length timers (D, I, J, K over reliable transports) are not armed: the
   machine applies the timer's transition at once.
 """
@@ -88,7 +93,7 @@ class Transaction:
     """One transaction of any kind; subclasses are the four machines."""
 
     __slots__ = ("key", "peer", "reliable", "state", "layer", "timers", "wire",
-                 "retx_at", "retx_interval", "end_at", "silent")
+                 "retx_at", "retx_interval", "end_at", "end_in_heap", "silent")
 
     #: "ict", "nict", "ist" or "nist": the counter this kind is alive under.
     KIND: ClassVar[str]
@@ -116,6 +121,8 @@ class Transaction:
         self.retx_at: float | None = None
         self.retx_interval = 0.0
         self.end_at: float | None = None
+        #: the END slot's entry is in the layer's heap (where a stale one is counted)
+        self.end_in_heap = False
         #: opened by the layer itself (482 to a merged request): no TU events
         self.silent = False
 
@@ -144,8 +151,26 @@ class Transaction:
         heappush(layer._heap, (deadline, next(layer._seq), self, RETX))
 
     def _arm_end(self, now: float, duration: float) -> None:
+        """Arm a timer that ends a completed state (D, I, J, K, L, M)."""
+        self._drop_end()
         self.end_at = deadline = now + duration
-        self.layer._queue_end(self, deadline, duration)
+        self.end_in_heap = self.layer._queue_end(self, deadline, duration)
+
+    def _arm_timeout(self, now: float, duration: float) -> None:
+        """Arm Timer B, F or H: in the heap, as an answer nearly always cancels it."""
+        self._drop_end()
+        layer = self.layer
+        self.end_at = deadline = now + duration
+        self.end_in_heap = True
+        heappush(layer._heap, (deadline, next(layer._seq), self, END))
+
+    def _drop_end(self) -> None:
+        """Clear the END slot; an entry left in the heap is counted stale."""
+        if self.end_in_heap:
+            if self.end_at is not None:
+                self.layer._stale += 1
+            self.end_in_heap = False
+        self.end_at = None
 
     def _cancel_retx(self) -> None:
         if self.retx_at is not None:
@@ -156,7 +181,7 @@ class Transaction:
         if self.retx_at is not None:
             self.retx_at = None
             self.layer._stale += 1
-        self.end_at = None
+        self._drop_end()
 
     def _end_state(self, duration: float, now: float) -> None:
         """Arm the current state's END timer, or fire it now if it is zero."""

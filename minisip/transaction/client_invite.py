@@ -129,7 +129,7 @@ class ClientInviteTransaction(Transaction):
         self._send_wire()
         if not self.reliable:
             self._arm_retx(now + timers.A, timers.A)
-        self._arm_end(now, timers.B)
+        self._arm_timeout(now, timers.B)
 
     def on_retx_timer(self, now: float) -> None:
         # Timer A: RFC 3261 17.1.1.2 doubles it each time, with no T2 cap.

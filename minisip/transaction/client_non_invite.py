@@ -94,7 +94,7 @@ class ClientNonInviteTransaction(Transaction):
         self._send_wire()
         if not self.reliable:
             self._arm_retx(now + timers.E, timers.E)
-        self._arm_end(now, timers.F)
+        self._arm_timeout(now, timers.F)
 
     def on_retx_timer(self, now: float) -> None:
         state = self._step(Trigger.TIMER_E)

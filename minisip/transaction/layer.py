@@ -34,11 +34,14 @@ Timers are deadlines with lazy deletion (see ``_base.py``): an entry whose
 deadline no longer equals its transaction's slot is stale and skipped when it
 surfaces. Retransmission timers (A, E, G: intervals that double) live in one
 heap of ``(deadline, seq, transaction, slot)``; stale heap entries are purged
-in one pass once they outnumber the live ones. State timers (B, D, F, H, I, J,
-K, L, M) have a fixed duration each and are armed at ``now`` + duration, so a
-FIFO per duration is already in deadline order: appending and popping are
-O(1), and 160,000 NISTs waiting on Timer J cost one small tuple each in one
-deque. ``get_timer()`` is the minimum over the heap top and the FIFO heads.
+in one pass once they outnumber the live ones. The timeouts B, F and H, which a
+response or an ACK nearly always cancels, go to the heap too: purged in bulk,
+their stale entries do not keep ended transactions in memory. The timers that
+end a completed state (D, I, J, K, L, M) have a fixed duration each and are
+armed at ``now`` + duration, so a FIFO per duration is already in deadline
+order: appending and popping are O(1), and 160,000 NISTs waiting on Timer J
+cost one small tuple each in one deque. ``get_timer()`` is the minimum over
+the heap top and the FIFO heads.
 """
 from __future__ import annotations
 
@@ -299,8 +302,7 @@ class TransactionLayer:
                 best = deadline
                 break
             heapq.heappop(heap)
-            if slot == RETX:
-                self._stale -= 1
+            self._stale -= 1
         for queue in self._queues.values():
             while queue:
                 deadline, txn = queue[0]
@@ -337,25 +339,31 @@ class TransactionLayer:
                     txn.retx_at = None
                     txn.on_retx_timer(deadline)
                     continue
+                if txn.end_at != deadline:
+                    self._stale -= 1
+                    continue
+                txn.end_in_heap = False  # (this entry is gone)
             else:
                 deadline, txn = source.popleft()
             if txn.end_at == deadline:
-                txn.end_at = None
+                txn._drop_end()
                 txn.on_end_timer(deadline)
         if self._stale > _PURGE_MIN and 2 * self._stale > len(heap):
             self._purge()
 
-    def _queue_end(self, txn: Transaction, deadline: float, duration: float) -> None:
+    def _queue_end(self, txn: Transaction, deadline: float, duration: float) -> bool:
         """Arm a state timer. Every state timer of one duration is armed at ``now`` +
         that duration, so with ``now`` never going back its FIFO stays sorted:
-        O(1) where the heap would be O(log n). A deadline out of order goes to the heap."""
+        O(1) where the heap would be O(log n). A deadline out of order goes to the
+        heap: True then."""
         queue = self._queues.get(duration)
         if queue is None:
             queue = self._queues[duration] = deque()
         if queue and queue[-1][0] > deadline:
             heapq.heappush(self._heap, (deadline, next(self._seq), txn, END))
-        else:
-            queue.append((deadline, txn))
+            return True
+        queue.append((deadline, txn))
+        return False
 
     def _purge(self) -> None:
         self._heap = [e for e in self._heap

@@ -145,7 +145,7 @@ class ServerInviteTransaction(Transaction):
             timers = self.timers
             if not self.reliable:
                 self._arm_retx(now + timers.G, timers.G)
-            self._arm_end(now, timers.H)
+            self._arm_timeout(now, timers.H)
         return True
 
     def on_retx_timer(self, now: float) -> None:

@@ -1,6 +1,7 @@
 """The layer around the machines: matching, merged requests, strays, timers, config."""
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from minisip.sip.message import Request
 from minisip.sip.peer import Peer
 from minisip.transaction import events as ev
+from minisip.transaction.client_non_invite import ClientNonInviteTransaction
 from minisip.transaction.keys import ServerKey
 from minisip.transaction.layer import TransactionLayer
 from minisip.transaction.timers import Timers
@@ -275,11 +277,27 @@ def test_stale_timer_entries_are_purged_under_churn() -> None:
         layer.receive(response(req, 200), UDP, 0.0)
     layer.data_to_send()
     layer.next_events()
-    assert len(layer._heap) == 20000  # the cancelled Timer E entries
+    assert len(layer._heap) == 40000  # the cancelled Timer E and F entries
     layer.handle_timer(0.1)
     assert layer._heap == []  # purged in one pass: nothing live was in the heap
-    assert layer.get_timer() == 5.0  # Timer K; the stale Timer F entries are skipped
+    assert layer.get_timer() == 5.0  # Timer K
     assert sum(len(q) for q in layer._queues.values()) == 20000
+
+
+def test_an_ended_transaction_is_freed_at_its_end_not_at_its_cancelled_timeout() -> None:
+    """A stale Timer F (32 s) entry must not keep a NICT that Timer K ended at 5 s."""
+    layer = TransactionLayer()
+    for i in range(10000):
+        req = request("OPTIONS", branch=f"z9hG4bK-{i}")
+        layer.send_request(req, UDP, 0.0)
+        layer.receive(response(req, 200), UDP, 0.0)
+    layer.data_to_send()
+    layer.next_events()
+    run_timers(layer, 6.0)  # Timer K fired; F would be due at 32 s
+    layer.next_events()
+    assert layer.counters.nict == 0 and layer.get_timer() is None
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, ClientNonInviteTransaction)]
 
 
 def test_timers_armed_with_time_going_backwards_still_fire_in_order() -> None:
