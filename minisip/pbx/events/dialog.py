@@ -135,7 +135,8 @@ class DialogPackage:
         users = {call.caller, *call.ringing_users}
         if call.answered_user is not None:
             users.add(call.answered_user)
-        had = self._users_of.get(call.a.invite.call_id)
+        # (reading the INVITE, kept compacted, parses it again: not while nobody is watched)
+        had = self._users_of.get(call.a.invite.call_id) if self._users_of else None
         if had:
             users |= had
         only: set[str] = set()
