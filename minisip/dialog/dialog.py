@@ -12,6 +12,7 @@ layer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from sys import intern
 
 import ipaddress
 
@@ -27,6 +28,10 @@ DialogId = tuple[str, str, str]  #: (Call-ID, local tag, remote tag)
 
 @dataclass(slots=True)
 class Dialog:
+    """One dialog's state. The URIs and Contacts a dialog is made with are interned:
+    a user's and a device's repeat in every call they make, and each call keeps two
+    dialogs for its whole length (interned strings are freed with their last user)."""
+
     call_id: str
     local_tag: str
     remote_tag: str
@@ -52,20 +57,21 @@ class Dialog:
         to_tag = resp.to_tag
         if to_tag is None or req.from_tag is None:
             raise BadMessage("Dialog needs both tags")
-        target = _target(req)
-        return cls(req.call_id, to_tag, req.from_tag, _untagged(req.headers.get("To")),
-                   _untagged(req.headers.get("From")), target,
-                   list(req.headers.values("Record-Route")), 0, req.cseq[0], peer, contact)
+        return cls(req.call_id, to_tag, req.from_tag, intern(_untagged(req.headers.get("To"))),
+                   intern(_untagged(req.headers.get("From"))), intern(_target(req)),
+                   list(req.headers.values("Record-Route")), 0, req.cseq[0], peer,
+                   intern(contact))
 
     @classmethod
     def as_uac(cls, req: Request, resp: Response, peer: Peer) -> Dialog:
         """The dialog a 1xx/2xx with a To tag creates for a request we sent."""
         if resp.to_tag is None or req.from_tag is None:
             raise BadMessage("Dialog needs both tags")
-        return cls(req.call_id, req.from_tag, resp.to_tag, _untagged(req.headers.get("From")),
-                   _untagged(resp.headers.get("To")), _target(resp),
+        return cls(req.call_id, req.from_tag, resp.to_tag,
+                   intern(_untagged(req.headers.get("From"))),
+                   intern(_untagged(resp.headers.get("To"))), intern(_target(resp)),
                    list(reversed(resp.headers.values("Record-Route"))), req.cseq[0], None,
-                   peer, req.headers.get("Contact") or "")
+                   peer, intern(req.headers.get("Contact") or ""))
 
     # -- requests in the dialog (RFC 3261 12.2) -------------------------------------
     def new_request(self, method: str, *, via: str, body: bytes = b"",

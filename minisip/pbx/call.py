@@ -40,6 +40,7 @@ from ..media.dtmf import DtmfDigit, make_info, parse_info_untrusted
 from ..sip.digest import authorization_for
 from ..sip.digits import is_digits
 from ..sip.errors import BadMessage
+from ..sip.parser import parse_message_untrusted
 from .cdr import CdrRecord
 from .legspec import LegSpec
 from .lines.outgoing import without_100rel
@@ -137,7 +138,9 @@ class Leg:
     last_status: int = 0
     cancel_pending: bool = False  #: CANCEL once a provisional says the callee heard us
     rseq: int | None = None  #: RSeq of the last reliable provisional PRACKed (RFC 3262)
-    ack: Request | None = None  #: our last ACK to this leg's 2xx, resent on a retransmit
+    #: our last ACK to this leg's 2xx, resent on a retransmit: its bytes (a quarter of the
+    #: parsed message, kept for the whole call), read again on that rare path
+    ack: bytes = b""
     step: int = 0  #: the plan step that sent it (B-legs)
     target: int = -1  #: the index of its target in that step
     spec: LegSpec | None = None  #: what this B-leg was made from
@@ -269,7 +272,10 @@ class Call:
 
     def _after(self, seconds: float, fn: Callable[..., None], *args: Any) -> Timer:
         t = self.pbx.timers.schedule(self.pbx.now() + seconds, fn, *args)
-        self.timers.append(t)
+        timers = self.timers
+        if timers and not timers[0].alive:  # fired or cancelled: no longer ours to cancel
+            self.timers = timers = [t for t in timers if t.alive]
+        timers.append(t)
         return t
 
     def start_task(self, fn: TaskFn, *args: Any) -> None:
@@ -573,9 +579,11 @@ class Call:
         if leg is self.winner and leg.dialog is not None and dialog is not leg.dialog:
             self._end_extra_dialog(leg, dialog, cseq)
             return
-        if leg.ack is not None and leg.ack.cseq[0] == cseq:
-            self.pbx.send_stateless(leg.ack, dialog.destination(leg.peer))  # lost: again
-            return
+        if leg.ack:
+            ack = parse_message_untrusted(leg.ack)  # our own bytes: a Request
+            if ack.cseq[0] == cseq:
+                self.pbx.send_stateless(ack, dialog.destination(leg.peer))  # lost: again
+                return
         unanswered = self.state in (CallState.ROUTING, CallState.RINGING)
         current = self.planning and self.winner is None and leg.step == self.step_no
         if current and unanswered and not self.a.invite.body:
@@ -623,8 +631,9 @@ class Call:
         dest = dialog.destination(leg.peer)
         via, _ = self.pbx.local_via_contact(dest, self.caller)
         headers = [("Content-Type", "application/sdp")] if body else []
-        leg.ack = dialog.new_request("ACK", via=via, cseq=cseq, body=body, headers=headers)
-        self.pbx.send_stateless(leg.ack, dest)
+        ack = dialog.new_request("ACK", via=via, cseq=cseq, body=body, headers=headers)
+        leg.ack = ack.to_bytes()
+        self.pbx.send_stateless(ack, dest)
 
     def _b_failure(self, leg: Leg, resp: Response) -> None:
         leg.reason = resp.reason
@@ -765,6 +774,12 @@ class Call:
         if pending is None or req.cseq[0] != pending.cseq[0]:
             return  # a retransmitted ACK, or one for a 2xx we no longer resend
         del self._acks[leg]
+        if not self._acks:
+            self._acks = {}  # (an emptied dict keeps its table for the call's life)
+        for t in self.timers:  # the 2xx's retransmission and no-ACK timers held it 32 s
+            if t.alive and t.args and t.args[0] is pending:
+                t.cancel()
+        self.timers = [t for t in self.timers if t.alive]
         if leg in self.managed:
             self.managed[leg].on_ack(leg, req)
             return

@@ -497,11 +497,12 @@ class CallController:
                                                     float(timeout)))
         if new is CallState.ANSWERED and old is not new and call.local_caller:
             self._count(self.talking, call.caller, +1)
-        if new is CallState.TALKING:  # set up: its messages are kept as text only
-            for leg in (call.a, *call.b_legs):
+        if new is CallState.TALKING:  # set up: its messages are kept as text only,
+            for leg in (call.a, *call.b_legs):  # without the credentials they no longer need
+                headers = leg.invite.headers
+                headers.remove("Proxy-Authorization")
+                headers.remove("Authorization")
                 leg.invite.compact()
-                if leg.ack is not None:
-                    leg.ack.compact()
         if self.core.wants("calls"):  # (a summary is built for a listener only)
             self.core.publish("calls", "call_state", call.summary() | {
                 "users": [call.caller, *(sorted(call.ringing_users) or [call.callee])]})
@@ -520,7 +521,7 @@ class CallController:
         if call.line_in and self.lines is not None:
             self.lines.usage.give_back(call.line_in, outgoing=False)
         for leg in call.b_legs:
-            if leg.key is not None and leg.ack is not None and leg.dialog is not None:
+            if leg.key is not None and leg.ack and leg.dialog is not None:
                 self.core.rebind(leg.key, _AnsweredLeg(self.core, leg.ack, leg.destination(),
                                                        leg.peer))
         self.completed += 1
@@ -568,12 +569,12 @@ class _AnsweredLeg:
     2xx again means our ACK was lost: send it again; a 2xx of another dialog (a fork
     behind the device) is ACKed and ended with a BYE. That needs our ACK and where it
     went, not the whole call, which would otherwise stay in memory for those 32 s. The
-    ACK is kept as its bytes (a quarter of the parsed message) and read again on use."""
+    ACK is its bytes (``Leg.ack``), read again on use."""
 
     __slots__ = ("ack", "core", "dest", "peer")
 
-    def __init__(self, core: Pbx, ack: Request, dest: Peer, peer: Peer) -> None:
-        self.core, self.ack, self.dest, self.peer = core, ack.to_bytes(), dest, peer
+    def __init__(self, core: Pbx, ack: bytes, dest: Peer, peer: Peer) -> None:
+        self.core, self.ack, self.dest, self.peer = core, ack, dest, peer
 
     def __call__(self, leg: Any, resp: Response, key: object) -> None:
         if not 200 <= resp.status < 300:
