@@ -50,6 +50,7 @@ import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass
+from sys import intern
 from typing import TYPE_CHECKING
 
 from ..sip.digits import is_digits
@@ -147,7 +148,7 @@ class TransactionLayer:
             log.debug("dropped a message from %s: %s", peer, exc.reason)
 
     def _receive_request(self, req: Request, peer: Peer, now: float) -> None:
-        method = req.method
+        method = intern(req.method)  # one "INVITE" for the keys alive 32 s, not one each
         is_ack = method == "ACK"
         key = server_key(req, "INVITE" if is_ack else method)
         txn = self._servers.get(key)
