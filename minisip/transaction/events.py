@@ -10,12 +10,13 @@ merged request) produce no events at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ..sip.message import Request, Response
-    from ..sip.peer import Peer
-    from .keys import ClientKey, ServerKey, TransactionKey
+# Imported at run time, not only for the type checker: compiled with mypyc (make
+# compiled), these classes check their fields' types, and importing this module
+# before those classes' modules crashed the interpreter (a segmentation fault).
+from ..sip.message import Request, Response
+from ..sip.peer import Peer
+from .keys import ClientKey, ServerKey, TransactionKey
 
 
 class Event:

@@ -7,6 +7,7 @@ call (its messages, legs, dialogs: tens of KB) in memory until then.
 from __future__ import annotations
 
 import gc
+import tracemalloc
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from minisip.pbx.call import Call
 from minisip.pbx.timers import TimerHeap
-from tests.pbx.harness import Harness
+from tests.pbx.harness import Harness, Phone
 from tests.pbx.test_calls_inprocess import answered
 
 
@@ -148,3 +149,54 @@ def test_calls_and_registrations_make_no_reference_cycles(h: Harness) -> None:
         gc.garbage.clear()
         gc.enable()
     assert found == 0, garbage[:50]
+
+
+def _many_users(n: int) -> str:
+    limits = ("    max_concurrent_calls: 1000\n    max_concurrent_outgoing_calls: 1000\n"
+              "    call_waiting: true\n")  # the callee takes every call while it talks
+    return "users:\n" + "".join(f'  "{300 + i}":\n    password: "pw{300 + i}x"\n{limits}'
+                                for i in range(n))
+
+
+def test_an_established_call_takes_at_most_10_kb(tmp_path: Path) -> None:
+    """Issue 14's figure: what a call that talks keeps once its setup transactions
+    ended (Timers L, M), counted by tracemalloc in process: its legs, dialogs, the
+    INVITEs and ACK kept as text, its timers and bookkeeping."""
+    h = Harness(tmp_path, files={"users.yaml": _many_users(21)})
+    callers = [h.phone(str(300 + i), f"pw{300 + i}x") for i in range(20)]
+    callee = h.phone("320", "pw320x")
+    for p in (*callers, callee):
+        assert p.register(3600).status == 200
+
+    def talk(caller: Phone) -> None:
+        call = caller.call("320")
+        leg = callee.incoming()
+        assert leg is not None
+        leg.ring()
+        leg.answer()
+        assert call.final() is not None
+        call.ack()
+        caller.inbox.clear()
+        callee.inbox.clear()
+        callee.calls.clear()
+
+    try:
+        for i in range(40):  # warm: caches, first-use imports, CDR statements
+            talk(callers[i % 20])
+        h.advance(40)
+        n = 200
+        tracemalloc.start()
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            talk(callers[i % 20])
+            h.advance(0.005)
+        h.advance(40)  # Timers L and M: the setup transactions are gone
+        gc.collect()
+        per_call = (tracemalloc.get_traced_memory()[0] - before) / n
+        tracemalloc.stop()
+        assert len(h.calls.calls) == n + 40
+        assert per_call <= 10 * 1024, f"{per_call:.0f} bytes per established call"
+    finally:
+        tracemalloc.stop()
+        h.close()
