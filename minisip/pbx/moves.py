@@ -198,7 +198,7 @@ def place(call: Call, leg: Leg, side: str, codec: str | None = None) -> None:
     """``leg`` (detached or new) becomes ``call``'s party on ``side`` (speaking
     ``codec``, default the one it speaks now)."""
     leg.side, leg.state, leg.placed = side, LegState.CONFIRMED, controller(call).now()
-    call.holding.discard(side)  # its party holds nobody yet
+    call.holding -= {side}  # its party holds nobody yet
     if side == "A":
         call.a, call.caller = leg, leg.user
         if call.media is not None:  # whom the call rings next is offered its codec
