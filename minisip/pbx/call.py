@@ -177,6 +177,10 @@ def _exit_of(tried: Any) -> str:
     return spec.exit if spec is not None else ""
 
 
+#: the empty set of users or sides that calls share (``Call.holding``, ``ringing_users``)
+NOBODY: frozenset[str] = frozenset()
+
+
 @dataclass(eq=False, slots=True)
 class Call:
     pbx: "CallController"  #: the controller: sending, timers, snapshot, bookkeeping
@@ -198,8 +202,8 @@ class Call:
     timers: list[Timer] = field(default_factory=list)
     final_status: int = 0
     #: sides ("A", "B") that have put the other party on hold; replaced, never changed in
-    #: place: most calls never hold, and the empty frozenset is shared (a set is 216 bytes)
-    holding: frozenset[str] = frozenset()
+    #: place: most calls never hold, and every call shares one empty set (each is 216 bytes)
+    holding: frozenset[str] = NOBODY
     cause: str = ""
     released_by: str = ""
     # In-dialog relays in flight: our client transaction key -> (server txn request, leg it came on)
@@ -219,7 +223,8 @@ class Call:
     history: list[str] = field(default_factory=list)  #: every step run, for the CDR
     #: per target of the current step: how it ended (None: ringing, or not started yet)
     outcomes: list[Outcome | None] = field(default_factory=list)
-    ringing_users: set[str] = field(default_factory=set)  #: users whose devices ring now
+    #: users whose devices ring now; replaced, never changed in place (as ``holding``)
+    ringing_users: frozenset[str] = NOBODY
     #: the best failure of the current step: (rank, status, reason, response)
     _best: tuple[tuple[int, int], int, str | None, Response | None] | None = None
     _launching: bool = False
@@ -465,13 +470,13 @@ class Call:
 
     def _ring(self, user: str) -> None:
         if user not in self.ringing_users:
-            self.ringing_users.add(user)
+            self.ringing_users = self.ringing_users | {user}
             self.pbx.user_ringing(user, +1)
             self.pbx.on_change(self)
 
     def _unring(self, user: str) -> None:
         if user in self.ringing_users:
-            self.ringing_users.discard(user)
+            self.ringing_users = self.ringing_users - {user} or NOBODY
             self.pbx.user_ringing(user, -1)
             self.pbx.on_change(self)
 
@@ -855,7 +860,7 @@ class Call:
             held = sdp_on_hold(body)
         except BadMessage:
             return  # not SDP we can read: the relay passes it on as it is
-        self.holding = self.holding | {side} if held else self.holding - {side}
+        self.holding = self.holding | {side} if held else self.holding - {side} or NOBODY
         self.pbx.on_change(self)  # busy lamps show hold (events/dialog.py)
 
     def _on_relay_response(self, leg: Leg, resp: Response, key: object = None) -> None:

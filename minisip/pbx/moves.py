@@ -39,7 +39,7 @@ from ..sip.errors import BadMessage
 from ..sip.message import Response, new_call_id
 from ..sip.sdp import parse_sdp_untrusted
 from ..sip.peer import Peer
-from .call import Call, CallState, Leg, LegState
+from .call import NOBODY, Call, CallState, Leg, LegState
 
 if TYPE_CHECKING:
     from .calls import CallController
@@ -198,7 +198,7 @@ def place(call: Call, leg: Leg, side: str, codec: str | None = None) -> None:
     """``leg`` (detached or new) becomes ``call``'s party on ``side`` (speaking
     ``codec``, default the one it speaks now)."""
     leg.side, leg.state, leg.placed = side, LegState.CONFIRMED, controller(call).now()
-    call.holding -= {side}  # its party holds nobody yet
+    call.holding = call.holding - {side} or NOBODY  # its party holds nobody yet
     if side == "A":
         call.a, call.caller = leg, leg.user
         if call.media is not None:  # whom the call rings next is offered its codec
