@@ -15,10 +15,10 @@ machine and the ``TransactionLayer`` that owns it:
 * Timers are deadlines, not callbacks. A transaction has two slots: the
   retransmit timer (A, E or G, whose interval changes) and the state timer
   (B, D, F, H, I, J, K, L or M, which ends the state it was armed in). Arming
-  stores the deadline in the slot and queues ``(deadline, ..., transaction)``
-  in the layer; cancelling just clears the slot. A queued entry whose deadline
-  no longer equals its slot is stale and is skipped when it surfaces (lazy
-  deletion), so cancelling costs nothing and no closure is kept per timer.
+  stores the deadline in the slot and queues the transaction in the layer;
+  cancelling just clears the slot. A queued entry whose deadline no longer
+  equals its slot is stale and is skipped when it surfaces (lazy deletion),
+  so cancelling costs nothing and no closure is kept per timer.
   Timers that are nearly always cancelled go to the layer's heap, whose stale
   entries are purged in bulk: the retransmission timers and the timeouts B, F
   and H (a response or the ACK stops them). The timers that end a completed
@@ -93,7 +93,7 @@ class Transaction:
     """One transaction of any kind; subclasses are the four machines."""
 
     __slots__ = ("key", "peer", "reliable", "state", "layer", "timers", "wire",
-                 "retx_at", "retx_interval", "end_at", "end_in_heap", "silent")
+                 "retx_at", "retx_interval", "end_at", "end_in_heap", "queued", "silent")
 
     #: "ict", "nict", "ist" or "nist": the counter this kind is alive under.
     KIND: ClassVar[str]
@@ -123,6 +123,8 @@ class Transaction:
         self.end_at: float | None = None
         #: the END slot's entry is in the layer's heap (where a stale one is counted)
         self.end_in_heap = False
+        #: one of the layer's FIFOs holds this transaction (live or stale)
+        self.queued = False
         #: opened by the layer itself (482 to a merged request): no TU events
         self.silent = False
 
@@ -170,6 +172,8 @@ class Transaction:
             if self.end_at is not None:
                 self.layer._stale += 1
             self.end_in_heap = False
+        #: one of the layer's FIFOs holds this transaction (live or stale)
+        self.queued = False
         self.end_at = None
 
     def _cancel_retx(self) -> None:

@@ -40,7 +40,7 @@ their stale entries do not keep ended transactions in memory. The timers that
 end a completed state (D, I, J, K, L, M) have a fixed duration each and are
 armed at ``now`` + duration, so a FIFO per duration is already in deadline
 order: appending and popping are O(1), and 160,000 NISTs waiting on Timer J
-cost one small tuple each in one deque. ``get_timer()`` is the minimum over
+cost one reference each in one deque. ``get_timer()`` is the minimum over
 the heap top and the FIFO heads.
 """
 from __future__ import annotations
@@ -126,7 +126,10 @@ class TransactionLayer:
         #: retransmission timers (A, E, G), and state timers armed out of order
         self._heap: list[tuple[float, int, Transaction, int]] = []
         #: state timers (B, D, F, H, I, J, K, L, M) by duration, each FIFO in deadline order
-        self._queues: dict[float, deque[tuple[float, Transaction]]] = {}
+        #: (a transaction, not a tuple: its ``end_at`` is the deadline, see ``_head``)
+        self._queues: dict[float, deque[Transaction]] = {}
+        #: per FIFO, the deadline appended last (to keep each FIFO in order)
+        self._tails: dict[float, float] = {}
         self._seq = itertools.count()
         self._stale = 0
 
@@ -305,13 +308,9 @@ class TransactionLayer:
             heapq.heappop(heap)
             self._stale -= 1
         for queue in self._queues.values():
-            while queue:
-                deadline, txn = queue[0]
-                if txn.end_at == deadline:
-                    if best is None or deadline < best:
-                        best = deadline
-                    break
-                queue.popleft()
+            head = _head(queue)
+            if head is not None and (best is None or head < best):
+                best = head
         return best
 
     def handle_timer(self, now: float) -> None:
@@ -326,8 +325,9 @@ class TransactionLayer:
             first = heap[0][0] if heap else _INF
             source = None
             for queue in queues:
-                if queue and queue[0][0] <= first:
-                    first = queue[0][0]
+                head = _head(queue)
+                if head is not None and head <= first:
+                    first = head
                     source = queue
             if first > now:
                 break
@@ -345,7 +345,9 @@ class TransactionLayer:
                     continue
                 txn.end_in_heap = False  # (this entry is gone)
             else:
-                deadline, txn = source.popleft()
+                txn = source.popleft()
+                txn.queued = False
+                deadline = first
             if txn.end_at == deadline:
                 txn._drop_end()
                 txn.on_end_timer(deadline)
@@ -356,14 +358,18 @@ class TransactionLayer:
         """Arm a state timer. Every state timer of one duration is armed at ``now`` +
         that duration, so with ``now`` never going back its FIFO stays sorted:
         O(1) where the heap would be O(log n). A deadline out of order goes to the
-        heap: True then."""
+        heap, and so does a transaction still in a FIFO (an entry it left behind
+        there): True then. So a FIFO holds each transaction once, and a live entry's
+        deadline is its transaction's ``end_at``: no tuple per entry."""
         queue = self._queues.get(duration)
         if queue is None:
             queue = self._queues[duration] = deque()
-        if queue and queue[-1][0] > deadline:
+        if txn.queued or (queue and self._tails[duration] > deadline):
             heapq.heappush(self._heap, (deadline, next(self._seq), txn, END))
             return True
-        queue.append((deadline, txn))
+        queue.append(txn)
+        txn.queued = True
+        self._tails[duration] = deadline
         return False
 
     def _purge(self) -> None:
@@ -415,6 +421,18 @@ class TransactionLayer:
                     del self._by_peer[txn.peer]
         if not txn.silent:
             self._events.append(ev.TransactionTerminated(key))
+
+
+def _head(queue: deque[Transaction]) -> float | None:
+    """The deadline of a FIFO's first live entry, dropping the stale ones before it. An
+    entry is live while its transaction's END slot is armed and not in the heap."""
+    while queue:
+        txn = queue[0]
+        if txn.end_at is not None and not txn.end_in_heap:
+            return txn.end_at
+        queue.popleft()
+        txn.queued = False
+    return None
 
 
 def _via_destination(resp: Response) -> Peer | None:
