@@ -280,7 +280,7 @@ class Call:
         t = self.pbx.timers.schedule(self.pbx.now() + seconds, fn, *args)
         timers = self.timers
         if timers and not timers[0].alive:  # fired or cancelled: no longer ours to cancel
-            self.timers = timers = [t for t in timers if t.alive]
+            self.timers = timers = [old for old in timers if old.alive]
         timers.append(t)
         return t
 
