@@ -266,9 +266,46 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
     raise BadMessage("Bad address: unterminated quoted string")
 
 
+# "display <uri>" (a name-addr up to its '>') -> (display name, URI text). A user's
+# From, To and Contact recur in every message with only the params (the tag) new.
+# Holding text and immutable str only, a hit cannot leak a mutated object; a key
+# was a whole valid name-addr, so any text it begins parses to the same two parts.
+_NAME_ADDR_CACHE: dict[str, tuple[str | None, str]] = {}
+
+
 def parse_address_untrusted(text: str) -> Address:
     """``"Name" <sip:..>;tag=x``, ``Name <sip:..>`` or ``sip:a@b;tag=x`` (header params)."""
     v = text.strip()
+    gt = v.find(">")
+    hit = _NAME_ADDR_CACHE.get(v[:gt + 1]) if gt > 0 else None
+    if hit is not None:
+        display, utext = hit
+    else:
+        display, utext, gt = _name_addr_untrusted(v)
+    if gt >= 0:
+        uri = parse_uri_untrusted(utext)
+        ptext = v[gt + 1:].strip()
+        if ptext:
+            if ptext[0] != ";":
+                raise BadMessage("Bad address: text after >")
+            ptext = ptext[1:]
+    else:
+        # addr-spec: RFC 3261 20.10, params after a bare URI belong to the header
+        utext, _, ptext = v.partition(";")
+        utext = utext.rstrip()
+        if not utext or " " in utext or "," in utext:
+            raise BadMessage("Bad address")
+        uri = parse_uri_untrusted(utext)
+    params = parse_params_untrusted(ptext, "address parameter") if ptext else {}
+    if hit is None and gt >= 0:
+        if len(_NAME_ADDR_CACHE) >= _URI_CACHE_MAX:
+            _NAME_ADDR_CACHE.clear()
+        _NAME_ADDR_CACHE[v[:gt + 1]] = (display, utext)
+    return Address(display, uri, params)
+
+
+def _name_addr_untrusted(v: str) -> tuple[str | None, str, int]:
+    """(display name, URI text, index of '>') of a name-addr; gt -1 for an addr-spec."""
     if not v:
         raise BadMessage("Bad address: empty")
     display: str | None = None
@@ -283,25 +320,12 @@ def parse_address_untrusted(text: str) -> Address:
             display = v[:lt].strip() or None
             if display is not None and '"' in display:
                 raise BadMessage("Bad address: display name")
-    if lt >= 0:
-        gt = v.find(">", lt)
-        if gt < 0:
-            raise BadMessage("Bad address: missing >")
-        uri = parse_uri_untrusted(v[lt + 1:gt].strip())
-        ptext = v[gt + 1:].strip()
-        if ptext:
-            if ptext[0] != ";":
-                raise BadMessage("Bad address: text after >")
-            ptext = ptext[1:]
-    else:
-        # addr-spec: RFC 3261 20.10, params after a bare URI belong to the header
-        utext, _, ptext = v.partition(";")
-        utext = utext.rstrip()
-        if not utext or " " in utext or "," in utext:
-            raise BadMessage("Bad address")
-        uri = parse_uri_untrusted(utext)
-    params = parse_params_untrusted(ptext, "address parameter") if ptext else {}
-    return Address(display, uri, params)
+    if lt < 0:
+        return None, "", -1
+    gt = v.find(">", lt)
+    if gt < 0:
+        raise BadMessage("Bad address: missing >")
+    return display, v[lt + 1:gt].strip(), gt
 
 
 def parse_addresses_untrusted(text: str) -> list[Address]:
@@ -346,39 +370,54 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.sent_by}{_params_text(self.params)}"
 
 
+# "SIP/2.0/UDP host:port" (a Via value up to its first ';') -> (transport, host, port):
+# one per peer, recurring in all its messages; str and int only, bounded.
+_SENT_BY_CACHE: dict[str, tuple[str, str, int | None]] = {}
+
+
 def _parse_one_via(text: str) -> Via:
-    proto, _, rest = text.partition(" ")
+    semi = text.find(";")
+    head = text if semi < 0 else text[:semi]
+    hit = _SENT_BY_CACHE.get(head)
+    if hit is None:
+        hit = _sent_by_untrusted(head)
+        if len(_SENT_BY_CACHE) >= _URI_CACHE_MAX:
+            _SENT_BY_CACHE.clear()
+        _SENT_BY_CACHE[head] = hit
+    params: dict[str, str | None] = {}
+    if semi >= 0:
+        rest = text[semi + 1:]
+        for piece in _split_quoted(rest, ";", "Via header") if '"' in rest else rest.split(";"):
+            name, eq, value = piece.partition("=")
+            name = name.strip()
+            if name not in _KNOWN_PARAMS and not _TOKEN.fullmatch(name):
+                raise BadMessage("Bad Via header")
+            if eq:
+                value = value.strip()
+                if not value:
+                    raise BadMessage("Bad Via header")
+                params[name.lower()] = value
+            else:
+                params[name.lower()] = None
+    return Via(hit[0], hit[1], hit[2], params)
+
+
+def _sent_by_untrusted(head: str) -> tuple[str, str, int | None]:
+    """(transport, host, port) of ``SIP/2.0/transport host[:port]``."""
+    proto, _, rest = head.partition(" ")
     if len(proto) > 8 and proto[:8].upper() == "SIP/2.0/" and _TOKEN.fullmatch(proto[8:]):
         transport = proto[8:].upper()
-        rest = rest.strip()
     else:  # LWS around the slashes (RFC 4475 wsinv)
-        m = _SENT_PROTOCOL.fullmatch(text)
+        m = _SENT_PROTOCOL.fullmatch(head)
         if m is None:
             raise BadMessage("Bad Via header")
         transport = m.group(1).upper()
         rest = m.group(2)
-    if '"' in rest:
-        pieces = _split_quoted(rest, ";", "Via header")
-    else:
-        pieces = rest.split(";")
-    hostport = pieces[0].strip()
+    hostport = rest.strip()
     if not hostport:
         raise BadMessage("Bad Via header")
     host, port = parse_hostport_untrusted(hostport, "Via header")
-    params: dict[str, str | None] = {}
-    for piece in pieces[1:]:
-        name, eq, value = piece.partition("=")
-        name = name.strip()
-        if name not in _KNOWN_PARAMS and not _TOKEN.fullmatch(name):
-            raise BadMessage("Bad Via header")
-        if eq:
-            value = value.strip()
-            if not value:
-                raise BadMessage("Bad Via header")
-            params[name.lower()] = value
-        else:
-            params[name.lower()] = None
-    return Via(transport, host, port, params)
+    return transport, host, port
 
 
 def parse_via_untrusted(text: str) -> list[Via]:
