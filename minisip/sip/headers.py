@@ -39,6 +39,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # Wire spelling -> (stripped name, canonical). Bounded: names come from strangers.
 _WIRE_NAMES: dict[str, tuple[str, str]] = {}
 _WIRE_NAMES_MAX = 4096
+_NAME_KEY_MAX = 64  # longer names are parsed every time: a flood of 60 KB names stays small
 _CANON: dict[str, str] = {}
 
 
@@ -49,7 +50,7 @@ def canonical(name: str) -> str:
         return c
     n = name.strip().lower()
     c = COMPACT.get(n, n)
-    if len(_CANON) < _WIRE_NAMES_MAX:
+    if len(_CANON) < _WIRE_NAMES_MAX and len(name) <= _NAME_KEY_MAX:
         _CANON[name] = c
     return c
 
@@ -64,7 +65,7 @@ def wire_name_untrusted(raw: str) -> tuple[str, str]:
         raise BadMessage("Bad header name")
     low = name.lower()
     hit = (name, COMPACT.get(low, low))
-    if len(_WIRE_NAMES) < _WIRE_NAMES_MAX:
+    if len(_WIRE_NAMES) < _WIRE_NAMES_MAX and len(raw) <= _NAME_KEY_MAX:
         _WIRE_NAMES[raw] = hit
     return hit
 

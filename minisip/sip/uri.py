@@ -32,6 +32,7 @@ _KNOWN_PARAMS = frozenset({"branch", "rport", "received", "tag", "expires", "q",
                            "lr", "maddr", "ttl", "user", "method", "ob", "reg-id",
                            "+sip.instance", "gr", "phone-context", "alias", "comp"})
 _URI_CACHE_MAX = 4096  # bound of the parse caches below (inputs come from strangers)
+_KEY_MAX = 256  # and of their keys: 4096 keys of 60 KB from one flood would be 250 MB
 _TEL = re.compile(r"\+?[0-9A-Fa-f*#.()\-pPwW]+")  # digits, visual separators, pause/wait
 
 
@@ -85,9 +86,10 @@ def parse_hostport_untrusted(text: str, what: str) -> tuple[str, int | None]:
     hit = _HOSTPORT_CACHE.get(text)
     if hit is None:
         hit = _parse_hostport_untrusted(text, what)
-        if len(_HOSTPORT_CACHE) >= _URI_CACHE_MAX:
-            _HOSTPORT_CACHE.clear()
-        _HOSTPORT_CACHE[text] = hit
+        if len(text) <= _KEY_MAX:
+            if len(_HOSTPORT_CACHE) >= _URI_CACHE_MAX:
+                _HOSTPORT_CACHE.clear()
+            _HOSTPORT_CACHE[text] = hit
     return hit
 
 
@@ -170,9 +172,10 @@ def parse_uri_untrusted(text: str) -> URI:
     u = _URI_CACHE.get(text)
     if u is None:
         u = _parse_uri_untrusted(text)
-        if len(_URI_CACHE) >= _URI_CACHE_MAX:
-            _URI_CACHE.clear()
-        _URI_CACHE[text] = u
+        if len(text) <= _KEY_MAX:
+            if len(_URI_CACHE) >= _URI_CACHE_MAX:
+                _URI_CACHE.clear()
+            _URI_CACHE[text] = u
     return URI(u.scheme, u.user, u.password, u.host, u.port,
                dict(u.params) if u.params else {}, dict(u.headers) if u.headers else {},
                u.opaque)
@@ -297,7 +300,7 @@ def parse_address_untrusted(text: str) -> Address:
             raise BadMessage("Bad address")
         uri = parse_uri_untrusted(utext)
     params = parse_params_untrusted(ptext, "address parameter") if ptext else {}
-    if hit is None and gt >= 0:
+    if hit is None and 0 <= gt < _KEY_MAX:
         if len(_NAME_ADDR_CACHE) >= _URI_CACHE_MAX:
             _NAME_ADDR_CACHE.clear()
         _NAME_ADDR_CACHE[v[:gt + 1]] = (display, utext)
@@ -381,9 +384,10 @@ def _parse_one_via(text: str) -> Via:
     hit = _SENT_BY_CACHE.get(head)
     if hit is None:
         hit = _sent_by_untrusted(head)
-        if len(_SENT_BY_CACHE) >= _URI_CACHE_MAX:
-            _SENT_BY_CACHE.clear()
-        _SENT_BY_CACHE[head] = hit
+        if len(head) <= _KEY_MAX:
+            if len(_SENT_BY_CACHE) >= _URI_CACHE_MAX:
+                _SENT_BY_CACHE.clear()
+            _SENT_BY_CACHE[head] = hit
     params: dict[str, str | None] = {}
     if semi >= 0:
         rest = text[semi + 1:]

@@ -43,3 +43,16 @@ def test_cached_sent_by_still_checks_params() -> None:
         parse_via_untrusted("SIP/2.0/UDP 192.0.2.1:5060;bad name")
     assert parse_via_untrusted("SIP / 2.0 / tcp 192.0.2.1:5060")[0].transport == "TCP"
     assert parse_via_untrusted('SIP/2.0/UDP 192.0.2.1;x="a;b"')[0].params == {"x": '"a;b"'}
+
+
+def test_long_texts_are_not_cached() -> None:
+    """Keys are bounded in length too: a flood of huge values cannot fill memory."""
+    from minisip.sip import headers, uri
+    host = "h" * 300 + ".example.com"
+    parse_address_untrusted(f"<sip:100@{host}>;tag=1")
+    parse_via_untrusted(f"SIP/2.0/UDP {host};branch=z9hG4bK1")
+    caches = (uri._URI_CACHE, uri._HOSTPORT_CACHE, uri._NAME_ADDR_CACHE, uri._SENT_BY_CACHE)
+    assert not any(host in key for cache in caches for key in cache)
+    name = "X-" + "a" * 100
+    assert headers.wire_name_untrusted(name) == (name, name.lower())
+    assert name not in headers._WIRE_NAMES
