@@ -591,7 +591,7 @@ class Server:
                     from .metrics import serve_metrics
                     await nursery.start(serve_metrics, self, system.metrics_address,
                                         system.metrics_port)
-                nursery.start_soon(self._signals, nursery)
+                await nursery.start(self._signals, nursery)
                 nursery.start_soon(run_collector)
                 for user in sorted(self._default_passwords):
                     warn_default_password(user)
@@ -631,8 +631,10 @@ class Server:
             self.holder.fail(error)
         self._on_reload(snap, error)
 
-    async def _signals(self, nursery: trio.Nursery) -> None:
+    async def _signals(self, nursery: trio.Nursery, *,
+                       task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGINT, signal.SIGTERM) as sigs:
+            task_status.started()  # before the banner: a SIGHUP right after it reloads
             async for signum in sigs:
                 name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import unquote
 
 from ._text import split_commas, split_outside_quotes
@@ -33,6 +34,7 @@ _KNOWN_PARAMS = frozenset({"branch", "rport", "received", "tag", "expires", "q",
                            "+sip.instance", "gr", "phone-context", "alias", "comp"})
 _URI_CACHE_MAX = 4096  # bound of the parse caches below (inputs come from strangers)
 _KEY_MAX = 256  # and of their keys: 4096 keys of 60 KB from one flood would be 250 MB
+_T = TypeVar("_T")
 _TEL = re.compile(r"\+?[0-9A-Fa-f*#.()\-pPwW]+")  # digits, visual separators, pause/wait
 
 
@@ -86,11 +88,16 @@ def parse_hostport_untrusted(text: str, what: str) -> tuple[str, int | None]:
     hit = _HOSTPORT_CACHE.get(text)
     if hit is None:
         hit = _parse_hostport_untrusted(text, what)
-        if len(text) <= _KEY_MAX:
-            if len(_HOSTPORT_CACHE) >= _URI_CACHE_MAX:
-                _HOSTPORT_CACHE.clear()
-            _HOSTPORT_CACHE[text] = hit
+        _remember(_HOSTPORT_CACHE, text, hit)
     return hit
+
+
+def _remember(cache: dict[str, _T], key: str, value: _T) -> None:
+    """Keep a parse under its text, if short; a full cache starts over."""
+    if len(key) <= _KEY_MAX:
+        if len(cache) >= _URI_CACHE_MAX:
+            cache.clear()
+        cache[key] = value
 
 
 def _parse_hostport_untrusted(text: str, what: str) -> tuple[str, int | None]:
@@ -172,10 +179,7 @@ def parse_uri_untrusted(text: str) -> URI:
     u = _URI_CACHE.get(text)
     if u is None:
         u = _parse_uri_untrusted(text)
-        if len(text) <= _KEY_MAX:
-            if len(_URI_CACHE) >= _URI_CACHE_MAX:
-                _URI_CACHE.clear()
-            _URI_CACHE[text] = u
+        _remember(_URI_CACHE, text, u)
     return URI(u.scheme, u.user, u.password, u.host, u.port,
                dict(u.params) if u.params else {}, dict(u.headers) if u.headers else {},
                u.opaque)
@@ -300,10 +304,8 @@ def parse_address_untrusted(text: str) -> Address:
             raise BadMessage("Bad address")
         uri = parse_uri_untrusted(utext)
     params = parse_params_untrusted(ptext, "address parameter") if ptext else {}
-    if hit is None and 0 <= gt < _KEY_MAX:
-        if len(_NAME_ADDR_CACHE) >= _URI_CACHE_MAX:
-            _NAME_ADDR_CACHE.clear()
-        _NAME_ADDR_CACHE[v[:gt + 1]] = (display, utext)
+    if hit is None and gt >= 0:
+        _remember(_NAME_ADDR_CACHE, v[:gt + 1], (display, utext))
     return Address(display, uri, params)
 
 
@@ -384,10 +386,7 @@ def _parse_one_via(text: str) -> Via:
     hit = _SENT_BY_CACHE.get(head)
     if hit is None:
         hit = _sent_by_untrusted(head)
-        if len(head) <= _KEY_MAX:
-            if len(_SENT_BY_CACHE) >= _URI_CACHE_MAX:
-                _SENT_BY_CACHE.clear()
-            _SENT_BY_CACHE[head] = hit
+        _remember(_SENT_BY_CACHE, head, hit)
     params: dict[str, str | None] = {}
     if semi >= 0:
         rest = text[semi + 1:]

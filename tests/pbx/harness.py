@@ -329,26 +329,33 @@ class Phone:
             else:
                 self.answer(msg, 200)
 
-    # -- registration --------------------------------------------------------------------
+    # -- out of dialog -------------------------------------------------------------------
     def register(self, expires: int = 300, *, password: str | None = None) -> Response:
         """REGISTER this device's Contact, answering the 401."""
-        uri = f"sip:{self.domain}"
+        return self.out_of_dialog("REGISTER", f"sip:{self.domain}",
+                                  [("Contact", self.contact), ("Expires", str(expires))],
+                                  to=f"<sip:{self.user}@{self.domain}>", password=password)
+
+    def out_of_dialog(self, method: str, uri: str, headers: list[tuple[str, str]], *,
+                      to: str | None = None, password: str | None = None) -> Response:
+        """A request outside any dialog, answering a 401 or 407 once; its final response."""
         call_id, tag, auth = new_call_id(), new_tag(), None
         resp: Response | None = None
         for cseq in (1, 2):
-            headers = [("Via", self.via()), ("Max-Forwards", "70"),
-                       ("From", f"<sip:{self.user}@{self.domain}>;tag={tag}"),
-                       ("To", f"<sip:{self.user}@{self.domain}>"), ("Call-ID", call_id),
-                       ("CSeq", f"{cseq} REGISTER"), ("Contact", self.contact),
-                       ("Expires", str(expires))]
+            head = [("Via", self.via()), ("Max-Forwards", "70"),
+                    ("From", f"<sip:{self.user}@{self.domain}>;tag={tag}"),
+                    ("To", to or f"<{uri}>"), ("Call-ID", call_id),
+                    ("CSeq", f"{cseq} {method}"), *headers]
             if auth:
-                headers.append(("Authorization", auth))
-            self.send(Request("REGISTER", uri, headers))
+                head.append(auth)
+            self.send(Request(method, uri, head))
             resp = self.responses(call_id)[-1]
-            if resp.status != 401:
+            if resp.status not in (401, 407):
                 break
-            auth = authorization_for(resp.headers.get("WWW-Authenticate") or "", "REGISTER",
-                                     uri, self.user, password or self.password)
+            proxy = resp.status == 407
+            auth = ("Proxy-Authorization" if proxy else "Authorization", authorization_for(
+                resp.headers.get("Proxy-Authenticate" if proxy else "WWW-Authenticate") or "",
+                method, uri, self.user, password or self.password))
         assert resp is not None
         return resp
 

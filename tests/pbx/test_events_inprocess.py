@@ -5,31 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minisip.sip.digest import authorization_for
-from minisip.sip.message import Request, new_call_id, new_tag
-
 from tests.pbx.harness import Harness, Phone
 
 
 def subscribe_dialog(watcher: Phone, user: str) -> str:
     """``watcher`` subscribes to ``user``'s dialog state (answering the 407); its Call-ID."""
-    uri = f"sip:{user}@{watcher.domain}"
-    call_id, tag, auth = new_call_id(), new_tag(), None
-    for cseq in (1, 2):
-        headers = [("Via", watcher.via()), ("Max-Forwards", "70"),
-                   ("From", f"<sip:{watcher.user}@{watcher.domain}>;tag={tag}"),
-                   ("To", f"<{uri}>"), ("Call-ID", call_id), ("CSeq", f"{cseq} SUBSCRIBE"),
-                   ("Contact", watcher.contact), ("Event", "dialog"), ("Expires", "600")]
-        if auth:
-            headers.append(("Proxy-Authorization", auth))
-        watcher.send(Request("SUBSCRIBE", uri, headers))
-        resp = watcher.responses(call_id)[-1]
-        if resp.status != 407:
-            break
-        auth = authorization_for(resp.headers.get("Proxy-Authenticate") or "", "SUBSCRIBE",
-                                 uri, watcher.user, watcher.password)
+    resp = watcher.out_of_dialog("SUBSCRIBE", f"sip:{user}@{watcher.domain}", [
+        ("Contact", watcher.contact), ("Event", "dialog"), ("Expires", "600")])
     assert resp.status == 200, resp
-    return call_id
+    return resp.call_id
 
 
 def lamp(watcher: Phone, call_id: str) -> list[bytes]:
