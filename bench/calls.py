@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
     RTT_ARGS, SCENARIOS, Kamailio, Minisip, cpu_split, load, minisip_users, percentile,
-    response_times, start_profiler, stop_profiler, summarize_profile,
+    response_times, start_profiler, stop_profiler, summarize_profile, verdict,
 )
 from tests.helpers import free_port, run_sipp, start_sipp  # noqa: E402
 
@@ -145,10 +145,8 @@ def main() -> int:
         print(f"{before} (before), {load()} (after)")
         if spy is not None:
             summarize_profile(tmp / "profile.txt")
-        if r.failed or u.failed or r.successful != args.count:
-            print("FAIL\n" + r.output[-2000:] + u.output[-2000:])
-            return 1
-        return 0
+        return verdict(not (r.failed or u.failed or r.successful != args.count),
+                       r.output, u.output)
     finally:
         if args.keep:
             print(f"work directory: {tmp}")

@@ -33,6 +33,15 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_split(pid))
 
 
+def verdict(ok: bool, *outputs: str, why: str = "") -> int:
+    """A bench's exit status: 0, or 1 after FAIL (and ``why``) with the tail of each
+    peer's output."""
+    if ok:
+        return 0
+    print("\n".join([f"FAIL: {why}" if why else "FAIL", *(o[-2000:] for o in outputs if o)]))
+    return 1
+
+
 def cpu_split(pid: int) -> tuple[float, float]:
     """(utime, stime) of one process (all its threads), in seconds: our code and the
     kernel's (the socket calls)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.register import cpu_seconds  # noqa: E402
+from bench.common import cpu_seconds, verdict  # noqa: E402
 from tests.helpers import ServerProcess, free_port, run_sipp, start_sipp  # noqa: E402
 
 CALLEE, ACCOUNT, SECRET = "2000", "2001", "pw2001"
@@ -95,10 +95,8 @@ def main() -> int:
         print(f"routing minisip CPU: {cpu:.2f} s = {1e6 * cpu / max(r.successful, 1):.0f} us "
               f"per call (= {r.successful / max(cpu, 1e-9):,.0f} calls per CPU second)")
         print(f"provider minisip CPU: {1e6 * far / max(r.successful, 1):.0f} us per call")
-        if r.failed or u.failed or r.successful != args.count:
-            print("FAIL\n" + r.output[-2000:] + u.output[-2000:])
-            return 1
-        return 0
+        return verdict(not (r.failed or u.failed or r.successful != args.count),
+                       r.output, u.output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

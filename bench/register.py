@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
     RTT_ARGS, SCENARIOS, Kamailio, Minisip, cpu_seconds, load, minisip_users, percentile,
-    response_times, start_profiler, stop_profiler, summarize_profile,
+    response_times, start_profiler, stop_profiler, summarize_profile, verdict,
 )
 
 __all__ = ["cpu_seconds", "start_profiler", "stop_profiler", "summarize_profile"]  # (other benches)
@@ -86,10 +86,7 @@ def main() -> int:
         print(f"{before} (before), {load()} (after)")
         if spy is not None:
             summarize_profile(tmp / "profile.txt")
-        if not ok:
-            print("FAIL: failed registrations\n" + r.output[-3000:])
-            return 1
-        return 0
+        return verdict(ok, r.output, why="failed registrations")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.calls import CALLEE, UNLIMITED, user_rows  # noqa: E402
 from bench.common import (  # noqa: E402
-    RTT_ARGS, SCENARIOS, Minisip, load, minisip_users, percentile, response_times,
+    RTT_ARGS, SCENARIOS, Minisip, load, minisip_users, percentile, response_times, verdict,
 )
 from tests.helpers import free_port, run_sipp, start_sipp  # noqa: E402
 
@@ -122,10 +122,7 @@ def main() -> int:
         ok = (r.failed == 0 and u.failed == 0 and r.successful == count
               and percentile(rtt, 99) < 50 and flat <= args.rss_slack
               and (not st or st["counters"]["shed_overload"] == 0))
-        if not ok:
-            print("FAIL" + ("\n" + r.output[-2000:] if r.failed else ""))
-            return 1
-        return 0
+        return verdict(ok, r.output if r.failed else "")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
