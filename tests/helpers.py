@@ -11,8 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -20,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 SCENARIOS = REPO / "tests" / "interop" / "scenarios"
 SHARED = REPO.parent / "shared"
+T = TypeVar("T")
 
 
 def _port_span() -> range:
@@ -66,6 +69,21 @@ def free_port(kinds: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOCK_STREAM)) 
             for s in socks:
                 s.close()
     raise RuntimeError("no free port")
+
+
+def poll(get: Callable[[], T], timeout: float = 5.0, every: float = 0.05) -> T:
+    """``get()`` as soon as it is truthy, else its value at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = get()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
+
+def eventually(check: Callable[[], object], timeout: float = 5.0) -> bool:
+    """Whether ``check()`` came true within ``timeout``."""
+    return bool(poll(check, timeout))
 
 
 def free_port_range(pairs: int, start: int = 20000) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from minisip.control.client import request as control_request
-from tests.helpers import (ServerProcess, Sipp, SippResult, make_server, need,
+from tests.helpers import (ServerProcess, Sipp, SippResult, eventually, make_server, need,
                            run_sipp, sipp_device, start_sipp)
 
 pytestmark = pytest.mark.interop
@@ -147,15 +147,6 @@ def live_calls(server: ServerProcess) -> list[dict[str, object]]:
     return trio.run(control_request, server.data_dir / "control.sock", "calls")
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 # -- 1. re-INVITE ---------------------------------------------------------------------
 
 def test_caller_holds_and_resumes(any_server: ServerProcess, tmp_path: Path) -> None:
@@ -235,7 +226,7 @@ def test_callee_at_its_call_limit_is_busy(make: Callable[..., ServerProcess],
                        users=[("100", "100", "101")], extra=("-d", "3000", *TRACE),
                        timeout=15, workdir=tmp_path)
     try:
-        assert wait_for(lambda: any(c["state"] == "talking" for c in live_calls(server))), (
+        assert eventually(lambda: any(c["state"] == "talking" for c in live_calls(server))), (
             server.log())
         busy = run_sipp("uac_expect_486.xml", server.port, users=[("102", "102", "101")],
                         timeout=10, workdir=tmp_path)

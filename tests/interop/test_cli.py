@@ -6,23 +6,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, ServerProcess, make_server, options_ping, run_sipp
+from tests.helpers import REPO, ServerProcess, eventually, make_server, options_ping, run_sipp
 
 pytestmark = pytest.mark.interop
-
-
-def eventually(check: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def registers(server: ServerProcess, user: str, password: str, tmp_path: Path) -> bool:

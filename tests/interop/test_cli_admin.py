@@ -14,27 +14,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
-    REPO, ServerProcess, banned_host, failregex, make_server, options_ping, run_sipp, start_sipp,
+    REPO, ServerProcess, banned_host, eventually, failregex, make_server, options_ping, run_sipp,
+    start_sipp,
 )
 from tests.interop.pyphone import PyPhone
 
 pytestmark = pytest.mark.interop
-
-
-def eventually(check: Callable[[], object], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return bool(check())
 
 
 def one_error(out: subprocess.CompletedProcess[str]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minisip.sip.message import Request, Response, new_branch
-from tests.helpers import ServerProcess, make_server
+from tests.helpers import ServerProcess, make_server, poll
 from tests.interop.pyphone import PyPhone
 
 pytestmark = pytest.mark.interop
@@ -29,12 +29,8 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 def ringing(a: PyPhone, count: int, timeout: float = 5.0) -> list[Response]:
     """The 180s the caller has received, once there are ``count``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = [p for p in list(a.provisionals) if p.status == 180]
-        if len(got) >= count or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
+    poll(lambda: len([p for p in list(a.provisionals) if p.status == 180]) >= count, timeout)
+    return [p for p in list(a.provisionals) if p.status == 180]
 
 
 def prack(a: PyPhone, r180: Response, rseq: int, cseq: int) -> Response:
