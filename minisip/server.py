@@ -72,6 +72,8 @@ log = logging.getLogger("minisip")
 # For trace filters only: rough on purpose, the trace shows the message as it is.
 _CALL_ID = re.compile(r"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", re.I | re.M)
 _USERS = re.compile(r"^(?:From|f|To|t)[ \t]*:[^\r\n]*?sips?:([^@;>\s]+)@", re.I | re.M)
+#: seconds between sweeps of the digest nonce-counts (sealing past seconds, dropping expired)
+NONCE_SWEEP = 5.0
 
 
 class ListenError(OSError):
@@ -593,6 +595,7 @@ class Server:
                                         system.metrics_port)
                 await nursery.start(self._signals, nursery)
                 nursery.start_soon(run_collector)
+                nursery.start_soon(self._expire_nonces)
                 for user in sorted(self._default_passwords):
                     warn_default_password(user)
                 task_status.started(self.info())
@@ -646,6 +649,13 @@ class Server:
                     return
                 else:
                     nursery.start_soon(self.shutdown, nursery.cancel_scope, name)
+
+    async def _expire_nonces(self) -> None:
+        """Nonce-counts leave with their nonces even when no request comes to drop them
+        (``DigestAuthenticator.expire``; what a load left is then all freed)."""
+        while True:
+            await trio.sleep(NONCE_SWEEP)
+            self.auth.expire(self.pbx.now())
 
     async def shutdown(self, scope: trio.CancelScope, why: str = "shutdown") -> None:
         """Refuse new work, end every call on the wire, wait for the answers, stop."""

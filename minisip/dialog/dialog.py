@@ -73,6 +73,17 @@ class Dialog:
                    list(reversed(resp.headers.values("Record-Route"))), req.cseq[0], None,
                    peer, intern(req.headers.get("Contact") or ""))
 
+    @classmethod
+    def of_answer(cls, resp: Response, peer: Peer) -> Dialog:
+        """Our (UAC) side of the dialog a 2xx creates, from the 2xx alone: it echoes our
+        From, Call-ID and CSeq (RFC 3261 8.2.6.2) and names the route set and target.
+        For an ACK or a BYE only: it has no Contact of ours."""
+        if resp.to_tag is None or resp.from_tag is None:
+            raise BadMessage("Dialog needs both tags")
+        return cls(resp.call_id, resp.from_tag, resp.to_tag, _untagged(resp.headers.get("From")),
+                   _untagged(resp.headers.get("To")), _target(resp),
+                   list(reversed(resp.headers.values("Record-Route"))), resp.cseq[0], None, peer)
+
     # -- requests in the dialog (RFC 3261 12.2) -------------------------------------
     def new_request(self, method: str, *, via: str, body: bytes = b"",
                     headers: list[tuple[str, str]] | tuple[()] = (),

@@ -522,8 +522,11 @@ class CallController:
             self.lines.usage.give_back(call.line_in, outgoing=False)
         for leg in call.b_legs:
             if leg.key is not None and leg.ack and leg.dialog is not None:
-                self.core.rebind(leg.key, _AnsweredLeg(self.core, leg.ack, leg.destination(),
-                                                       leg.peer))
+                # an ACK with a body (our SDP answer to a delayed offer) does not end at
+                # its blank line: only that one is kept as it was sent
+                sdp = not leg.ack.endswith(b"\r\n\r\n")
+                self.core.rebind(leg.key, _AnsweredLeg(self.core, leg.dialog.remote_tag,
+                                                       leg.peer, leg.ack if sdp else None))
         self.completed += 1
         self.causes[call.cause or "normal"] += 1
         self._add_relayed(self._relayed, call.media_stats)
@@ -567,26 +570,27 @@ class _AnsweredLeg:
     """What an ended call leaves of a device's answered INVITE: its client transaction
     lives on for Timer M (32 s, RFC 6026) and passes up 2xx retransmissions. The same
     2xx again means our ACK was lost: send it again; a 2xx of another dialog (a fork
-    behind the device) is ACKed and ended with a BYE. That needs our ACK and where it
-    went, not the whole call, which would otherwise stay in memory for those 32 s. The
-    ACK is its bytes (``Leg.ack``), read again on use."""
+    behind the device) is ACKed and ended with a BYE. Both are built from that 2xx,
+    which echoes our From, Call-ID and CSeq and names the route set and target: the
+    stand-in keeps the answering dialog's tag and the device's address, not the whole
+    call (nor its ACK's bytes, but for an ACK that carried our SDP answer), for 32 s."""
 
-    __slots__ = ("ack", "core", "dest", "peer")
+    __slots__ = ("ack", "core", "peer", "tag")
 
-    def __init__(self, core: Pbx, ack: bytes, dest: Peer, peer: Peer) -> None:
-        self.core, self.ack, self.dest, self.peer = core, ack, dest, peer
+    def __init__(self, core: Pbx, tag: str, peer: Peer, ack: bytes | None) -> None:
+        self.core, self.tag, self.peer, self.ack = core, tag, peer, ack
 
     def __call__(self, leg: Any, resp: Response, key: object) -> None:
         if not 200 <= resp.status < 300:
             return
-        ack = parse_message_untrusted(self.ack)  # our own bytes: a Request
-        assert isinstance(ack, Request)
-        if resp.to_tag == ack.to_tag:
-            self.core.send_stateless(ack, self.dest)
-            return
-        dialog = Dialog.as_uac(ack, resp, self.peer)  # BadMessage: the core drops it
+        dialog = Dialog.of_answer(resp, self.peer)  # BadMessage: the core drops it
         dest = dialog.destination(self.peer)
-        cseq = ack.cseq[0]
+        cseq = resp.cseq[0]
+        if resp.to_tag == self.tag:
+            ack = parse_message_untrusted(self.ack) if self.ack else \
+                dialog.new_request("ACK", via=self.core.via_for(dest), cseq=cseq)
+            self.core.send_stateless(ack, dest)
+            return
         self.core.send_stateless(
             dialog.new_request("ACK", via=self.core.via_for(dest), cseq=cseq), dest)
         self.core.send_request(dialog.new_request("BYE", via=self.core.via_for(dest)), dest,

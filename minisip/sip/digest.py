@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import os
 import re
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -132,10 +134,12 @@ class DigestAuthenticator:
         self.max_nonces = max_nonces
         # The last nonce-count per hash((nonce, cnonce)), in one table per second of the
         # nonces' stamps: a nonce's table is found from its stamp, and what expires goes
-        # a table at a time. A plain int -> small int entry (tens of thousands live for
-        # the nonce TTL): about 80 bytes, where a key string, a tuple or an OrderedDict
-        # node took twice that and more.
-        self._nc: dict[int, dict[int, int]] = {}
+        # a table at a time. A second's table is a dict while its nonces are being
+        # answered, then two sorted arrays (``_Sealed``): tens of thousands of entries
+        # live for the nonce TTL, and 16 bytes each in arrays is less than a dict's 50;
+        # above all, no small object each, scattered through the allocator's arenas,
+        # keeps them from going back to the system once a load is over.
+        self._nc: dict[int, dict[int, int] | _Sealed] = {}
         self.counted = 0  #: entries in all the tables
         self._floor = -1  # nonces stamped at or before this (ms) and not in _nc are stale
         self._ha1s: dict[tuple[str, str, str, str], str] = {}
@@ -249,7 +253,7 @@ class DigestAuthenticator:
             return AuthResult.REPLAY
         if table is None:
             table = self._nc[second] = {}
-            self._expire(now_ms)
+            self.expire(now_ms / 1000)
         table[key] = nc
         while self.counted > self.max_nonces:  # the oldest second goes: its nonces are stale
             oldest = min(self._nc)
@@ -257,11 +261,51 @@ class DigestAuthenticator:
             self._floor = max(self._floor, oldest * 1000 + 999)
         return AuthResult.OK
 
-    def _expire(self, now_ms: int) -> None:
-        """Drop the tables whose every nonce is past the TTL (once a second at most)."""
-        last_alive = (now_ms - int(self.nonce_ttl * 1000)) // 1000 - 1
-        for second in [s for s in self._nc if s < last_alive]:
-            self.counted -= len(self._nc.pop(second))
+    def expire(self, now: float) -> None:
+        """Drop the tables whose every nonce is past the TTL and seal those of seconds
+        gone by (each new second's first count runs this; the server, every few seconds
+        besides, for when no request comes)."""
+        now_s = int(now)
+        last_alive = now_s - int(self.nonce_ttl) - 2
+        for second, table in list(self._nc.items()):
+            if second < last_alive:
+                self.counted -= len(self._nc.pop(second))
+            elif second < now_s - SEAL_AFTER and isinstance(table, dict):
+                self._nc[second] = _Sealed(table)
+
+
+#: a second's nonce-counts are sealed this many seconds after it (its nonces are then
+#: mostly answered: later counts update the arrays in place, or insert)
+SEAL_AFTER = 2
+
+
+class _Sealed:
+    """A past second's nonce-counts: hashes and counts in two sorted arrays, read and
+    written as a dict is (``get``, ``[key] = nc``, ``len``)."""
+
+    __slots__ = ("counts", "keys")
+
+    def __init__(self, table: dict[int, int]) -> None:
+        keys = sorted(table)
+        self.keys = array("q", keys)
+        self.counts = array("L", [table[k] for k in keys])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get(self, key: int) -> int | None:
+        keys = self.keys
+        i = bisect_left(keys, key)
+        return self.counts[i] if i < len(keys) and keys[i] == key else None
+
+    def __setitem__(self, key: int, nc: int) -> None:
+        keys = self.keys
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            self.counts[i] = nc
+        else:
+            keys.insert(i, key)
+            self.counts.insert(i, nc)
 
 
 def _quote(s: str) -> str:

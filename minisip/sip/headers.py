@@ -248,11 +248,14 @@ class Headers:
         self._changed()
 
     # -- serialization ----------------------------------------------------------
-    def lines(self, content_length: int | None = None) -> list[str]:
-        """Header lines as text; Content-Length (if given) rewritten in place or appended."""
+    def lines(self, content_length: int | None = None,
+              skip: frozenset[str] | None = None) -> list[str]:
+        """Header lines as text; Content-Length (if given) rewritten in place or appended;
+        the headers named (canonically) in ``skip`` left out."""
         out: list[str] = []
         seen_cl = False
-        for n, c, v, raw in self._items:
+        items = self._items if skip is None else [e for e in self._items if e[1] not in skip]
+        for n, c, v, raw in items:
             if c == "content-length" and content_length is not None:
                 if seen_cl:
                     continue  # one Content-Length only: the real one

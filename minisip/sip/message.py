@@ -303,7 +303,19 @@ class Response(Message):
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
 
+    def unechoed(self) -> bytes:
+        """These bytes without the lines echoed from the request (Via, From, Call-ID and
+        CSeq; RFC 3261 8.2.6.2): what a non-INVITE server transaction keeps for Timer J's
+        32 s, about half of a 200 to a BYE or a REGISTER. ``echoed`` puts them back
+        from a retransmission of the request."""
+        body = self.body
+        lines = self.headers.lines(len(body), _RESPONSE_COPY)
+        lines.insert(0, self.start_line())
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
 
+
+#: what a response echoes of its request as is (To too, but it may add a tag)
 _RESPONSE_COPY = frozenset({"via", "from", "call-id", "cseq"})
 _SHARED_VIEWS = ("vias", "from", "call-id", "cseq")
 
@@ -335,6 +347,26 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
         if view is not None:
             h.cache[key] = view
     return Response(status, reason, h)
+
+
+def echoed(kept: bytes, request: Request) -> bytes:
+    """A response kept by ``Response.unechoed``, whole again: the lines ``request`` (a
+    retransmission of its request) echoes go back in, in its order, with the kept To
+    (the first line after the status line, as ``make_response`` puts the echo first)
+    where the request has its own: the bytes that were sent the first time."""
+    start, _, rest = kept.partition(b"\r\n")
+    to, _, rest = rest.partition(b"\r\n")
+    parts = [start]
+    for n, c, v, raw in request.headers._items:
+        if c in _RESPONSE_COPY:
+            parts.append((raw or f"{n}: {v}").encode("utf-8", "surrogateescape"))
+        elif c == "to":
+            parts.append(to)
+            to = b""
+    if to:  # (a request without a To is refused before it has a transaction)
+        parts.append(to)
+    parts.append(rest)
+    return b"\r\n".join(parts)
 
 
 # -- identifiers -----------------------------------------------------------------------

@@ -115,9 +115,12 @@ class TransactionLayer:
         self.counters = Counters()
         self._clients: dict[ClientKey, ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
-        #: RFC 3261 8.2.2.2: (Call-ID, From tag, CSeq number, method) of live server
-        #: transactions whose request had no To tag
-        self._merge: dict[tuple[str, str | None, int, str], ServerTransaction] = {}
+        #: RFC 3261 8.2.2.2: the hash of (Call-ID, From tag, CSeq number, method) of live
+        #: server transactions whose request had no To tag. A hash, as an answered
+        #: INVITE's transaction lives 32 s after its call (RFC 6026) and would otherwise
+        #: be the last to hold that Call-ID and tag; string hashes are keyed per process,
+        #: so no stranger can make a request's collide with another's.
+        self._merge: dict[int, ServerTransaction] = {}
         #: for transport_error(peer): live client transactions per peer, and server
         #: transactions per reliable peer (a UDP server transaction has no connection to lose)
         self._by_peer: dict[Peer, set[Transaction]] = {}
@@ -163,7 +166,7 @@ class TransactionLayer:
             return
         merge = None
         if req.to_tag is None:
-            merge = (req.call_id, req.from_tag, req.cseq[0], method)
+            merge = hash((req.call_id, req.from_tag, req.cseq[0], method))
             if merge in self._merge:
                 self._merged(req, key, peer, now)
                 return

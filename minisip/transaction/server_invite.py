@@ -104,8 +104,8 @@ class ServerInviteTransaction(Transaction):
 
     def __init__(self, layer: TransactionLayer, key: ServerKey, peer: Peer) -> None:
         super().__init__(layer, key, peer, State.PROCEEDING, b"")
-        #: the RFC 3261 8.2.2.2 merge key this transaction is indexed under, if any
-        self.merge: tuple[str, str | None, int, str] | None = None
+        #: the RFC 3261 8.2.2.2 merge key (a hash) this transaction is indexed under, if any
+        self.merge: int | None = None
 
     def on_request(self, request: Request, peer: Peer, now: float) -> None:
         """A retransmitted INVITE, or an ACK."""
@@ -121,6 +121,7 @@ class ServerInviteTransaction(Transaction):
             return
         if new is State.CONFIRMED:
             if old is State.COMPLETED:
+                self.wire = b""  # Confirmed only absorbs ACKs: nothing is sent again
                 self._cancel_timers()
                 self._end_state(self.timers.I(self.reliable), now)
         elif new is not State.ACCEPTED and self.wire:  # Proceeding, Completed: answer again

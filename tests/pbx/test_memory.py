@@ -17,7 +17,7 @@ import pytest
 from minisip.pbx.call import Call
 from minisip.pbx.timers import TimerHeap
 from tests.pbx.harness import Harness, Phone
-from tests.pbx.test_calls_inprocess import answered
+from tests.pbx.test_calls_inprocess import answered, registered
 
 
 class Big:
@@ -92,6 +92,25 @@ def test_a_2xx_repeated_after_the_call_ended_is_acked_again(h: Harness) -> None:
     again = bob.requests("ACK")[-1]
     assert again.call_id == leg.invite.call_id and again.cseq == (leg.invite.cseq[0], "ACK")
     assert calls_alive() == []
+    h.settle()
+    assert h.leftovers() == {}
+
+
+def test_an_ack_with_our_sdp_answer_is_sent_again_as_it_was_after_the_call_ended(
+        h: Harness) -> None:
+    alice, bob = registered(h, "100", "101")
+    call = alice.call("101", body=b"")  # no offer: the device's 200 has it
+    leg = bob.incoming()
+    assert leg is not None
+    leg.answer()
+    call.ack(alice.sdp())  # the caller's answer goes on in our ACK to the device
+    first = bob.requests("ACK")[-1]
+    assert b"m=audio" in first.body
+    call.bye()
+    bob.answer(bob.requests("BYE")[-1])
+    leg.answer()  # our ACK was lost: the 2xx again
+    again = bob.requests("ACK")[-1]
+    assert again is not first and again.body == first.body
     h.settle()
     assert h.leftovers() == {}
 

@@ -175,6 +175,36 @@ def test_entries_expire_with_their_nonce(auth: DigestAuthenticator) -> None:
     assert auth.counted == 1 and len(auth._nc) == 1
 
 
+def test_counts_of_seconds_gone_by_are_sealed_and_still_refuse_replays(
+        auth: DigestAuthenticator) -> None:
+    first = _creds(auth, nc=1)
+    assert auth.verify(first, "REGISTER", "pw", NOW) is AuthResult.OK
+    later = _creds(auth, cnonce="x", now=NOW + 5)  # a new second's first count seals NOW's
+    assert auth.verify(later, "REGISTER", "pw", NOW + 5) is AuthResult.OK
+    assert type(auth._nc[int(NOW)]).__name__ == "_Sealed"
+    challenge = f'Digest realm="{REALM}", nonce="{first.nonce}", algorithm=SHA-256, qop="auth"'
+
+    def again(nc: int, cnonce: str) -> AuthResult:
+        creds = parse_credentials_untrusted(authorization_for(
+            challenge, "REGISTER", "sip:pbx", "100", "pw", nc=nc, cnonce=cnonce))
+        return auth.verify(creds, "REGISTER", "pw", NOW + 6)
+
+    assert again(1, "abc") is AuthResult.REPLAY
+    assert again(2, "abc") is AuthResult.OK  # updated in place
+    assert again(2, "abc") is AuthResult.REPLAY
+    assert again(1, "new") is AuthResult.OK  # a new cnonce: inserted in order
+    assert again(1, "new") is AuthResult.REPLAY
+    assert auth.counted == 3
+
+
+def test_counts_expire_without_further_requests(auth: DigestAuthenticator) -> None:
+    assert auth.verify(_creds(auth), "REGISTER", "pw", NOW) is AuthResult.OK
+    auth.expire(NOW + 100)
+    assert auth.counted == 1
+    auth.expire(NOW + 400)  # the server's housekeeping, with nobody registering
+    assert auth.counted == 0 and not auth._nc
+
+
 @pytest.mark.parametrize("alg", ["SHA-256", "MD5"])
 def test_verify_with_a_precomputed_ha1(auth: DigestAuthenticator, alg: str) -> None:
     ha1 = ha1_for("100", REALM, "pw", alg)

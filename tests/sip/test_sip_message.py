@@ -8,7 +8,9 @@ import pytest
 
 from minisip.sip.errors import BadMessage
 from minisip.sip.headers import Headers, canonical
-from minisip.sip.message import Request, Response, make_response, new_branch, new_call_id, new_tag
+from minisip.sip.message import (
+    Request, Response, echoed, make_response, new_branch, new_call_id, new_tag,
+)
 from minisip.sip.parser import PING, StreamFramer, parse_message_untrusted
 from minisip.sip.status import SIPStatus, reason_phrase
 from minisip.sip.uri import (
@@ -314,3 +316,21 @@ def test_a_compacted_message_keeps_its_bytes_and_parses_its_views_again() -> Non
     assert req.to_bytes() == before
     assert (req.call_id, req.from_tag, req.cseq, req.request_uri.user) == (
         "c1@x", "a1", (2, "INVITE"), "101")
+
+
+def test_a_response_kept_unechoed_is_whole_again_from_the_request_retransmitted() -> None:
+    text = ("REGISTER sip:pbx SIP/2.0\r\n"
+            "v: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-p;received=192.0.2.1\r\n"
+            "Via: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK-a;rport=5062\r\n"
+            "Max-Forwards: 69\r\nf: <sip:100@pbx>;tag=ft\r\nTo: <sip:100@pbx>\r\n"
+            "i: reg-1@10.0.0.5\r\nCSeq: 7 REGISTER\r\nl: 0\r\n\r\n")
+    req = parse_message_untrusted(text.encode())
+    assert isinstance(req, Request)
+    resp = make_response(req, 200, to_tag="tt", headers=[
+        ("Contact", "<sip:100@10.0.0.5:5062>;expires=3600"), ("Content-Type", "text/plain")])
+    resp.body = b"hello"
+    kept = resp.unechoed()
+    again = parse_message_untrusted(text.encode())  # the retransmission, parsed anew
+    assert isinstance(again, Request)
+    assert echoed(kept, again) == resp.to_bytes()
+    assert b"Via" not in kept and b"i: " not in kept and len(kept) < len(resp.to_bytes()) / 2
