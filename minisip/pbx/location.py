@@ -147,7 +147,9 @@ def device_peer(b: Binding) -> Peer:
     except BadMessage:
         return b.source
     if uri.host == b.source.host:
-        return Peer("udp", uri.host, uri.port or 5060)
+        port = uri.port or 5060
+        # the same address nearly always: the one Peer then, not one more per call
+        return b.source if port == b.source.port else Peer("udp", uri.host, port)
     return b.source
 
 
