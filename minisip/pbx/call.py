@@ -449,7 +449,7 @@ class Call:
                 value = authorization_for(challenge, "INVITE", old.uri, *spec.credentials)
             except BadMessage:
                 continue  # an algorithm we do not speak: the next challenge
-            via, _ = self.pbx.local_via_contact(leg.peer, spec.contact_user)
+            via = self.pbx.via_for(leg.peer)
             headers = [("Via", via)] + [
                 (n, v) for n, v in old.headers if n.lower() not in (
                     "via", "cseq", "authorization", "proxy-authorization")]
@@ -571,7 +571,7 @@ class Call:
             return
         rack = f"{resp.headers.get('RSeq')} {resp.cseq[0]} {resp.cseq[1]}"
         dest = leg.destination()
-        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        via = self.pbx.via_for(dest)
         req = leg.dialog.new_request("PRACK", via=via, headers=[("RAck", rack)])
         self.pbx.send_request(req, dest, None, leg)
 
@@ -628,14 +628,14 @@ class Call:
         """A 2xx of another dialog from behind the device that answered (a fork
         downstream, RFC 3261 13.2.2.4): ACK it, then BYE it; the call keeps its own."""
         dest = dialog.destination(leg.peer)
-        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        via = self.pbx.via_for(dest)
         self.pbx.send_stateless(dialog.new_request("ACK", via=via, cseq=cseq), dest)
-        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        via = self.pbx.via_for(dest)
         self.pbx.send_request(dialog.new_request("BYE", via=via), dest, None, leg)
 
     def _ack(self, leg: Leg, dialog: Dialog, cseq: int, body: bytes = b"") -> None:
         dest = dialog.destination(leg.peer)
-        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        via = self.pbx.via_for(dest)
         headers = [("Content-Type", "application/sdp")] if body else []
         ack = dialog.new_request("ACK", via=via, cseq=cseq, body=body, headers=headers)
         leg.ack = ack.to_bytes()
@@ -847,7 +847,7 @@ class Call:
             if answered is not None:
                 return answered
         dest = other.destination()
-        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        via = self.pbx.via_for(dest)
         fwd = other.dialog.new_request(req.method, via=via, body=self._sdp(leg.side, req.body),
                                        headers=relayed_headers(req))
         key = self.pbx.send_request(fwd, dest, self._on_relay_response, other)
@@ -916,7 +916,7 @@ class Call:
             return
         ctype, body = make_info(digit.digit, digit.duration_ms)
         dest = other.destination()
-        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        via = self.pbx.via_for(dest)
         req = other.dialog.new_request("INFO", via=via, body=body,
                                        headers=[("Content-Type", ctype)])
         self.pbx.send_request(req, dest, None, other)
@@ -986,7 +986,7 @@ class Call:
             return
         leg.state = LegState.GONE
         dest = leg.destination()
-        via, _ = self.pbx.local_via_contact(dest, self.caller)
+        via = self.pbx.via_for(dest)
         self.pbx.send_request(leg.dialog.new_request("BYE", via=via), dest, None, leg)
 
     def _fail(self, status: int, reason: str | None, source: Response | None, *,

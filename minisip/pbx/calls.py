@@ -104,6 +104,10 @@ class CallController:
     def local_via_contact(self, peer: Peer, user: str) -> tuple[str, str]:
         return self.core.via_for(peer), self.core.contact_for(peer, user)
 
+    def via_for(self, peer: Peer) -> str:
+        """Our Via for a request to ``peer`` (an in-dialog request has its Contact)."""
+        return self.core.via_for(peer)
+
     def display_for(self, user: str, snap: Any = None) -> str:
         u = (snap or self.snapshot()).users.get(user)
         return getattr(u, "display_name", "") if u is not None else ""

@@ -140,7 +140,7 @@ def reoffer(call: Call, leg: Leg, codecs: tuple[str, ...] | None = None,
                        leg.sdp_out)
     leg.sdp_out = body
     dest = leg.destination()  # its route set's first hop, else its target (RFC 3261 12.2)
-    via, _ = controller(call).local_via_contact(dest, call.caller)
+    via = controller(call).via_for(dest)
     req = leg.dialog.new_request("INVITE", via=via, body=body,
                                  headers=[("Content-Type", "application/sdp")])
     cseq = req.cseq[0]

@@ -145,7 +145,7 @@ class Transfer:
             return
         final = status >= 200
         dest = leg.destination()
-        via, _ = moves.controller(call).local_via_contact(dest, call.caller)
+        via = moves.controller(call).via_for(dest)
         req = leg.dialog.new_request("NOTIFY", via=via, body=sipfrag(status, reason),
                                      headers=notify_headers(self.event_id, final))
         moves.controller(call).send_request(req, dest, None, leg)

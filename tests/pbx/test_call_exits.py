@@ -37,7 +37,10 @@ class FakeController:
         return 0.0
 
     def local_via_contact(self, peer: Peer, user: str) -> tuple[str, str]:
-        return "SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKx", f"<sip:{user}@198.51.100.1>"
+        return self.via_for(peer), f"<sip:{user}@198.51.100.1>"
+
+    def via_for(self, peer: Peer) -> str:
+        return "SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKx"
 
     def common_headers(self) -> list[tuple[str, str]]:
         return [("Supported", "100rel, timer")]
