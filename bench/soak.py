@@ -6,9 +6,8 @@ the running server, in turn: ``minisip user set`` (the CLI's round-trip edit,
 seen by the watcher), a hand edit of users.yaml adding a user, and SIGHUP. Zero
 failed calls are allowed; the report has the setup time (first INVITE to 200:
 p50/p99/max), retransmissions, 503s, the loop's stalls, the reloads the server
-applied, CPU per call, and RSS over time: after ``--warmup`` seconds (by default
-the nonce TTL, the longest any call's state lives) it must stay flat
-(``--rss-slack`` MB).
+applied, CPU per call, and RSS over time: after ``--warmup`` seconds it must
+stay flat (``--rss-slack`` MB).
 
     .venv/bin/python bench/soak.py --rate 400 [--minutes 10] [--hold-ms 1000]
 """
@@ -59,9 +58,7 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--callers", type=int, default=100)
     ap.add_argument("--reload-every", type=float, default=30.0)
-    ap.add_argument("--warmup", type=float, default=300.0,
-                    help="seconds before RSS is flat: the nonce TTL (system.yaml's nonce_ttl, "
-                         "300 s), as the replay records of every call's nonce live that long")
+    ap.add_argument("--warmup", type=float, default=60.0, help="seconds before RSS is flat")
     ap.add_argument("--rss-slack", type=float, default=10.0, help="MB RSS may move after it")
     args = ap.parse_args()
 
