@@ -245,6 +245,9 @@ class Call:
     reason: str = ""  #: why the call failed, when a way out said so
     # -- moves (pbx/moves.py, transfer.py, pickup.py) ----------------------------------
     key: str = ""  #: its key among the controller's calls (the caller's Call-ID)
+    #: the caller's INVITE branch, if the controller finds the call by it (a CANCEL does);
+    #: kept, as the INVITE is kept as text once the call is up
+    branch: str = ""
     #: the caller's counters (active, outgoing, talking) are still this call's to release
     caller_counted: bool = True
     b_offer: bytes | None = None  #: what B-legs are offered instead of the caller's SDP

@@ -196,7 +196,8 @@ class CallController:
         call.caller_number = route.caller_number or caller
         self.calls[req.call_id] = call
         if req.branch:
-            self._by_branch[req.branch] = call
+            call.branch = req.branch
+            self._by_branch[call.branch] = call
         if call.local_caller:
             self._count(self.active, caller, +1)
             self._count(self.outgoing, caller, +1)
@@ -515,9 +516,8 @@ class CallController:
     def call_ended(self, call: Call) -> None:
         if self.calls.get(call.key) is call:
             del self.calls[call.key]
-        branch = call.a.invite.branch
-        if branch and self._by_branch.get(branch) is call:
-            del self._by_branch[branch]
+        if call.branch and self._by_branch.get(call.branch) is call:
+            del self._by_branch[call.branch]
         for leg in (call.a, *call.b_legs):  # a moved leg's dialog belongs to its new call
             if leg.dialog is not None and self._dialogs.get(leg.dialog.id, (None,))[0] is call:
                 del self._dialogs[leg.dialog.id]
