@@ -7,6 +7,7 @@ call (its messages, legs, dialogs: tens of KB) in memory until then.
 from __future__ import annotations
 
 import gc
+import sys
 import tracemalloc
 import weakref
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from minisip.collector import heap_trimmer
 from minisip.pbx.call import Call
 from minisip.pbx.timers import TimerHeap
 from tests.pbx.harness import Harness, Phone
@@ -219,3 +221,23 @@ def test_an_established_call_takes_at_most_10_kb(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
         h.close()
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or heap_trimmer() is None,
+                    reason="glibc's malloc_trim")
+def test_the_trimmer_gives_the_c_heaps_free_pages_back() -> None:
+    """What a load leaves free in the middle of the C heap (blocks over 512 bytes:
+    datagrams, responses) goes back to the system (minisip/collector.py)."""
+    trim = heap_trimmer()
+    assert trim is not None
+    blocks = [bytes(600 + i % 7) for i in range(80_000)]  # about 48 MB
+    kept = blocks[::100]  # one in a hundred outlives the load: the heap cannot shrink
+    del blocks
+    freed = rss_mb()
+    trim()
+    assert rss_mb() < freed - 30 and len(kept) == 800
