@@ -11,7 +11,8 @@ failures are allowed: a run with any failed registration prints FAIL.
 Prints registrations per second (successful registrations / sipp's elapsed
 time), the server's CPU time per registration (from /proc: it holds on a busy
 machine), the time from the first REGISTER to the 200 (p50/p99), sipp's
-retransmissions and the load average.
+retransmissions, RSS before and right after the load (its transactions still alive),
+and the load average.
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def main() -> int:
             tmp, minisip_users(rows))
         spy = start_profiler(srv.pid, tmp / "profile.txt") if args.profile else None
         before = load()
+        rss0 = srv.rss_kb()
         cpu0 = srv.cpu()
         t0 = time.monotonic()
         r = run_sipp(str(SCENARIOS / "register.xml"), srv.port, users=rows, calls=args.count,
@@ -63,6 +65,7 @@ def main() -> int:
                      extra=("-l", str(max(args.rate, 1000)), *RTT_ARGS))
         elapsed = time.monotonic() - t0
         cpu = srv.cpu() - cpu0
+        rss1 = srv.rss_kb()  # every registration's server transaction is still alive (Timer J)
         stop_profiler(spy)
         st = srv.status()
         srv.stop()
@@ -83,6 +86,9 @@ def main() -> int:
               f"{100 * cpu / elapsed:.0f} % of one core")
         print(f"REGISTER to 200: p50 {percentile(rtt, 50):.1f} ms, p99 {percentile(rtt, 99):.1f} "
               f"ms, max {max(rtt, default=0):.0f} ms ({len(rtt)} samples)")
+        print(f"RSS: {rss0 // 1024} MB before, {rss1 // 1024} MB after the last registration "
+              f"(its transactions wait out Timer J, 32 s: "
+              f"{1024 * (rss1 - rss0) / max(r.successful, 1):,.0f} bytes per registration)")
         print(f"{before} (before), {load()} (after)")
         if spy is not None:
             summarize_profile(tmp / "profile.txt")
