@@ -20,15 +20,17 @@ nothing when idle), their survivors move to the old generation; that one is
 collected every ``OLD_EVERY`` seconds, and only if young collections found
 cycles since, as some might have aged before dying.
 
-Freed memory goes back to the system. Python's allocator returns a 1 MB arena once
-nothing in it lives, which a load's transactions all do 32 s after their last
-message (what outlives them must not be scattered through every arena: see the
-nonce-counts in ``sip/digest.py``). Larger blocks (datagrams, big dict tables) come
-from the C library's heap, which gives back only its top unless asked: every
-``TRIM_EVERY`` seconds glibc's ``malloc_trim`` returns every free page (about a
-millisecond; skipped where the C library has no such call), and blocks of 128 KB and
-more are mapped on their own (``heap_trimmer``): in a 10-minute soak at 1,040 calls/s
-RSS moved in steps of 5-10 MB without that, 5 MB in all with it.
+Freed memory goes back to the system where it can. Python's allocator returns a 1 MB
+arena only once nothing in it lives: a load's transactions all go 32 s after their
+last message, but a few objects made during the load outlive it (bounded parse
+caches, interned URIs; the nonce-counts no longer, see ``sip/digest.py``) and keep
+most arenas, so RSS stays near its peak and the next load reuses it. Larger blocks
+(datagrams, big dict tables) come from the C library's heap, which gives back only
+its top unless asked: every ``TRIM_EVERY`` seconds glibc's ``malloc_trim`` returns
+every free page (about a millisecond; skipped where the C library has no such call),
+and blocks of 128 KB and more are mapped on their own (``heap_trimmer``): in a
+10-minute soak at 1,040 calls/s RSS moved in steps of 5-10 MB without that, 5 MB in
+all with it.
 """
 from __future__ import annotations
 
