@@ -148,6 +148,32 @@ def bench_registrations(tmp: Path, count: int, users: int, profile: bool) -> flo
     return meter.cpu / count
 
 
+def answered_call(caller: Any, callee: Any) -> Any:
+    """A call from ``caller`` to ``callee`` (10100), rung, answered and ACKed; the
+    phones keep nothing of it."""
+    call = caller.call("10100")
+    leg = callee.incoming()
+    assert leg is not None, caller.inbox
+    leg.respond(180)
+    leg.answer()
+    final = call.final()
+    assert final is not None and final.status == 200, final
+    call.ack()
+    caller.inbox.clear()
+    callee.inbox.clear()
+    callee.calls.clear()
+    return call
+
+
+def hang_up(call: Any, callee: Any) -> None:
+    """The caller's BYE, answered by ``callee``."""
+    call.bye()
+    callee.answer(callee.requests("BYE")[-1])
+    assert call.final("BYE") is not None
+    call.phone.inbox.clear()
+    callee.inbox.clear()
+
+
 def bench_calls(tmp: Path, count: int, profile: bool, concurrent: int = 0) -> float:
     h = Harness(tmp / "calls", files={"users.yaml": users_yaml(101)})
     meter = Meter(profile)
@@ -158,34 +184,13 @@ def bench_calls(tmp: Path, count: int, profile: bool, concurrent: int = 0) -> fl
         p.inbox.clear()
     instrument(h, meter)
     up: deque[Any] = deque()  # calls talking, oldest first
-
-    def hang_up(call: Any) -> None:
-        call.bye()
-        bye = callee.requests("BYE")[-1]
-        callee.answer(bye)
-        assert call.final("BYE") is not None
-        call.phone.inbox.clear()
-        callee.inbox.clear()
-
     for i in range(count):
-        alice = callers[i % len(callers)]
-        call = alice.call("10100")
-        leg = callee.incoming()
-        assert leg is not None, alice.inbox
-        leg.respond(180)
-        leg.answer()
-        final = call.final()
-        assert final is not None and final.status == 200, final
-        call.ack()
-        alice.inbox.clear()
-        callee.inbox.clear()
-        callee.calls.clear()
-        up.append(call)
+        up.append(answered_call(callers[i % len(callers)], callee))
         while len(up) > concurrent:
-            hang_up(up.popleft())
+            hang_up(up.popleft(), callee)
         h.advance(0.001 if not concurrent else 1 / 300)
     while up:
-        hang_up(up.popleft())
+        hang_up(up.popleft(), callee)
     h.settle(40)
     assert h.leftovers() == {}, h.leftovers()
     h.close()

@@ -33,31 +33,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.cpu import phone, users_yaml  # noqa: E402
+from bench.cpu import answered_call, hang_up, phone, users_yaml  # noqa: E402
 from tests.pbx.harness import Harness  # noqa: E402
-
-
-def setup(h: Harness, caller: Any, callee: Any) -> Any:
-    call = caller.call("10100")
-    leg = callee.incoming()
-    assert leg is not None, caller.inbox
-    leg.respond(180)
-    leg.answer()
-    final = call.final()
-    assert final is not None and final.status == 200, final
-    call.ack()
-    caller.inbox.clear()
-    callee.inbox.clear()
-    callee.calls.clear()
-    return call
-
-
-def hang_up(call: Any, callee: Any) -> None:
-    call.bye()
-    callee.answer(callee.requests("BYE")[-1])
-    assert call.final("BYE") is not None
-    call.phone.inbox.clear()
-    callee.inbox.clear()
 
 
 def measured() -> int:
@@ -84,7 +61,7 @@ def world(tmp: Path) -> tuple[Harness, list[Any], Any]:
         p.inbox.clear()
     # warm-up: first-use caches, interned names, CDR statements
     for i in range(200):
-        hang_up(setup(h, callers[i % 100], callee), callee)
+        hang_up(answered_call(callers[i % 100], callee), callee)
     h.settle(40)
     for p in (*callers, callee):
         p.inbox.clear()
@@ -98,7 +75,7 @@ def bench_held(tmp: Path, n: int, ntop: int) -> float:
     base = measured()
     snap0 = tracemalloc.take_snapshot() if ntop else None
     for i in range(n):
-        setup(h, callers[i % 100], callee)  # the phones keep nothing of it
+        answered_call(callers[i % 100], callee)  # the phones keep nothing of it
         h.advance(1 / 300)
     h.advance(40)  # Timers L and M: only the established calls remain
     assert len(h.calls.calls) == n
@@ -121,7 +98,7 @@ def bench_ended(tmp: Path, n: int, rate: float, ntop: int) -> float:
     base = measured()
     snap0 = tracemalloc.take_snapshot() if ntop else None
     for i in range(n):
-        hang_up(setup(h, callers[i % 100], callee), callee)
+        hang_up(answered_call(callers[i % 100], callee), callee)
         h.advance(1 / rate)
     window = min(n, int(32 * rate))
     used = measured() - base

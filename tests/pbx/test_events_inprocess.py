@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.pbx.harness import Harness, Phone
+from tests.pbx.test_calls_inprocess import registered
 
 
 def subscribe_dialog(watcher: Phone, user: str) -> str:
@@ -29,9 +30,7 @@ def lamp(watcher: Phone, call_id: str) -> list[bytes]:
 
 def test_a_watcher_arriving_mid_call_sees_it_then_its_changes(tmp_path: Path) -> None:
     h = Harness(tmp_path)
-    alice, bob, carol = h.phone("100"), h.phone("101"), h.phone("102")
-    for p in (alice, bob, carol):
-        assert p.register().status == 200
+    alice, bob, carol = registered(h, "100", "101", "102")
     call = alice.call("101")
     leg = bob.incoming()
     assert leg is not None

@@ -11,6 +11,7 @@ import pytest
 from minisip.sip.message import Request
 from minisip.sip.sdp import parse_sdp_untrusted
 from tests.pbx.harness import Harness, Phone, UacCall, UasCall
+from tests.pbx.test_calls_inprocess import registered
 
 
 @pytest.fixture
@@ -49,9 +50,7 @@ def answer_reinvites(phone: Phone) -> list[Request]:
 
 async def test_a_blind_transfer_moves_the_caller_and_releases_the_transferor(
         h: Harness) -> None:
-    alice, bob, carol = h.phone("100"), h.phone("101"), h.phone("102")
-    for p in (alice, bob, carol):
-        assert p.register().status == 200
+    alice, bob, carol = registered(h, "100", "101", "102")
     call, leg = talk(h, alice, bob)
     assert h.calls.talking == {"100": 1, "101": 1}
     refer = leg.request("REFER", headers=[("Refer-To", "<sip:102@minisip>")])
@@ -85,9 +84,7 @@ async def test_a_blind_transfer_moves_the_caller_and_releases_the_transferor(
 
 async def test_a_blind_transfer_refused_by_the_target_goes_back_to_the_transferor(
         h: Harness) -> None:
-    alice, bob, carol = h.phone("100"), h.phone("101"), h.phone("102")
-    for p in (alice, bob, carol):
-        assert p.register().status == 200
+    alice, bob, carol = registered(h, "100", "101", "102")
     call, leg = talk(h, alice, bob)
     assert leg.request("REFER", headers=[("Refer-To", "<sip:102@minisip>")]) is not None
     answer_reinvites(alice)
@@ -106,9 +103,7 @@ async def test_a_blind_transfer_refused_by_the_target_goes_back_to_the_transfero
 
 async def test_directed_pickup_answers_the_caller_and_cancels_the_ringing_device(
         h: Harness) -> None:
-    alice, bob, carol = h.phone("100"), h.phone("101"), h.phone("102")
-    for p in (alice, bob, carol):
-        assert p.register().status == 200
+    alice, bob, carol = registered(h, "100", "101", "102")
     call = alice.call("101")
     ring = bob.incoming()
     assert ring is not None
