@@ -172,9 +172,7 @@ class Transaction:
             if self.end_at is not None:
                 self.layer._stale += 1
             self.end_in_heap = False
-        #: one of the layer's FIFOs holds this transaction (live or stale)
-        self.queued = False
-        self.end_at = None
+        self.end_at = None  # (``queued`` stays: a FIFO entry left behind clears it when popped)
 
     def _cancel_retx(self) -> None:
         if self.retx_at is not None:
