@@ -63,8 +63,9 @@ class Dialog:
                    intern(contact))
 
     @classmethod
-    def as_uac(cls, req: Request, resp: Response, peer: Peer) -> Dialog:
-        """The dialog a 1xx/2xx with a To tag creates for a request we sent."""
+    def as_uac(cls, req: Request | Response, resp: Response, peer: Peer) -> Dialog:
+        """The dialog a 1xx/2xx with a To tag creates for a request we sent (``req``: or
+        the response itself, which echoes its From, Call-ID and CSeq)."""
         if resp.to_tag is None or req.from_tag is None:
             raise BadMessage("Dialog needs both tags")
         return cls(req.call_id, req.from_tag, resp.to_tag,
@@ -78,11 +79,9 @@ class Dialog:
         """Our (UAC) side of the dialog a 2xx creates, from the 2xx alone: it echoes our
         From, Call-ID and CSeq (RFC 3261 8.2.6.2) and names the route set and target.
         For an ACK or a BYE only: it has no Contact of ours."""
-        if resp.to_tag is None or resp.from_tag is None:
-            raise BadMessage("Dialog needs both tags")
-        return cls(resp.call_id, resp.from_tag, resp.to_tag, _untagged(resp.headers.get("From")),
-                   _untagged(resp.headers.get("To")), _target(resp),
-                   list(reversed(resp.headers.values("Record-Route"))), resp.cseq[0], None, peer)
+        dialog = cls.as_uac(resp, resp, peer)
+        dialog.contact = ""  # (the 2xx's Contact is the device's)
+        return dialog
 
     # -- requests in the dialog (RFC 3261 12.2) -------------------------------------
     def new_request(self, method: str, *, via: str, body: bytes = b"",

@@ -177,6 +177,14 @@ def _exit_of(tried: Any) -> str:
     return spec.exit if spec is not None else ""
 
 
+def end_other_dialog(ctl: CallController, dialog: Dialog, dest: Peer, cseq: int,
+                     leg: Leg | None) -> None:
+    """A 2xx of a dialog nobody keeps (a fork downstream of the device that answered,
+    RFC 3261 13.2.2.4): ACK it, then BYE it."""
+    ctl.send_stateless(dialog.new_request("ACK", via=ctl.via_for(dest), cseq=cseq), dest)
+    ctl.send_request(dialog.new_request("BYE", via=ctl.via_for(dest)), dest, None, leg)
+
+
 #: the empty set of users or sides that calls share (``Call.holding``, ``ringing_users``)
 NOBODY: frozenset[str] = frozenset()
 
@@ -628,13 +636,9 @@ class Call:
             self._after(min(limits), self._max_duration)
 
     def _end_extra_dialog(self, leg: Leg, dialog: Dialog, cseq: int) -> None:
-        """A 2xx of another dialog from behind the device that answered (a fork
-        downstream, RFC 3261 13.2.2.4): ACK it, then BYE it; the call keeps its own."""
-        dest = dialog.destination(leg.peer)
-        via = self.pbx.via_for(dest)
-        self.pbx.send_stateless(dialog.new_request("ACK", via=via, cseq=cseq), dest)
-        via = self.pbx.via_for(dest)
-        self.pbx.send_request(dialog.new_request("BYE", via=via), dest, None, leg)
+        """A 2xx of another dialog from behind the device that answered: ended; the
+        call keeps its own."""
+        end_other_dialog(self.pbx, dialog, dialog.destination(leg.peer), cseq, leg)
 
     def _ack(self, leg: Leg, dialog: Dialog, cseq: int, body: bytes = b"") -> None:
         dest = dialog.destination(leg.peer)

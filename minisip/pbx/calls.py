@@ -31,7 +31,7 @@ from ..sip.peer import Peer
 from ..transaction.keys import ServerKey
 from . import pickup
 from .apps.park import ParkLot
-from .call import CAUSES, Call, CallState, Leg, LegState
+from .call import CAUSES, Call, CallState, Leg, LegState, end_other_dialog
 from .cdr import CdrRecord, CdrStore
 from .core import SUPPORTED, Pbx
 from .dialplan import Route, RouteKind, route_call
@@ -529,7 +529,7 @@ class CallController:
                 # an ACK with a body (our SDP answer to a delayed offer) does not end at
                 # its blank line: only that one is kept as it was sent
                 sdp = not leg.ack.endswith(b"\r\n\r\n")
-                self.core.rebind(leg.key, _AnsweredLeg(self.core, leg.dialog.remote_tag,
+                self.core.rebind(leg.key, _AnsweredLeg(self, leg.dialog.remote_tag,
                                                        leg.peer, leg.ack if sdp else None))
         self.completed += 1
         self.causes[call.cause or "normal"] += 1
@@ -579,10 +579,10 @@ class _AnsweredLeg:
     stand-in keeps the answering dialog's tag and the device's address, not the whole
     call (nor its ACK's bytes, but for an ACK that carried our SDP answer), for 32 s."""
 
-    __slots__ = ("ack", "core", "peer", "tag")
+    __slots__ = ("ack", "ctl", "peer", "tag")
 
-    def __init__(self, core: Pbx, tag: str, peer: Peer, ack: bytes | None) -> None:
-        self.core, self.tag, self.peer, self.ack = core, tag, peer, ack
+    def __init__(self, ctl: CallController, tag: str, peer: Peer, ack: bytes | None) -> None:
+        self.ctl, self.tag, self.peer, self.ack = ctl, tag, peer, ack
 
     def __call__(self, leg: Any, resp: Response, key: object) -> None:
         if not 200 <= resp.status < 300:
@@ -590,12 +590,10 @@ class _AnsweredLeg:
         dialog = Dialog.of_answer(resp, self.peer)  # BadMessage: the core drops it
         dest = dialog.destination(self.peer)
         cseq = resp.cseq[0]
-        if resp.to_tag == self.tag:
-            ack = parse_message_untrusted(self.ack) if self.ack else \
-                dialog.new_request("ACK", via=self.core.via_for(dest), cseq=cseq)
-            self.core.send_stateless(ack, dest)
-            return
-        self.core.send_stateless(
-            dialog.new_request("ACK", via=self.core.via_for(dest), cseq=cseq), dest)
-        self.core.send_request(dialog.new_request("BYE", via=self.core.via_for(dest)), dest,
-                               None, None)
+        if resp.to_tag != self.tag:
+            end_other_dialog(self.ctl, dialog, dest, cseq, None)
+        elif self.ack:
+            self.ctl.send_stateless(parse_message_untrusted(self.ack), dest)
+        else:
+            ack = dialog.new_request("ACK", via=self.ctl.via_for(dest), cseq=cseq)
+            self.ctl.send_stateless(ack, dest)
