@@ -22,7 +22,8 @@ A 2xx moves to **Accepted** (RFC 6026; RFC 3261 terminated here and lost the
 2xx retransmissions and the 2xx from other forks to the "stray" path). We do
 not ACK a 2xx: that ACK belongs to the TU's dialog, and the TU sends it with
 ``send_stateless``. Every further 2xx, retransmitted or from another fork, is
-passed up until Timer M (64*T1) ends the transaction.
+passed up until Timer M (64*T1) ends the transaction. Over UDP the layer keeps
+Accepted, not this object ("Settling" in ``layer.py``).
 
 A transport error in Calling, Proceeding or Completed informs the TU and
 terminates; in Accepted it only informs the TU (the 2xx already arrived).
@@ -161,7 +162,10 @@ class ClientInviteTransaction(Transaction):
             return
         if old is State.CALLING:
             self._cancel_timers()  # A and B only run in Calling
+        layer._event(self, ResponseReceived(response, self.key))  # type: ignore[arg-type]
         if new is State.ACCEPTED and old is not State.ACCEPTED:
             self.request, self.wire = None, b""
-            self._arm_end(now, self.timers.M)
-        layer._event(self, ResponseReceived(response, self.key))  # type: ignore[arg-type]
+            if self.reliable:
+                self._arm_end(now, self.timers.M)
+            else:  # the layer keeps Accepted ("Settling" in layer.py)
+                layer._settle_client(self, self.timers.M, now)

@@ -2,10 +2,11 @@
 
 Frozen dataclasses, drained with ``TransactionLayer.next_events()``. A key is
 the handle of one transaction: a ``ServerKey`` for requests we received, a
-``ClientKey`` for requests we sent (``keys.py``). Every transaction whose
-``RequestReceived`` or ``send_request()`` the TU saw ends with exactly one
-``TransactionTerminated``; transactions the layer opened for itself (a 482 to a
-merged request) produce no events at all.
+``ClientKey`` for requests we sent (``keys.py``). Every client transaction
+(``send_request()``) ends with exactly one ``TransactionTerminated``; server
+transactions end quietly, as the TU keeps nothing under their keys once it has
+answered. Transactions the layer opened for itself (a 482 to a merged request)
+produce no events at all.
 """
 from __future__ import annotations
 
@@ -64,14 +65,14 @@ class StrayResponse(Event):
 @dataclass(frozen=True, slots=True)
 class TransactionTimeout(Event):
     """Timer B or F (no final response to our request) or Timer H (no ACK to our
-    final response to an INVITE). A ``TransactionTerminated`` follows."""
+    final response to an INVITE). For B and F a ``TransactionTerminated`` follows."""
 
     key: TransactionKey
 
 
 @dataclass(frozen=True, slots=True)
 class TransactionTerminated(Event):
-    """The transaction is gone; forget the key. Sent once per transaction."""
+    """The client transaction of a request we sent is gone; forget its key."""
 
     key: TransactionKey
 
@@ -79,7 +80,7 @@ class TransactionTerminated(Event):
 @dataclass(frozen=True, slots=True)
 class TransportFailure(Event):
     """The driver reported that it could not send for this transaction
-    (``TransactionLayer.transport_error``). A ``TransactionTerminated`` follows
-    unless the transaction was in an Accepted state, which RFC 6026 keeps alive."""
+    (``TransactionLayer.transport_error``). For a client transaction a
+    ``TransactionTerminated`` follows unless it was Accepted, which RFC 6026 keeps alive."""
 
     key: TransactionKey

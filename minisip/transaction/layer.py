@@ -42,6 +42,23 @@ armed at ``now`` + duration, so a FIFO per duration is already in deadline
 order: appending and popping are O(1), and 160,000 NISTs waiting on Timer J
 cost one reference each in one deque. ``get_timer()`` is the minimum over
 the heap top and the FIFO heads.
+
+Settling: over UDP, three states only wait out 32 s after the work is done: an
+INVITE server transaction Accepted (RFC 6026: it absorbs repeats of the INVITE),
+a non-INVITE one Completed (it answers repeats with its final response) and an
+INVITE client transaction Accepted (it passes further 2xx up). Every call leaves
+one of each, so at 600 calls/s 19,200 calls' worth are alive. Such a transaction
+settles: its object goes, and what it still does is kept in the layer. A server
+one leaves the hash of its key in ``_settled`` with its final response's bytes
+without what they echo (a NIST) or None (an IST, whose 2xx the TU retransmits
+itself, RFC 3261 13.3.1.4: those go back to where the Via says); a client one
+leaves its key in ``_clients`` with None. Their end timers share a deadline per
+``_GRAIN`` in a FIFO of buckets, so they end up to that much late, never early:
+a list entry each instead of a float.
+A settled transaction has nothing to send of its own, so a transport error does
+not concern it. The key of a settled server transaction is a hash: two live keys
+colliding is a 2**-64 chance, and string hashes are keyed per process, so no
+stranger can aim for one.
 """
 from __future__ import annotations
 
@@ -51,11 +68,11 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from sys import intern
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..sip.digits import is_digits
 from ..sip.errors import BadMessage
-from ..sip.message import Request, Response, make_response
+from ..sip.message import Request, Response, echoed, make_response
 from ..sip.peer import Peer
 from . import events as ev
 from ._base import END, RETX, Transaction
@@ -80,6 +97,21 @@ ClientTransaction = ClientInviteTransaction | ClientNonInviteTransaction
 _PURGE_MIN = 4096
 
 _INF = float("inf")
+
+#: settled transactions due within this many seconds of a bucket's first end with its last
+_GRAIN = 0.1
+
+
+class _Bucket:
+    """Settled transactions that end together, at ``deadline``: the latest of theirs."""
+
+    __slots__ = ("first", "deadline", "servers", "clients")
+
+    def __init__(self, deadline: float) -> None:
+        self.first = self.deadline = deadline
+        #: the hash of a server key, then its merge hash or -1 (which hash() never returns)
+        self.servers: list[int] = []
+        self.clients: list[ClientKey] = []
 
 _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 
@@ -113,14 +145,21 @@ class TransactionLayer:
     def __init__(self, timers: Timers = Timers()) -> None:
         self.timers = timers
         self.counters = Counters()
-        self._clients: dict[ClientKey, ClientTransaction] = {}
+        #: None: a settled INVITE client transaction (see "Settling" above)
+        self._clients: dict[ClientKey, ClientTransaction | None] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
+        #: settled server transactions: hash of the key -> a NIST's final response
+        #: without what it echoes (``Response.unechoed``), or None for an accepted INVITE
+        self._settled: dict[int, bytes | None] = {}
+        #: settled transactions' end timers by duration, each FIFO in deadline order
+        self._settling: dict[float, deque[_Bucket]] = {}
         #: RFC 3261 8.2.2.2: the hash of (Call-ID, From tag, CSeq number, method) of live
         #: server transactions whose request had no To tag. A hash, as an answered
         #: INVITE's transaction lives 32 s after its call (RFC 6026) and would otherwise
         #: be the last to hold that Call-ID and tag; string hashes are keyed per process,
         #: so no stranger can make a request's collide with another's.
-        self._merge: dict[int, ServerTransaction] = {}
+        #: A settled transaction's entry holds the hash of its key instead.
+        self._merge: dict[int, ServerTransaction | int] = {}
         #: for transport_error(peer): live client transactions per peer, and server
         #: transactions per reliable peer (a UDP server transaction has no connection to
         #: lose). Dicts as sets: under churn a set's table is 2-3 times a dict's, and one
@@ -166,6 +205,14 @@ class TransactionLayer:
         if is_ack:  # the ACK for a 2xx is a transaction of its own making
             self._events.append(ev.AckReceived(req, peer))
             return
+        if self._settled:
+            kh = hash(key)
+            if kh in self._settled:  # a repeat: an accepted INVITE's is absorbed
+                self.counters.retransmissions_absorbed += 1
+                kept = self._settled[kh]
+                if kept is not None:  # a NIST's final response, without what it echoes
+                    self._out.append((echoed(kept, req), peer))
+                return
         merge = None
         if req.to_tag is None:
             merge = hash((req.call_id, req.from_tag, req.cseq[0], method))
@@ -208,6 +255,12 @@ class TransactionLayer:
         key = (branch, resp.cseq[1])
         txn = self._clients.get(key) if branch else None  # type: ignore[call-overload]
         if txn is None:
+            if branch and key in self._clients:  # settled: RFC 6026 Accepted
+                if 200 <= resp.status < 300:  # a 2xx again, or another fork's: up
+                    self._events.append(ev.ResponseReceived(resp, key))
+                else:
+                    self.counters.retransmissions_absorbed += 1
+                return
             self.counters.strays += 1
             self._events.append(ev.StrayResponse(resp, peer))
             return
@@ -263,27 +316,35 @@ class TransactionLayer:
     def send_response(self, resp: Response, now: float) -> None:
         """Send a response to a request received earlier, through its transaction."""
         try:
-            txn = self._servers.get(server_key(resp, resp.cseq[1]))
+            key = server_key(resp, resp.cseq[1])
         except BadMessage as exc:  # the TU's response lacks a Via or CSeq: a bug, not fatal
             log.warning("dropped a response without a usable Via/CSeq: %s", exc.reason)
             self.counters.responses_dropped += 1
             return
+        txn = self._servers.get(key)
         if txn is not None:
             if not txn.on_send(resp, now):
                 self.counters.responses_dropped += 1
+            return
+        # settled: only an accepted INVITE's 2xx (which the TU repeats) goes out, by the Via
+        kh = hash(key) if self._settled else -1
+        settled = kh in self._settled
+        if settled and (self._settled[kh] is not None or not 200 <= resp.status < 300):
+            self.counters.responses_dropped += 1
             return
         peer = _via_destination(resp)
         if peer is None:
             self.counters.responses_dropped += 1
             return
-        self.counters.stateless_responses += 1
+        if not settled:
+            self.counters.stateless_responses += 1
         self._out.append((resp.to_bytes(), peer))
 
     def answer_if_unanswered(self, resp: Response, now: float) -> bool:
         """Send a final ``resp`` through its server transaction only if that has sent no
         final response yet: what an error boundary answers (500) after a TU fault."""
         txn = self._servers.get(server_key(resp, resp.cseq[1]))
-        return txn is not None and txn.on_send(resp, now)
+        return txn is not None and txn.on_send(resp, now)  # (a settled one has answered)
 
     def send_stateless(self, msg: Request | Response, peer: Peer) -> None:
         """Queue a message outside any transaction (the ACK for a 2xx, a 2xx retransmission)."""
@@ -316,6 +377,9 @@ class TransactionLayer:
             head = _head(queue)
             if head is not None and (best is None or head < best):
                 best = head
+        for buckets in self._settling.values():
+            if buckets and (best is None or buckets[0].deadline < best):
+                best = buckets[0].deadline
         return best
 
     def handle_timer(self, now: float) -> None:
@@ -323,6 +387,9 @@ class TransactionLayer:
         retransmission due at the same instant). Handlers see the deadline, not
         ``now``, as the time they fired at, so a late wake-up does not shift the
         retransmission schedule."""
+        for buckets in self._settling.values():
+            while buckets and buckets[0].deadline <= now:
+                self._end_settled(buckets.popleft())
         heap = self._heap
         queues = self._queues.values()
         pop = heapq.heappop
@@ -377,6 +444,65 @@ class TransactionLayer:
         self._tails[duration] = deadline
         return False
 
+    def _settle_server(self, txn: ServerTransaction, kept: bytes | None, duration: float,
+                       now: float) -> None:
+        """A UDP IST Accepted (``kept`` None) or NIST Completed settles (see above)."""
+        key = cast(ServerKey, txn.key)
+        if self._servers.get(key) is txn:
+            del self._servers[key]
+        kh = hash(key)
+        self._settled[kh] = kept
+        merge = txn.merge
+        if merge is not None and self._merge.get(merge) is txn:
+            self._merge[merge] = kh
+        servers = self._bucket(now + duration, duration).servers
+        servers.append(kh)
+        servers.append(-1 if merge is None else merge)
+
+    def _settle_client(self, txn: ClientInviteTransaction, duration: float, now: float) -> None:
+        """A UDP ICT Accepted settles (see above)."""
+        key = cast(ClientKey, txn.key)
+        self._clients[key] = None
+        peers = self._by_peer.get(txn.peer)
+        if peers is not None:
+            peers.pop(txn, None)
+            if not peers:
+                del self._by_peer[txn.peer]
+        self._bucket(now + duration, duration).clients.append(key)
+
+    def _bucket(self, deadline: float, duration: float) -> _Bucket:
+        """The bucket a settled transaction due at ``deadline`` ends with."""
+        buckets = self._settling.get(duration)
+        if buckets is None:
+            buckets = self._settling[duration] = deque()
+        if buckets and deadline <= buckets[-1].first + _GRAIN:
+            bucket = buckets[-1]
+            bucket.deadline = deadline  # (deadlines only grow: ``now`` never goes back)
+            return bucket
+        bucket = _Bucket(deadline)
+        buckets.append(bucket)
+        return bucket
+
+    def _end_settled(self, bucket: _Bucket) -> None:
+        """Timers L, J and M of a bucket's settled transactions fired."""
+        servers = bucket.servers
+        settled, merges, c = self._settled, self._merge, self.counters
+        for i in range(0, len(servers), 2):
+            kh = servers[i]
+            if kh in settled:
+                if settled.pop(kh) is None:
+                    c.ist -= 1
+                else:
+                    c.nist -= 1
+            merge = servers[i + 1]
+            if merge != -1 and merges.get(merge) == kh:
+                del merges[merge]
+        for key in bucket.clients:
+            if key in self._clients and self._clients[key] is None:
+                del self._clients[key]
+                c.ict -= 1
+                self._events.append(ev.TransactionTerminated(key))
+
     def _purge(self) -> None:
         self._heap = [e for e in self._heap
                       if (e[2].retx_at if e[3] == RETX else e[2].end_at) == e[0]]
@@ -424,7 +550,7 @@ class TransactionLayer:
                 peers.pop(txn, None)
                 if not peers:
                     del self._by_peer[txn.peer]
-        if not txn.silent:
+        if kind in ("ict", "nict"):
             self._events.append(ev.TransactionTerminated(key))
 
 

@@ -16,7 +16,8 @@ The ACK moves to **Confirmed**, where Timer I (T4, zero over reliable
 transports) absorbs ACK retransmissions.
 
 A 2xx from the TU moves to **Accepted** (RFC 6026; RFC 3261 terminated here,
-so a retransmitted INVITE looked new). The transaction does not retransmit the
+so a retransmitted INVITE looked new). Over UDP the layer keeps Accepted, not
+this object ("Settling" in ``layer.py``). The transaction does not retransmit the
 2xx: the TU does (RFC 3261 13.3.1.4) and each of its retransmissions passed to
 ``send_response`` goes out through us. INVITE retransmissions are absorbed
 silently; an ACK that matches us (normally the 2xx ACK has a branch of its
@@ -137,7 +138,9 @@ class ServerInviteTransaction(Transaction):
             # INVITE here, so the bytes are not kept for the 32 s of Timer L.
             self.wire = b""
             self.layer._out.append((response.to_bytes(), self.peer))
-            if self.end_at is None:
+            if not self.reliable:  # the layer keeps Accepted ("Settling" in layer.py)
+                self.layer._settle_server(self, None, self.timers.L, now)
+            elif self.end_at is None:
                 self._arm_end(now, self.timers.L)
             return True
         self.wire = response.to_bytes()

@@ -10,14 +10,14 @@ nothing to answer them with, so they are absorbed silently.
 A 1xx from the TU moves to **Proceeding**; retransmissions are answered with the
 latest 1xx. A final response (200-699) moves to **Completed**; retransmissions
 are answered with it for Timer J (64*T1, zero over reliable transports, where the
-client never retransmits). For those 32 s the transaction keeps the response's
-bytes without the lines it echoes of the request (``Response.unechoed``): a
-retransmission brings them again, so about half the bytes are not kept. Further
-responses from the TU in Completed are discarded (RFC 3261 17.2.2).
+client never retransmits, so Completed ends at once). Further responses from the
+TU in Completed are discarded (RFC 3261 17.2.2).
 
-The registrar's hot path is this machine: at 5,000 REGISTERs/s and Timer J =
-32 s, 160,000 of them are alive, each holding its FIFO entry and half the bytes
-of its final response.
+Completed is kept by the layer ("Settling" in ``layer.py``), not by this object:
+the registrar's hot path is this state, and at 5,000 REGISTERs/s and Timer J =
+32 s, 160,000 of them are alive. Each is the hash of its key and the response's
+bytes without the lines it echoes of the request (``Response.unechoed``): a
+retransmission brings them again (``echoed``), so about half the bytes are kept.
 
 ::
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from ..sip.message import echoed
 from ._base import Transaction, Trigger, send_trigger
 
 if TYPE_CHECKING:
@@ -92,10 +91,7 @@ class ServerNonInviteTransaction(Transaction):
         """A retransmission of the request."""
         layer = self.layer
         layer.counters.retransmissions_absorbed += 1
-        state = self._step(Trigger.REQUEST)
-        if state is State.COMPLETED:  # the final response, kept without what it echoes
-            layer._out.append((echoed(self.wire, request), self.peer))
-        elif state is State.PROCEEDING:
+        if self._step(Trigger.REQUEST) is State.PROCEEDING:
             self._send_wire()
 
     def on_send(self, response: Response, now: float) -> bool:
@@ -106,7 +102,9 @@ class ServerNonInviteTransaction(Transaction):
         self.wire = response.to_bytes()
         self._send_wire()
         if new is State.COMPLETED:
-            self._end_state(self.timers.J(self.reliable), now)
-            if self.state is State.COMPLETED:  # Timer J runs (32 s): keep half the bytes
-                self.wire = response.unechoed()
+            duration = self.timers.J(self.reliable)
+            if duration:  # (unreliable) Timer J runs: the layer keeps half the bytes
+                self.layer._settle_server(self, response.unechoed(), duration, now)
+            else:
+                self.on_end_timer(now)
         return True

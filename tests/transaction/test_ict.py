@@ -128,7 +128,7 @@ def test_2xx_enters_accepted_and_further_2xx_go_up_until_timer_m() -> None:
     layer.receive(ok, UDP, 1.0)
     assert layer.next_events() == [ev.ResponseReceived(ok, key)]
     assert layer.data_to_send() == []  # the ACK for a 2xx is the TU's
-    assert layer._clients[key].state is State.ACCEPTED
+    assert layer._clients[key] is None  # settled: the layer keeps Accepted over UDP
     assert layer.get_timer() == 33.0  # Timer M = 64*T1
     again = response(req, 200, to_tag="fork-a")
     other_fork = response(req, 200, to_tag="fork-b")
@@ -169,9 +169,24 @@ def test_transport_error_in_calling_informs_the_tu_and_terminates() -> None:
 
 def test_transport_error_in_accepted_keeps_the_transaction() -> None:
     layer = TransactionLayer()
+    key, req = send_invite(layer, TCP, transport="TCP")
+    layer.receive(response(req, 200), TCP, 1.0)
+    layer.next_events()
+    layer.transport_error(TCP, 1.5)
+    assert layer.next_events() == [ev.TransportFailure(key)]
+    assert layer._clients[key].state is State.ACCEPTED  # type: ignore[union-attr]
+
+
+def test_settled_accepted_has_nothing_to_send_so_no_transport_error() -> None:
+    layer = TransactionLayer()
     key, req = send_invite(layer)
     layer.receive(response(req, 200), UDP, 1.0)
     layer.next_events()
+    layer.transport_error(UDP, 1.5)
     layer.transport_error(key, 1.5)
-    assert layer.next_events() == [ev.TransportFailure(key)]
-    assert layer._clients[key].state is State.ACCEPTED
+    assert layer.next_events() == [] and layer._by_peer == {}
+    layer.receive(response(req, 486), UDP, 2.0)  # not a 2xx: absorbed
+    assert layer.next_events() == [] and layer.counters.retransmissions_absorbed == 1
+    layer.handle_timer(33.0)
+    assert layer.next_events() == [ev.TransactionTerminated(key)]
+    assert layer._clients == {} and layer.counters.ict == 0

@@ -53,7 +53,7 @@ def test_failure_response_is_retransmitted_with_timer_g_capped_at_t2_until_timer
     # Timer G: 0.5, 1, 2, 4, 4, ... (capped at T2) until Timer H = 64*T1.
     assert [t for t, _ in sent] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
     assert all(lines == ["SIP/2.0 486 Busy Here"] for _, lines in sent)
-    assert layer.next_events() == [ev.TransactionTimeout(key), ev.TransactionTerminated(key)]
+    assert layer.next_events() == [ev.TransactionTimeout(key)]  # (a server one ends quietly)
     assert layer.counters.ist == 0
 
 
@@ -64,7 +64,7 @@ def test_failure_response_over_reliable_transport_is_not_retransmitted() -> None
     layer.data_to_send()
     assert layer.get_timer() == 32.0  # Timer H only
     assert run_timers(layer, 100.0) == []
-    assert event_names(layer) == ["TransactionTimeout", "TransactionTerminated"]
+    assert event_names(layer) == ["TransactionTimeout"] and layer.counters.ist == 0
 
 
 def test_invite_retransmission_in_completed_resends_the_final_response() -> None:
@@ -91,7 +91,7 @@ def test_ack_confirms_and_timer_i_absorbs_ack_retransmissions() -> None:
     layer.receive(request("INVITE"), UDP, 1.1)  # absorbed too: nothing to resend in Confirmed
     assert layer.next_events() == [] and layer.data_to_send() == []
     assert run_timers(layer, 100.0) == []
-    assert layer.next_events() == [ev.TransactionTerminated(key)]
+    assert layer.next_events() == [] and layer.counters.ist == 0
 
 
 def test_timer_i_is_zero_over_reliable_transport() -> None:
@@ -99,7 +99,7 @@ def test_timer_i_is_zero_over_reliable_transport() -> None:
     key, req = receive_invite(layer, TCP, transport="TCP")
     layer.send_response(response(req, 486), 0.0)
     layer.receive(ack_for(req, transport="TCP"), TCP, 0.1)
-    assert layer.next_events() == [ev.TransactionTerminated(key)]
+    assert layer.next_events() == [] and layer.counters.ist == 0
     assert layer.get_timer() is None
 
 
@@ -108,7 +108,7 @@ def test_2xx_enters_accepted_absorbing_invite_retransmissions_and_passing_acks_u
     key, req = receive_invite(layer)
     layer.send_response(response(req, 200), 1.0)
     assert start_lines(layer.data_to_send()) == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK"]
-    assert layer._servers[key].state is State.ACCEPTED
+    assert layer._servers == {} and layer._settled == {hash(key): None}  # settled (UDP)
     assert layer.get_timer() == 33.0  # Timer L = 64*T1, and no Timer G for a 2xx
     layer.receive(request("INVITE"), UDP, 1.5)
     assert layer.data_to_send() == [] and layer.next_events() == []  # absorbed, not re-answered
@@ -116,7 +116,7 @@ def test_2xx_enters_accepted_absorbing_invite_retransmissions_and_passing_acks_u
     layer.receive(ack, UDP, 2.0)
     assert layer.next_events() == [ev.AckReceived(ack, UDP)]
     run_timers(layer, 33.0)
-    assert layer.next_events() == [ev.TransactionTerminated(key)]
+    assert layer._settled == {} and layer.counters.ist == 0 and layer.get_timer() is None
 
 
 def test_tu_2xx_retransmissions_go_out_through_the_accepted_state() -> None:
@@ -130,6 +130,20 @@ def test_tu_2xx_retransmissions_go_out_through_the_accepted_state() -> None:
     assert layer.get_timer() == 33.0  # Timer L not restarted
     layer.send_response(response(req, 486), 2.0)  # a non-2xx after a 2xx is discarded
     assert layer.data_to_send() == [] and layer.counters.responses_dropped == 1
+    assert layer.counters.stateless_responses == 0  # (the transaction is alive)
+
+
+def test_accepted_over_tcp_keeps_its_transaction() -> None:
+    layer = TransactionLayer()
+    key, req = receive_invite(layer, TCP, transport="TCP")
+    ok = response(req, 200)
+    layer.send_response(ok, 1.0)
+    assert layer._servers[key].state is State.ACCEPTED and layer._settled == {}
+    layer.send_response(ok, 1.5)
+    assert start_lines(layer.data_to_send()) == ["SIP/2.0 100 Trying", "SIP/2.0 200 OK",
+                                                 "SIP/2.0 200 OK"]
+    run_timers(layer, 33.0)
+    assert layer._servers == {} and layer.counters.ist == 0
 
 
 def test_2xx_after_the_transaction_ended_goes_out_statelessly_by_the_via() -> None:
@@ -154,5 +168,5 @@ def test_transport_error_in_proceeding_informs_the_tu_and_terminates() -> None:
     layer = TransactionLayer()
     key, req = receive_invite(layer, TCP, transport="TCP")
     layer.transport_error(TCP, 0.5)  # the connection went away
-    assert layer.next_events() == [ev.TransportFailure(key), ev.TransactionTerminated(key)]
+    assert layer.next_events() == [ev.TransportFailure(key)] and layer.counters.ist == 0
     assert layer._by_peer == {}

@@ -40,15 +40,15 @@ def test_retransmission_in_completed_resends_the_final_response_until_timer_j() 
     layer.send_response(response(req, 401), 0.2)
     final = layer.data_to_send()
     assert start_lines(final) == ["SIP/2.0 401 Unauthorized"]
-    assert layer._servers[key].state is State.COMPLETED
+    assert layer._servers == {} and hash(key) in layer._settled  # settled: kept by the layer
     assert layer.get_timer() == 32.2  # Timer J = 64*T1
     for t in (0.5, 1.5, 3.5):
         layer.receive(request("REGISTER"), UDP, t)
         assert layer.data_to_send() == final  # the cached bytes
     assert layer.next_events() == []
-    assert run_timers(layer, 32.1) == []
+    assert run_timers(layer, 32.1) == [] and layer.counters.nist == 1
     layer.handle_timer(32.2)
-    assert layer.next_events() == [ev.TransactionTerminated(key)]
+    assert layer._settled == {} and layer.counters.nist == 0 and layer.next_events() == []
     layer.receive(request("REGISTER"), UDP, 33.0)  # after J: a new request again
     assert [type(e) for e in layer.next_events()] == [ev.RequestReceived]
 
@@ -58,7 +58,7 @@ def test_timer_j_is_zero_over_reliable_transport() -> None:
     key, req = receive_register(layer, TCP, transport="TCP")
     layer.send_response(response(req, 200), 0.1)
     assert start_lines(layer.data_to_send()) == ["SIP/2.0 200 OK"]
-    assert layer.next_events() == [ev.TransactionTerminated(key)]
+    assert layer._servers == {} and layer._settled == {}
     assert layer.get_timer() is None and layer.counters.nist == 0
 
 
@@ -83,10 +83,9 @@ def test_responses_go_to_the_peer_the_request_came_from() -> None:
     assert [p for _, p in layer.data_to_send()] == [nat]
 
 
-def test_transport_error_in_completed_terminates() -> None:
+def test_transport_error_in_trying_terminates() -> None:
     layer = TransactionLayer()
     key, req = receive_register(layer)
-    layer.send_response(response(req, 200), 0.1)
     layer.transport_error(key, 0.2)
-    assert layer.next_events() == [ev.TransportFailure(key), ev.TransactionTerminated(key)]
-    assert layer.get_timer() is None
+    assert layer.next_events() == [ev.TransportFailure(key)]
+    assert layer._servers == {} and layer.counters.nist == 0

@@ -67,8 +67,7 @@ def test_merged_request_is_answered_482_by_the_layer() -> None:
     layer.send_response(response(first, 486), 0.3)
     run_timers(layer, 100.0)  # the 482's Timers G and H run silently: the TU never knew it
     first_key = ServerKey("z9hG4bK-path-a", "192.0.2.10", 5060, "INVITE")
-    assert layer.next_events() == [ev.TransactionTimeout(first_key),
-                                   ev.TransactionTerminated(first_key)]
+    assert layer.next_events() == [ev.TransactionTimeout(first_key)]
     assert layer.counters.ist == 0 and layer.counters.timeouts == 2
 
 
@@ -80,8 +79,37 @@ def test_merged_non_invite_is_answered_482_and_silent_to_the_end() -> None:
     assert layer.next_events() == []
     assert start_lines(layer.data_to_send()) == ["SIP/2.0 482 Loop Detected"]
     layer.send_response(response(request("REGISTER", branch="z9hG4bK-a"), 200), 0.2)
+    assert hash(first_key) in layer._settled
     run_timers(layer, 100.0)
-    assert layer.next_events() == [ev.TransactionTerminated(first_key)]
+    assert layer.next_events() == [] and layer.counters.nist == 0 and layer._merge == {}
+
+
+def test_an_accepted_invite_still_merges_its_forks_until_timer_l() -> None:
+    layer = TransactionLayer()
+    first = request("INVITE", branch="z9hG4bK-path-a")
+    layer.receive(first, UDP, 0.0)
+    layer.send_response(response(first, 200), 0.1)
+    assert layer._servers == {} and len(layer._merge) == 1  # settled, still a merge entry
+    layer.next_events()
+    layer.data_to_send()
+    fork = request("INVITE", branch="z9hG4bK-path-b", via_host="192.0.2.99")
+    layer.receive(fork, UDP2, 0.2)
+    assert start_lines(layer.data_to_send()) == ["SIP/2.0 482 Loop Detected"]
+    assert layer.next_events() == []
+    run_timers(layer, 100.0)
+    assert layer._merge == {} and layer._settled == {} and layer._servers == {}
+    assert layer.counters.ist == 0
+
+
+def test_a_settled_non_invite_answers_a_repeat_where_it_came_from() -> None:
+    layer = TransactionLayer()
+    req = request("REGISTER")
+    layer.receive(req, UDP, 0.0)
+    layer.send_response(response(req, 200), 0.1)
+    first = layer.data_to_send()
+    layer.receive(request("REGISTER"), UDP2, 1.0)  # the NAT mapped it anew
+    again = layer.data_to_send()
+    assert again == [(first[0][0], UDP2)] and layer.next_events()[1:] == []
 
 
 def test_requests_with_a_to_tag_are_never_merged() -> None:
@@ -221,14 +249,14 @@ def test_transport_error_for_a_peer_ends_every_transaction_on_it() -> None:
     layer.transport_error(TCP, 1.0)
     events = layer.next_events()
     assert {e.key for e in events if isinstance(e, ev.TransportFailure)} == {server_key, client_key}
-    assert {e.key for e in events if isinstance(e, ev.TransactionTerminated)} == {
-        server_key, client_key}
+    assert {e.key for e in events if isinstance(e, ev.TransactionTerminated)} == {client_key}
     assert list(layer._clients) == [udp_key] and layer._servers == {}
 
 
 def _brute_force_earliest(layer: TransactionLayer) -> float | None:
-    deadlines = [d for t in [*layer._clients.values(), *layer._servers.values()]
+    deadlines = [d for t in [*layer._clients.values(), *layer._servers.values()] if t
                  for d in (t.retx_at, t.end_at) if d is not None]
+    deadlines += [b.deadline for buckets in layer._settling.values() for b in buckets]
     return min(deadlines, default=None)
 
 
