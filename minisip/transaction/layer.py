@@ -257,7 +257,7 @@ class TransactionLayer:
         if txn is None:
             if branch and key in self._clients:  # settled: RFC 6026 Accepted
                 if 200 <= resp.status < 300:  # a 2xx again, or another fork's: up
-                    self._events.append(ev.ResponseReceived(resp, key))
+                    self._events.append(ev.ResponseReceived(resp, ClientKey(branch, key[1])))
                 else:
                     self.counters.retransmissions_absorbed += 1
                 return
