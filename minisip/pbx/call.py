@@ -375,7 +375,8 @@ class Call:
         """Send the INVITE of a B-leg for target ``i``."""
         a_inv = self.a.invite
         mf = a_inv.max_forwards
-        via, our_contact = self.pbx.local_via_contact(spec.peer, spec.contact_user)
+        via = self.pbx.via_for(spec.peer)
+        our_contact = self.pbx.contact_for(spec.peer, spec.contact_user)
         own = self.pbx.common_headers()
         if spec.strip_100rel:
             own = [(n, without_100rel(v) if n == "Supported" else v) for n, v in own]
@@ -738,11 +739,12 @@ class Call:
         a = self.a
         headers = [(n, v) for n, v in relayed_headers(source) if n not in _OWN_HEADERS] \
             if source is not None else []
+        contact = self.pbx.contact_for(a.peer, self.callee) if status < 300 else ""
         if status < 300:
             # RFC 3261 12.1.1: a response that creates a dialog copies the Record-Route
             # of the request, in order, so a record-routing proxy stays in the path
             headers += [("Record-Route", v) for v in a.invite.headers.get_all("Record-Route")]
-            headers.append(("Contact", self.pbx.local_via_contact(a.peer, self.callee)[1]))
+            headers.append(("Contact", contact))
             headers += self.pbx.common_headers()
         if body:
             headers.append(("Content-Type", "application/sdp"))
@@ -752,8 +754,7 @@ class Call:
         elif source is not None and source.body:
             resp.body = self._sdp("B", source.body)
         if a.dialog is None and status < 300:
-            a.dialog = Dialog.as_uas(a.invite, resp, a.peer,
-                                     self.pbx.local_via_contact(a.peer, self.callee)[1])
+            a.dialog = Dialog.as_uas(a.invite, resp, a.peer, contact)
             self.pbx.register_dialog(a.dialog.id, self, a)
         if self.reliable is not None and status < 200:
             self.reliable.send(resp)
@@ -885,7 +886,7 @@ class Call:
                 self._ack_to = (leg, resp.cseq[0])
         headers = relayed_headers(resp)
         if req.method in ("INVITE", "UPDATE") and resp.status < 300:
-            headers.append(("Contact", self.pbx.local_via_contact(origin.peer, self.caller)[1]))
+            headers.append(("Contact", self.pbx.contact_for(origin.peer, self.caller)))
         out = make_response(req, resp.status, resp.reason, headers=headers)
         out.body = self._sdp(leg.side, resp.body)
         self.pbx.send_response(out)

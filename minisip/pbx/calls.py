@@ -101,12 +101,13 @@ class CallController:
         host = self.core.local_address(peer)[0]
         return f"[{host}]" if ":" in host else host
 
-    def local_via_contact(self, peer: Peer, user: str) -> tuple[str, str]:
-        return self.core.via_for(peer), self.core.contact_for(peer, user)
-
     def via_for(self, peer: Peer) -> str:
-        """Our Via for a request to ``peer`` (an in-dialog request has its Contact)."""
+        """Our Via (with a new branch) for a request to ``peer``."""
         return self.core.via_for(peer)
+
+    def contact_for(self, peer: Peer, user: str) -> str:
+        """Our Contact for ``user`` as ``peer`` reaches us."""
+        return self.core.contact_for(peer, user)
 
     def display_for(self, user: str, snap: Any = None) -> str:
         u = (snap or self.snapshot()).users.get(user)

@@ -327,9 +327,8 @@ class TransactionLayer:
                 self.counters.responses_dropped += 1
             return
         # settled: only an accepted INVITE's 2xx (which the TU repeats) goes out, by the Via
-        kh = hash(key) if self._settled else -1
-        settled = kh in self._settled
-        if settled and (self._settled[kh] is not None or not 200 <= resp.status < 300):
+        settled = bool(self._settled) and hash(key) in self._settled
+        if settled and (self._settled[hash(key)] is not None or not 200 <= resp.status < 300):
             self.counters.responses_dropped += 1
             return
         peer = _via_destination(resp)
@@ -463,12 +462,16 @@ class TransactionLayer:
         """A UDP ICT Accepted settles (see above)."""
         key = cast(ClientKey, txn.key)
         self._clients[key] = None
+        self._unpeer(txn)
+        self._bucket(now + duration, duration).clients.append(key)
+
+    def _unpeer(self, txn: Transaction) -> None:
+        """Take ``txn`` out of its peer's table (for ``transport_error(peer)``)."""
         peers = self._by_peer.get(txn.peer)
         if peers is not None:
             peers.pop(txn, None)
             if not peers:
                 del self._by_peer[txn.peer]
-        self._bucket(now + duration, duration).clients.append(key)
 
     def _bucket(self, deadline: float, duration: float) -> _Bucket:
         """The bucket a settled transaction due at ``deadline`` ends with."""
@@ -545,11 +548,7 @@ class TransactionLayer:
         elif self._clients.get(key) is txn:
             del self._clients[key]
         if txn.reliable or kind in ("ict", "nict"):
-            peers = self._by_peer.get(txn.peer)
-            if peers is not None:
-                peers.pop(txn, None)
-                if not peers:
-                    del self._by_peer[txn.peer]
+            self._unpeer(txn)
         if kind in ("ict", "nict"):
             self._events.append(ev.TransactionTerminated(key))
 

@@ -36,11 +36,11 @@ class FakeController:
     def now(self) -> float:
         return 0.0
 
-    def local_via_contact(self, peer: Peer, user: str) -> tuple[str, str]:
-        return self.via_for(peer), f"<sip:{user}@198.51.100.1>"
-
     def via_for(self, peer: Peer) -> str:
         return "SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKx"
+
+    def contact_for(self, peer: Peer, user: str) -> str:
+        return f"<sip:{user}@198.51.100.1>"
 
     def common_headers(self) -> list[tuple[str, str]]:
         return [("Supported", "100rel, timer")]
